@@ -1,0 +1,5 @@
+import sys
+
+from dsa_plugin.cli import main
+
+sys.exit(main())
