@@ -1,0 +1,125 @@
+"""GeM global descriptor networks, cirtorch-compatible (REFERENCE_FACTS §2.5, §3.5).
+
+:class:`GeMNet` mirrors cirtorch's ``ImageRetrievalNet`` without whitening: ``features`` ->
+GeM pooling -> L2 normalisation, returning one **column** per image (``D x B``), with state-dict
+keys ``features.N...`` and ``pool.p`` so the published embedding ``model_state`` loads strictly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["gem", "GeM", "l2n", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
+
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean pooling over H, W: ``mean(clamp(x, eps)^p)^(1/p)``.
+
+    ``[B, C, H, W] -> [B, C, 1, 1]``. p=1 is average pooling, p->inf max pooling.
+
+    Example:
+        >>> gem(torch.ones(2, 8, 5, 5)).shape
+        torch.Size([2, 8, 1, 1])
+    """
+    return F.avg_pool2d(x.clamp(min=eps).pow(p), (x.size(-2), x.size(-1))).pow(1.0 / p)
+
+
+def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """L2-normalise along dim 1 as cirtorch does (``x / (||x|| + eps)``)."""
+    return x / (torch.norm(x, p=2, dim=1, keepdim=True) + eps)
+
+
+class GeM(nn.Module):
+    """GeM pooling with a learnable exponent ``p`` (shape ``(1,)``, initialised to 3)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gem(x, p=self.p.unsqueeze(-1).unsqueeze(-1), eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p.item():.4f}, eps={self.eps}"
+
+
+class GeMNet(nn.Module):
+    """``features`` -> GeM -> L2N. ``forward(x [B,3,H,W]) -> [D, B]`` (cirtorch column convention).
+
+    ``meta`` is cirtorch-like: architecture, pooling 'gem', local_whitening / regional /
+    whitening False, mean, std (of the input normalisation) and outputdim.
+
+    Example:
+        >>> net = gem_small(outputdim=16).eval()
+        >>> net(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([16, 2])
+    """
+
+    def __init__(self, features: nn.Module, outputdim: int,
+                 mean_std: tuple = IMAGENET_MEAN_STD, architecture: str = "custom") -> None:
+        super().__init__()
+        self.features = features
+        self.pool = GeM()
+        mean, std = mean_std
+        self.meta = {"architecture": architecture, "local_whitening": False, "pooling": "gem",
+                     "regional": False, "whitening": False, "mean": list(mean), "std": list(std),
+                     "outputdim": int(outputdim)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = l2n(self.pool(self.features(x))).squeeze(-1).squeeze(-1)
+        return o.permute(1, 0)
+
+
+def gem_small(outputdim: int = 128, mean_std: tuple = IMAGENET_MEAN_STD) -> GeMNet:
+    """A 4-conv GeM network, fast on CPU, for demos and tests (random init)."""
+    widths = [3, 32, 64, 128]
+    layers: list[nn.Module] = []
+    for cin, cout in zip(widths[:-1], widths[1:]):
+        layers += [nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
+    layers += [nn.Conv2d(widths[-1], outputdim, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+    return GeMNet(nn.Sequential(*layers), outputdim, mean_std, architecture="small")
+
+
+def gem_vgg16() -> GeMNet:
+    """VGG16 GeM (D=512): torchvision vgg16 ``.features`` without its last max-pool, random init
+    (nothing is downloaded; load the published ``model_state`` or your own weights)."""
+    from torchvision.models import vgg16
+
+    features = nn.Sequential(*list(vgg16(weights=None).features.children())[:-1])
+    return GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
+
+
+def gem_resnet101() -> GeMNet:
+    """ResNet-101 GeM (D=2048): torchvision resnet101 children without avgpool and fc, random init
+    (nothing is downloaded)."""
+    from torchvision.models import resnet101
+
+    features = nn.Sequential(*list(resnet101(weights=None).children())[:-2])
+    return GeMNet(features, 2048, IMAGENET_MEAN_STD, architecture="resnet101")
+
+
+def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Descriptors ``[B, D]`` of a batch ``x [B, 3, H, W]``, whether ``net`` returns ``D x B``
+    (cirtorch) or ``B x D``.
+
+    When D == B the orientation is ambiguous; nets with a cirtorch ``meta`` are taken as ``D x B``.
+    """
+    out = net(x)
+    b = x.shape[0]
+    if out.dim() == 1:
+        return out.unsqueeze(0) if b == 1 else out.unsqueeze(1)
+    if out.dim() != 2:
+        raise ValueError(f"embed expects a 2-D descriptor output, got shape {tuple(out.shape)}")
+    rows, cols = out.shape
+    if cols == b and rows != b:
+        return out.t()
+    if rows == b and cols != b:
+        return out
+    if rows == b and cols == b:
+        dim = getattr(net, "meta", {}).get("outputdim") if isinstance(getattr(net, "meta", None), dict) else None
+        return out.t() if dim is not None else out
+    raise ValueError(f"descriptor output {tuple(out.shape)} does not match batch size {b}")
