@@ -1,0 +1,156 @@
+"""``dsa evaluate``: retrieval mAP of an embedding network on named test sets or on folders.
+
+Examples::
+
+    dsa evaluate --checkpoint hedngan_embed_vgg16.pth --whitening hedngan_embed_vgg16_lw.pkl \\
+        --datasets 247tokyo1k,roxford5k,rparis6k --data-root ~/cirtorch-data --device cuda
+    dsa evaluate --arch gem_small --random-init --folder ../shared/data/amos-daynight --role eval \\
+        --image-size 256 --out amos.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        vals = [float(eval_scale(s)) for s in text.split(",") if s.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not vals or any(v <= 0 or v > 4 for v in vals):
+        raise argparse.ArgumentTypeError(f"scales must be positive factors like 1,0.7071,0.5; got {text!r}")
+    return vals
+
+
+def eval_scale(s: str) -> float:
+    """'1', '0.5', '1/sqrt2' or '1/2' -> float."""
+    s = s.strip().lower()
+    if s in ("1/sqrt2", "1/sqrt(2)"):
+        return 1 / math.sqrt(2)
+    if "/" in s:
+        a, b = s.split("/", 1)
+        return float(a) / float(b)
+    return float(s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dsa evaluate",
+        description="Retrieval mAP with the standard protocols (Tokyo 24/7, ROxford5k, RParis6k) or on folders with labels.csv.",
+    )
+    net = p.add_argument_group("network")
+    net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
+    net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
+    net.add_argument("--outputdim", type=int, default=None, help="descriptor size for --arch gem_small (default 128)")
+    net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")
+    net.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    net.add_argument("--whitening", help="published-format *_lw.pkl to apply ({'m': (D,1), 'P': (D,D)})")
+    net.add_argument("--learn-whitening", metavar="PKL", help="learn lw whitening from a whitening db {cids, qidxs, pidxs} first")
+    net.add_argument("--whitening-ims", metavar="DIR", help="image root of --learn-whitening (default: <pkl dir>/ims)")
+    net.add_argument("--save-whitening", metavar="PKL", help="write the learned whitening here (published layout)")
+    data = p.add_argument_group("data")
+    data.add_argument("--datasets", help="comma-separated named test sets, e.g. 247tokyo1k,roxford5k,rparis6k")
+    data.add_argument("--data-root", help="cirtorch data root holding test/<name>/gnd_<name>.pkl and jpg/")
+    data.add_argument("--folder", action="append", default=[], help="folder with labels.csv (file, domain, place_id[, role]); repeatable")
+    data.add_argument("--role", help="keep only rows of this role in labels.csv (e.g. eval)")
+    data.add_argument("--query-domain", default="night", help="folder queries' domain (default night)")
+    data.add_argument("--db-domain", default="day", help="folder database domain (default day)")
+    pipe = p.add_argument_group("pipeline")
+    pipe.add_argument("--image-size", type=int, default=1024, help="longest image side (thumbnail; default 1024)")
+    pipe.add_argument("--scales", type=_scales, default=list(DEFAULT_SCALES), help="multi-scale factors (default 1,1/sqrt2,1/2)")
+    pipe.add_argument("--single-scale", action="store_true", help="shortcut for --scales 1")
+    pipe.add_argument("--no-clahe", action="store_true", help="skip CLAHE at test time (default: CLAHE clip 1.0, 8x8)")
+    pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
+    pipe.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward pass (default 8)")
+    pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", help="write the results as JSON here")
+    return p
+
+
+def _network(args):
+    from dsa_plugin.evaluation.networks import attach_whitening, build_gem_network, load_embedding_network
+
+    if args.checkpoint and args.arch:
+        raise SystemExit("dsa evaluate: give either --checkpoint or --arch, not both")
+    if args.checkpoint:
+        return load_embedding_network(args.checkpoint, args.device, args.whitening), args.checkpoint
+    if not args.arch:
+        raise SystemExit("dsa evaluate: need --checkpoint PATH|URL, or --arch NAME --random-init")
+    if not args.random_init:
+        raise SystemExit("dsa evaluate: --arch builds an untrained network; add --random-init to confirm (or use --checkpoint)")
+    torch.manual_seed(args.seed)
+    net = build_gem_network(args.arch, outputdim=args.outputdim).to(args.device).eval().requires_grad_(False)
+    return attach_whitening(net, args.whitening), f"{args.arch} (random init, seed {args.seed})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dsa_plugin.checkpoints import CheckpointError
+    from dsa_plugin.evaluation.datasets import TestSetError
+    from dsa_plugin.evaluation.descriptors import ImageReadError
+    from dsa_plugin.evaluation.whitening import WhiteningError
+
+    try:
+        return _run(argv)
+    except (TestSetError, CheckpointError, WhiteningError, ImageReadError, FileNotFoundError) as e:
+        print(f"dsa evaluate: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
+    from dsa_plugin.evaluation.report import format_folder, format_test_sets
+    from dsa_plugin.evaluation.runner import evaluate_folder, evaluate_test_set, learn_whitening_from_db
+
+    args = build_parser().parse_args(argv)
+    if not args.datasets and not args.folder:
+        raise SystemExit("dsa evaluate: nothing to evaluate; give --datasets (with --data-root) and/or --folder DIR")
+    if args.datasets and not args.data_root:
+        raise SystemExit("dsa evaluate: --datasets needs --data-root (the directory holding test/<name>/)")
+    net, label = _network(args)
+    kw = dict(
+        device=args.device, image_size=args.image_size, scales=[1.0] if args.single_scale else args.scales,
+        clahe=not args.no_clahe, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}
+    if args.learn_whitening:
+        from dsa_plugin.evaluation.networks import attach_whitening
+        from dsa_plugin.evaluation.whitening import save_whitening
+
+        w = learn_whitening_from_db(net, args.learn_whitening, args.whitening_ims, **kw)
+        attach_whitening(net, w)
+        out["whitening_learned_from"] = args.learn_whitening
+        if args.save_whitening:
+            save_whitening(w, args.save_whitening)
+            print(f">> whitening written to {args.save_whitening}")
+    out["settings"]["whitening"] = args.learn_whitening or args.whitening
+    if args.datasets:
+        results = [evaluate_test_set(net, name.strip(), args.data_root, **kw) for name in args.datasets.split(",") if name.strip()]
+        out["test_sets"] = results
+        print(format_test_sets(results, label=Path(label).name if args.checkpoint else label))
+    if args.folder:
+        out["folders"] = []
+        for folder in args.folder:
+            r = evaluate_folder(net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain, **kw)
+            out["folders"].append(r)
+            print(format_folder(r, label=Path(label).name if args.checkpoint else label))
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out, indent=2, default=float) + "\n")
+        os.replace(tmp, path)
+        print(f">> results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

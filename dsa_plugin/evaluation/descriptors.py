@@ -1,0 +1,293 @@
+"""Test-time global descriptors: image loading, CLAHE, multi-scale GeM-p aggregation, batching.
+
+The pipeline of REFERENCE_FACTS §4.2: PIL RGB -> (query bbox crop) -> thumbnail to the longest
+side -> [0,1] tensor -> CLAHE (at full resolution, before downscaling) -> mean/std normalisation
+-> the network on each scale ``s`` (``F.interpolate(scale_factor=s, bilinear)``) ->
+``v = (mean_s desc_s^p)^(1/p)`` -> L2. ``p`` is the network's learned GeM ``pool.p`` when the
+network is cirtorch-like GeM (non-regional, unwhitened), else 1.
+
+Images of equal size are stacked into batches (the result is the same as one at a time); works
+with cirtorch networks (``D x B`` output), :class:`dsa_plugin.models.gem.GeMNet`, HOW networks
+(``forward_global(x, scales=...)``, which aggregates scales itself), and any ``nn.Module`` that
+returns L2-normalised vectors (``B x D`` or ``D x B``). Descriptors come back as rows ``[N, D]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: the standard multi-scale setting [1, 1/sqrt(2), 1/2]
+DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.0 / math.sqrt(2.0), 0.5)
+
+
+class ImageReadError(OSError):
+    """An image could not be opened or decoded (names the file)."""
+
+
+def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None) -> Image.Image:
+    """Load an RGB image as the standard test code does: crop ``bbox`` first, then shrink.
+
+    Without a bbox the image is thumbnailed (LANCZOS, shrink only) to ``image_size`` on its
+    longest side. With a bbox the crop is thumbnailed to ``image_size * max(crop) / max(full)``:
+    the factor the whole image would get.
+    """
+    try:
+        with Image.open(path) as f:
+            img = f.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
+    full = max(img.size)
+    if bbox is not None:
+        img = img.crop(tuple(bbox))
+    if image_size is not None:
+        target = image_size * max(img.size) / full if bbox is not None else image_size
+        img.thumbnail((target, target), Image.Resampling.LANCZOS)
+    return img
+
+
+def pil_to_tensor01(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> ``[3, H, W]`` float32 in [0, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _clahe_opencv(x01: torch.Tensor, clip_limit: float = 1.0, grid_size: tuple[int, int] = (8, 8)) -> torch.Tensor:
+    """CLAHE on the L channel of Lab as the reference applies it (OpenCV, L truncated to uint8)."""
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - cv2 ships with the test extras
+        raise ImportError("CLAHE needs dsa_plugin.transforms or opencv-python-headless (pip install opencv-python-headless)") from e
+    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=tuple(grid_size))
+    out = []
+    for img in x01.detach().cpu().permute(0, 2, 3, 1).numpy().astype(np.float32):
+        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+        L = (lab[..., 0] / 100.0 * 255.0).astype(np.uint8)
+        lab[..., 0] = clahe.apply(L).astype(np.float32) / 255.0 * 100.0
+        out.append(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=x01.device, dtype=x01.dtype)
+
+
+def clahe_batch(x01: torch.Tensor, clip_limit: float = 1.0) -> torch.Tensor:
+    """CLAHE of ``[B, 3, H, W]`` RGB in [0, 1]: ``dsa_plugin.transforms.clahe`` when available, else OpenCV."""
+    try:
+        from dsa_plugin.transforms import clahe
+    except ImportError:
+        return _clahe_opencv(x01, clip_limit)
+    return clahe(x01, clip_limit=clip_limit)
+
+
+def network_mean_std(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input normalisation of a network: cirtorch/GeMNet ``meta``, HOW ``runtime['mean_std']``, else ImageNet."""
+    meta = getattr(net, "meta", None)
+    if isinstance(meta, dict) and "mean" in meta and "std" in meta:
+        return tuple(meta["mean"]), tuple(meta["std"])
+    runtime = getattr(net, "runtime", None)
+    if isinstance(runtime, dict) and "mean_std" in runtime:
+        mean, std = runtime["mean_std"]
+        return tuple(mean), tuple(std)
+    return IMAGENET_MEAN_STD
+
+
+def multiscale_power(net: nn.Module) -> float:
+    """Exponent of the multi-scale power mean: the learned GeM ``pool.p`` of a GeM network, else 1.
+
+    As the reference, ``p`` is used only for gem pooling without regional pooling or whitening
+    when the network declares these in a cirtorch ``meta``.
+    """
+    meta = getattr(net, "meta", None)
+    if isinstance(meta, dict) and (
+        meta.get("pooling", "gem") != "gem" or meta.get("regional", False) or meta.get("whitening", False)
+    ):
+        return 1.0
+    p = getattr(getattr(net, "pool", None), "p", None)
+    if isinstance(p, torch.Tensor) and p.numel() == 1:
+        return float(p.detach().cpu().item())
+    if isinstance(p, (int, float)):
+        return float(p)
+    return 1.0
+
+
+def is_how_network(net: nn.Module) -> bool:
+    return callable(getattr(net, "forward_global", None)) and callable(getattr(net, "features_attentions", None))
+
+
+def descriptor_rows(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[B, D]`` descriptors of ``x [B, 3, H, W]`` whether ``net`` returns ``D x B`` or ``B x D``.
+
+    When ``B == D`` the orientation is ambiguous; networks with a cirtorch ``meta`` are ``D x B``.
+    """
+    out = net(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    b = x.shape[0]
+    if out.dim() == 1:
+        return out.unsqueeze(0) if b == 1 else out.unsqueeze(1).T
+    if out.dim() == 4 and out.shape[-2:] == (1, 1):  # pooled map [B, D, 1, 1]
+        out = out.flatten(1)
+    if out.dim() != 2:
+        raise ValueError(f"{type(net).__name__} returned shape {tuple(out.shape)}; need B x D or D x B descriptors")
+    rows, cols = out.shape
+    if rows == b and cols != b:
+        return out
+    if cols == b and rows != b:
+        return out.T
+    if rows == b and cols == b:
+        return out.T if isinstance(getattr(net, "meta", None), dict) else out
+    raise ValueError(f"{type(net).__name__} returned shape {tuple(out.shape)} for a batch of {b} images")
+
+
+def multiscale_descriptors(
+    net: nn.Module,
+    x: torch.Tensor,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    power: float = 1.0,
+) -> torch.Tensor:
+    """Aggregate descriptors over scales with the power mean, then L2-normalise.
+
+    Args:
+        net: network returning L2-normalised descriptors (``B x D`` or ``D x B``).
+        x: ``[B, 3, H, W]`` normalised images (one size).
+        scales: downscale factors (``F.interpolate``, bilinear, ``align_corners=False``).
+        power: exponent ``p`` of ``(mean_s v_s^p)^(1/p)``.
+
+    Returns:
+        ``[B, D]`` descriptors.
+
+    Example:
+        >>> from dsa_plugin.models.gem import gem_small
+        >>> multiscale_descriptors(gem_small(16).eval(), torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 16])
+    """
+    if is_how_network(net):
+        v = descriptor_rows(lambda t: net.forward_global(t, scales=list(scales)), x)  # type: ignore[arg-type]
+        return F.normalize(v, dim=1)
+    if len(scales) == 1 and scales[0] == 1:
+        return F.normalize(descriptor_rows(net, x), dim=1)
+    acc = None
+    for s in scales:
+        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        v = descriptor_rows(net, xs).pow(power)
+        acc = v if acc is None else acc + v
+    v = (acc / len(scales)).pow(1.0 / power)
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _batches_by_size(
+    items: Iterable[tuple[int, torch.Tensor]], batch_size: int
+) -> Iterable[tuple[list[int], torch.Tensor]]:
+    """Group ``(index, [3,H,W])`` items into batches of one image size, keeping at most one open batch per size."""
+    open_batches: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+    for i, t in items:
+        key = tuple(t.shape[-2:])
+        bucket = open_batches.setdefault(key, [])
+        bucket.append((i, t))
+        if len(bucket) >= batch_size:
+            del open_batches[key]
+            yield [j for j, _ in bucket], torch.stack([u for _, u in bucket])
+    for bucket in open_batches.values():
+        yield [j for j, _ in bucket], torch.stack([u for _, u in bucket])
+
+
+class _ImageList(torch.utils.data.Dataset):
+    def __init__(self, images: Sequence[str], image_size: int | None, bbxs: Sequence | None):
+        self.images, self.image_size, self.bbxs = list(images), image_size, bbxs
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        bbox = self.bbxs[i] if self.bbxs is not None else None
+        return i, pil_to_tensor01(load_image(self.images[i], self.image_size, bbox))
+
+
+@torch.no_grad()
+def extract_descriptors(
+    net: nn.Module,
+    images: Sequence[str],
+    *,
+    image_size: int | None = 1024,
+    bbxs: Sequence[Sequence[float] | None] | None = None,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    clahe: bool = True,
+    clip_limit: float = 1.0,
+    mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+    power: float | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "descriptors",
+) -> torch.Tensor:
+    """Global descriptors of image files, ``[N, D]`` float32 on the CPU.
+
+    Args:
+        net: the network (moved to ``device`` and put in eval mode by the caller or here).
+        images: image paths.
+        image_size: longest side after thumbnail (None: original size).
+        bbxs: per-image ``(x1, y1, x2, y2)`` crop or None (query boxes).
+        scales: multi-scale factors; ``(1,)`` for single scale.
+        clahe: apply CLAHE (clip ``clip_limit``, 8x8 tiles) before normalisation.
+        mean_std: input normalisation (default: the network's, see :func:`network_mean_std`).
+        power: multi-scale power-mean exponent (default: :func:`multiscale_power`).
+        batch_size: images of equal size per forward pass (HOW networks always use 1).
+        num_workers: DataLoader workers for image decoding.
+    """
+    from tqdm.auto import tqdm
+
+    if len(images) == 0:
+        raise ValueError("no images to describe")
+    device = torch.device(device)
+    net = net.to(device).eval()
+    mean, std = mean_std or network_mean_std(net)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    p = multiscale_power(net) if power is None else float(power)
+    if is_how_network(net):
+        batch_size = 1  # HOW normalises attention over the whole batch: one image at a time
+    loader = torch.utils.data.DataLoader(
+        _ImageList(images, image_size, bbxs), batch_size=None, shuffle=False, num_workers=num_workers
+    )
+    out: torch.Tensor | None = None
+    warned = False
+    with tqdm(total=len(images), desc=desc, disable=not progress, unit="img", leave=False) as bar:
+        for idx, batch in _batches_by_size(iter(loader), batch_size):
+            x = batch.to(device, non_blocking=True)
+            if clahe:
+                x = clahe_batch(x, clip_limit)
+            x = (x - mean_t) / std_t
+            if p != 1.0 and not warned:
+                # a non-integer power of negative entries is NaN: such outputs are not GeM descriptors
+                if (descriptor_rows(net, x[:1]) < 0).any():
+                    warnings.warn(f"{type(net).__name__} outputs negative values; multi-scale aggregation uses p=1 instead of {p:.3f}")
+                    p = 1.0
+                warned = True
+            v = multiscale_descriptors(net, x, scales, p).float().cpu()
+            if out is None:
+                out = torch.empty(len(images), v.shape[1])
+            out[idx] = v
+            bar.update(len(idx))
+    assert out is not None
+    return out
+
+
+def describe_images(
+    net: nn.Module, images: Sequence[str], whitening: dict | None = None, **kwargs
+) -> torch.Tensor:
+    """:func:`extract_descriptors` followed by :func:`~dsa_plugin.evaluation.whitening.apply_whitening` when given."""
+    X = extract_descriptors(net, images, **kwargs)
+    if whitening is not None:
+        from dsa_plugin.evaluation.whitening import apply_whitening
+
+        X = apply_whitening(X, whitening)
+    return X
+

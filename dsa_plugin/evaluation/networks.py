@@ -1,0 +1,177 @@
+"""Load embedding networks for evaluation from the checkpoint layouts people have.
+
+Accepted (REFERENCE_FACTS §2.5-2.6, TOOLKITS.md):
+
+- the reference (gandtr) 4-key files ``{type, frozen, network_params, model_state}`` with
+  ``network_params.model = {architecture: cirnet, cir_architecture: vgg16|resnet101, ...}``
+  (``*_embed_vgg16.pth``, ``embed_best.pth``);
+- the plugin's own GeMNet files in the same 4-key layout, ``model.architecture`` naming the
+  builder (``gem_small`` / ``small`` [+ ``outputdim``], ``vgg16``, ``resnet101``, ...);
+- cirtorch checkpoints ``{'meta': {'architecture', 'pooling', 'whitening', 'mean', 'std', ...},
+  'state_dict': ...}`` (a trained FC ``whiten`` layer is supported);
+- a plain state dict (architecture inferred from its keys).
+
+Networks are built from torchvision definitions with random init (nothing is downloaded) and
+the weights are loaded strictly. A published ``*_lw.pkl`` can be attached as the whitening.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
+from dsa_plugin.models.gem import IMAGENET_MEAN_STD, GeMNet, gem_resnet101, gem_small, gem_vgg16, l2n
+
+#: attribute under which an attached whitening dict ``{'m', 'P'}`` lives on a network
+WHITENING_ATTR = "dsa_whitening"
+
+_TV_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+_TV_VGGS = ("vgg11", "vgg13", "vgg16", "vgg19")
+
+
+def available_architectures() -> list[str]:
+    return ["gem_small", *_TV_RESNETS, *_TV_VGGS]
+
+
+def build_gem_network(arch: str, outputdim: int | None = None, mean_std=IMAGENET_MEAN_STD) -> GeMNet:
+    """A randomly initialised GeM network: ``gem_small`` or torchvision ``resnetN`` / ``vggN`` features.
+
+    Example:
+        >>> build_gem_network("gem_small", outputdim=32).meta["outputdim"]
+        32
+    """
+    name = arch.lower().removeprefix("gem_")
+    if name == "small":
+        return gem_small(outputdim=outputdim or 128, mean_std=mean_std)
+    if name == "vgg16" and mean_std == IMAGENET_MEAN_STD:
+        return gem_vgg16()
+    if name == "resnet101" and mean_std == IMAGENET_MEAN_STD:
+        return gem_resnet101()
+    import torchvision.models as tvm
+
+    if name in _TV_RESNETS:
+        body = getattr(tvm, name)(weights=None)
+        dim = body.fc.in_features
+        return GeMNet(nn.Sequential(*list(body.children())[:-2]), dim, mean_std, architecture=name)
+    if name in _TV_VGGS:
+        features = nn.Sequential(*list(getattr(tvm, name)(weights=None).features.children())[:-1])
+        return GeMNet(features, 512, mean_std, architecture=name)
+    raise CheckpointError(f"unsupported embedding architecture {arch!r}; allowed: {available_architectures()}")
+
+
+class WhitenedGeMNet(GeMNet):
+    """cirtorch GeM network with its learned FC whitening layer: features -> GeM -> L2 -> whiten -> L2."""
+
+    def __init__(self, base: GeMNet, dim_in: int, dim_out: int):
+        super().__init__(base.features, dim_out, (base.meta["mean"], base.meta["std"]), base.meta["architecture"])
+        self.whiten = nn.Linear(dim_in, dim_out, bias=True)
+        self.meta["whitening"] = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = l2n(self.pool(self.features(x))).squeeze(-1).squeeze(-1)
+        return l2n(self.whiten(o)).permute(1, 0)
+
+
+def _infer_arch(sd: Mapping[str, torch.Tensor]) -> str:
+    keys = set(sd)
+    if "features.7.2.conv3.weight" in keys or "features.4.0.conv1.weight" in keys:
+        n_blocks = len({k.split(".")[2] for k in keys if k.startswith("features.6.")})
+        bottleneck = any(k.startswith("features.4.0.conv3") for k in keys)
+        table = {(True, 6): "resnet50", (True, 23): "resnet101", (True, 36): "resnet152", (False, 2): "resnet18", (False, 6): "resnet34"}
+        if (bottleneck, n_blocks) in table:
+            return table[(bottleneck, n_blocks)]
+    convs = sorted({int(k.split(".")[1]) for k in keys if k.startswith("features.") and k.endswith(".weight")})
+    if convs and convs[-1] == 28 and len(convs) == 13:
+        return "vgg16"
+    if convs and len(convs) == 4 and "features.6.weight" in keys:
+        return "gem_small"
+    raise CheckpointError(f"cannot infer the architecture from the state dict keys (first: {sorted(keys)[:5]})")
+
+
+def _arch_from_params(params: Mapping[str, Any]) -> str | None:
+    arch = params.get("architecture")
+    if arch == "cirnet":
+        arch = params.get("cir_architecture")
+        if arch is None:
+            raise CheckpointError("network_params.model.architecture is 'cirnet' but 'cir_architecture' is missing")
+    return str(arch) if arch is not None else None
+
+
+def _check_cirtorch_meta(meta: Mapping[str, Any], source: str) -> None:
+    for key in ("local_whitening", "regional"):
+        if meta.get(key):
+            raise CheckpointError(f"{source}: meta['{key}'] is True; only global GeM networks are supported")
+    if meta.get("pooling", "gem") != "gem":
+        raise CheckpointError(f"{source}: meta['pooling'] is {meta.get('pooling')!r}; only 'gem' pooling is supported")
+
+
+def network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
+    """Build and strictly load the embedding network described by a loaded checkpoint object."""
+    sd = extract_state_dict(obj, source=source)
+    mean_std = IMAGENET_MEAN_STD
+    outputdim = None
+    arch = None
+    if isinstance(obj, Mapping) and isinstance(obj.get("network_params"), Mapping):
+        params = obj["network_params"].get("model") or {}
+        arch = _arch_from_params(params)
+        outputdim = params.get("outputdim")
+    elif isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
+        meta = obj["meta"]
+        _check_cirtorch_meta(meta, source)
+        arch = meta.get("architecture")
+        if "mean" in meta and "std" in meta:
+            mean_std = (tuple(meta["mean"]), tuple(meta["std"]))
+    arch = arch or _infer_arch(sd)
+    if arch.lower().removeprefix("gem_") == "small" and outputdim is None:
+        last = sd.get("features.6.weight")
+        outputdim = int(last.shape[0]) if last is not None else None
+    net: nn.Module = build_gem_network(arch, outputdim=outputdim, mean_std=mean_std)
+    if "whiten.weight" in sd:
+        w = sd["whiten.weight"]
+        net = WhitenedGeMNet(net, dim_in=w.shape[1], dim_out=w.shape[0])
+    return load_into(net, sd, source=source)
+
+
+def attach_whitening(net: nn.Module, whitening: str | os.PathLike | Mapping | None) -> nn.Module:
+    """Attach a whitening (``*_lw.pkl`` path or ``{'m', 'P'}``) used by the evaluators by default."""
+    from dsa_plugin.evaluation.whitening import load_whitening, validate_whitening
+
+    if whitening is None:
+        return net
+    w = validate_whitening(whitening) if isinstance(whitening, Mapping) else load_whitening(whitening)
+    dim = getattr(net, "meta", {}).get("outputdim") if isinstance(getattr(net, "meta", None), dict) else None
+    if dim is not None and w["m"].shape[0] != dim:
+        raise CheckpointError(f"whitening has D = {w['m'].shape[0]} but the network outputs {dim} dimensions")
+    setattr(net, WHITENING_ATTR, w)
+    return net
+
+
+def attached_whitening(net: nn.Module) -> dict | None:
+    return getattr(net, WHITENING_ATTR, None)
+
+
+def load_embedding_network(
+    path_or_url: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    whitening: str | os.PathLike | Mapping | None = None,
+) -> nn.Module:
+    """Load an embedding network (eval mode, frozen) from any supported checkpoint layout.
+
+    Args:
+        path_or_url: a ``.pth`` file or URL (reference 4-key, cirtorch ``{meta, state_dict}``,
+            plugin GeMNet, or a raw state dict).
+        device: where the network goes.
+        whitening: optional ``*_lw.pkl`` path or ``{'m', 'P'}`` dict to attach.
+
+    Example:
+        >>> net = load_embedding_network("hedngan_embed_vgg16.pth", "cpu", "hedngan_embed_vgg16_lw.pkl")  # doctest: +SKIP
+    """
+    source = str(path_or_url)
+    obj = load_checkpoint(path_or_url)
+    net = network_from_checkpoint(obj, source=source)
+    net = net.to(device).eval().requires_grad_(False)
+    return attach_whitening(net, whitening)
