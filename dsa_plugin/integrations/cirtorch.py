@@ -1,0 +1,392 @@
+"""Dark Side Augmentation inside cnnimageretrieval-pytorch (cirtorch): cirtorch's loop, our data.
+
+Two ways in, one mechanism:
+
+- ``dsa cirtorch-train <cirtorch train.py arguments> <--dsa-* flags> [--config FILE.yaml]``
+  loads cirtorch's own ``cirtorch/examples/train.py`` as a fresh module, extends its
+  module-level parser with the ``--dsa-*`` flags and runs its own ``main()``.
+- ``patches/cirtorch-train.patch`` makes the upstream script call :func:`install` itself.
+
+Either way :func:`dsa_session` rebinds a few names in the script's namespace -- the script
+looks them up at call time, so its code stays untouched:
+
+==================  ==========================================================================
+``TuplesDataset``   a factory building :class:`dsa_plugin.tuples.NightTuplesDataset` (night
+                    anchors, diverse anchors, CLAHE) for train and val; cirtorch's own class
+                    when no DSA setting is on
+``extract_vectors`` test-time descriptors with CLAHE added in front of the transform (--dsa-clahe)
+``save_checkpoint`` adds a ``dsa`` entry (settings, export tag, loader statistics)
+``test``            skipped with --dsa-skip-test
+``download_*``      replaced by existence checks with --dsa-no-download
+``get_data_root``   --dsa-data-root (also in cirtorch's dataset and network modules)
+==================  ==========================================================================
+
+plus the runtime fixes of :mod:`dsa_plugin.integrations.compat` (Pillow, numpy 2, ``.cuda()``
+as a no-op on CPU runs) and the DSA tag appended to cirtorch's export directory name.
+Without any ``--dsa-*`` setting the run is cirtorch's own, tuple for tuple.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from dsa_plugin.config import DSAConfig
+from dsa_plugin.integrations import compat
+from dsa_plugin.integrations.cirtorch_config import apply_yaml_defaults, pop_config_path
+from dsa_plugin.integrations.cirtorch_flags import add_dsa_arguments, dsa_config_from_args
+
+__all__ = [
+    "CirtorchNotFoundError",
+    "DSARun",
+    "add_dsa_arguments",
+    "dsa_config_from_args",
+    "dsa_session",
+    "export_tag",
+    "install",
+    "load_train_module",
+    "main",
+    "run_training",
+]
+
+PROG = "dsa cirtorch-train"
+
+
+class CirtorchNotFoundError(ImportError):
+    """cirtorch is not importable (clone it and ``pip install --no-deps -e <clone>``)."""
+
+
+def cirtorch_train_script() -> Path:
+    """Path of the installed cirtorch's ``cirtorch/examples/train.py``."""
+    spec = importlib.util.find_spec("cirtorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise CirtorchNotFoundError(
+            "cirtorch is not installed: git clone https://github.com/filipradenovic/cnnimageretrieval-pytorch "
+            "and `pip install --no-deps -e <clone>` (its setup.py pins torch<1.4, hence --no-deps)"
+        )
+    script = Path(next(iter(spec.submodule_search_locations))) / "examples" / "train.py"
+    if not script.is_file():
+        raise CirtorchNotFoundError(f"cirtorch is installed but {script} is missing")
+    return script
+
+
+def load_train_module() -> ModuleType:
+    """A fresh module object executing cirtorch's ``examples/train.py`` (its ``main`` is not run).
+
+    Fresh on every call: the script keeps state in module globals (``args``, ``min_loss``)
+    and its parser would refuse the ``--dsa-*`` flags a second time.
+    """
+    script = cirtorch_train_script()
+    compat.apply_runtime_fixes()
+    spec = importlib.util.spec_from_file_location("dsa_cirtorch_train", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def export_tag(args: argparse.Namespace) -> str:
+    """Suffix of the export directory for the DSA settings in ``args`` ('' when DSA is off)."""
+    from dsa_plugin.integrations.cirtorch_flags import config_values
+
+    return DSAConfig(**config_values(args)).tag()
+
+
+class _TaggedSize(int):
+    """``--image-size`` that formats as ``362<tag>`` under ``'{}'``.
+
+    ``imsize`` is the last field of cirtorch's export directory name
+    (``..._imsize{}``.format(args.image_size)), so the DSA tag lands exactly where a new
+    cirtorch flag would; as a number it is still the plain image size.
+    """
+
+    tag: str
+
+    def __new__(cls, value: int, tag: str) -> "_TaggedSize":
+        obj = super().__new__(cls, value)
+        obj.tag = tag
+        return obj
+
+    def __format__(self, spec: str) -> str:
+        return int.__format__(self, spec) + (self.tag if spec == "" else "")
+
+
+@dataclass
+class DSARun:
+    """What one session installed and observed; ``datasets`` are the tuple datasets it built."""
+
+    config: DSAConfig
+    args: argparse.Namespace
+    cpu_only: bool
+    datasets: list[Any] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    _stack: contextlib.ExitStack | None = None
+
+    @property
+    def tag(self) -> str:
+        return self.config.tag()
+
+    def stats(self) -> dict[str, Any]:
+        """Plain-python statistics of the DSA tuple datasets (night images served, ...)."""
+        out: dict[str, Any] = {}
+        for ds in self.datasets:
+            mode = getattr(ds, "mode", "?")
+            out[mode] = _plain(getattr(ds, "stats", {}))
+        return out
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+
+def _plain(value: Any) -> Any:
+    """A copy made of dicts, lists, str, numbers, bools and None (safe for weights_only loading)."""
+    try:
+        return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _set(stack: contextlib.ExitStack, target: Any, name: str, value: Any) -> None:
+    """Rebind ``target.name`` (or ``target[name]`` for a namespace dict) until the stack closes."""
+    if isinstance(target, MutableMapping):
+        missing = name not in target
+        old = target.get(name)
+        target[name] = value
+        stack.callback(lambda: target.pop(name, None) if missing else target.__setitem__(name, old))
+    else:
+        old = getattr(target, name)
+        setattr(target, name, value)
+        stack.callback(setattr, target, name, old)
+
+
+def _mean_std(transform: Any) -> tuple[list[float], list[float]]:
+    """(mean, std) of the Normalize in cirtorch's Compose (ImageNet when there is none)."""
+    for t in getattr(transform, "transforms", []) or []:
+        if hasattr(t, "mean") and hasattr(t, "std"):
+            return list(map(float, t.mean)), list(map(float, t.std))
+    return [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _clahe_transform() -> Callable[[Any], Any]:
+    from dsa_plugin.transforms import CLAHETransform
+
+    return CLAHETransform()
+
+
+def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callable[..., Any]:
+    """Stands in for cirtorch's ``TuplesDataset``: same call, our dataset when DSA is on."""
+
+    def tuples_dataset(name: str, mode: str, imsize: int | None = None, nnum: int = 5, qsize: int = 2000,
+                       poolsize: int = 20000, transform: Any = None, **kwargs: Any) -> Any:
+        imsize = None if imsize is None else int(imsize)
+        if not run.config.enabled:
+            ds = upstream(name=name, mode=mode, imsize=imsize, nnum=nnum, qsize=qsize, poolsize=poolsize,
+                          transform=compat.WithRuntimeFixes(transform) if transform is not None else None,
+                          **kwargs)
+        else:
+            from dsa_plugin.tuples import NightTuplesDataset
+
+            extra: dict[str, Any] = {}
+            if data_root is not None:
+                extra["root"] = data_root
+            ds = NightTuplesDataset(name=name, mode=mode, imsize=imsize, nnum=nnum, qsize=qsize,
+                                    poolsize=poolsize, transform=transform, config=run.config,
+                                    mean_std=_mean_std(transform), seed=int(getattr(run.args, "dsa_seed", 0)),
+                                    **extra, **kwargs)
+        run.datasets.append(ds)
+        return ds
+
+    tuples_dataset.__wrapped__ = upstream  # type: ignore[attr-defined]
+    return tuples_dataset
+
+
+def _extract_vectors_factory(original: Callable[..., Any], clahe: bool) -> Callable[..., Any]:
+    """cirtorch's ``extract_vectors`` with CLAHE in front of the test transform (when asked)."""
+
+    def extract_vectors(net: Any, images: Any, image_size: Any, transform: Any, *args: Any, **kwargs: Any) -> Any:
+        if clahe and transform is not None:
+            import torchvision.transforms as T
+
+            transform = T.Compose([_clahe_transform(), *getattr(transform, "transforms", [transform])])
+        if transform is not None:
+            transform = compat.WithRuntimeFixes(transform)
+        return original(net, images, image_size, transform, *args, **kwargs)
+
+    extract_vectors.__wrapped__ = original  # type: ignore[attr-defined]
+    return extract_vectors
+
+
+def _save_checkpoint_factory(original: Callable[..., Any], run: DSARun) -> Callable[..., Any]:
+    def save_checkpoint(state: dict, is_best: bool, directory: str) -> Any:
+        if run.config.enabled:
+            state = dict(state)
+            state["dsa"] = {"config": run.config.to_dict(), "tag": run.tag, "stats": run.stats()}
+        result = original(state, is_best, directory)
+        run.checkpoints.append(os.path.join(directory, "model_epoch%d.pth.tar" % state["epoch"]))
+        return result
+
+    save_checkpoint.__wrapped__ = original  # type: ignore[attr-defined]
+    return save_checkpoint
+
+
+def _required_files(args: argparse.Namespace, root: str) -> list[str]:
+    """Files cirtorch's train.py will read under ``root`` for these arguments."""
+    name = getattr(args, "training_dataset", "retrieval-SfM-120k")
+    files = [os.path.join(root, "train", name, f"{name}.pkl")]
+    if not getattr(args, "dsa_skip_test", False):
+        for ds in filter(None, str(getattr(args, "test_datasets", "")).split(",")):
+            files.append(os.path.join(root, "test", ds, f"gnd_{ds}.pkl"))
+        whiten = getattr(args, "test_whiten", "")
+        if whiten:
+            files.append(os.path.join(root, "train", whiten, f"{whiten}-whiten.pkl"))
+    return files
+
+
+def _patch_data_root(stack: contextlib.ExitStack, namespace: MutableMapping[str, Any], root: str) -> None:
+    def get_data_root() -> str:
+        return root
+
+    if "get_data_root" in namespace:
+        _set(stack, namespace, "get_data_root", get_data_root)
+    # cirtorch imports the function by name into several modules; rebind it in each.
+    for mod_name in ("cirtorch.utils.general", "cirtorch.datasets.traindataset",
+                     "cirtorch.networks.imageretrievalnet"):
+        module = sys.modules.get(mod_name)
+        if module is None:
+            with contextlib.suppress(ImportError):
+                module = importlib.import_module(mod_name)
+        if module is not None and hasattr(module, "get_data_root"):
+            _set(stack, module, "get_data_root", get_data_root)
+
+
+@contextlib.contextmanager
+def dsa_session(
+    namespace: MutableMapping[str, Any],
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    tag_export_dir: bool = True,
+) -> Iterator[DSARun]:
+    """Install DSA into the namespace of cirtorch's ``train.py`` for the duration of the block.
+
+    Validates the flags first (``parser.error`` on bad input, before any data is read), then
+    rebinds the names listed in the module docstring. Everything is restored on exit.
+    ``tag_export_dir`` appends ``DSAConfig.tag()`` to cirtorch's export directory name through
+    ``args.image_size`` (the patched script does it explicitly instead).
+    """
+    config = dsa_config_from_args(args, parser)
+    data_root = getattr(args, "dsa_data_root", None)
+    if data_root is not None:
+        data_root = os.path.abspath(data_root)
+        if not os.path.isdir(data_root):
+            parser.error(f"--dsa-data-root: not a directory: {data_root}")
+    if getattr(args, "dsa_no_download", False):
+        root = data_root or _default_data_root(namespace)
+        missing = [f for f in _required_files(args, root) if not os.path.isfile(f)]
+        if missing:
+            parser.error("--dsa-no-download: missing data file(s): " + ", ".join(missing)
+                         + " (put them there, drop the test sets with --dsa-skip-test, or allow the download)")
+    compat.apply_runtime_fixes()
+    run = DSARun(config=config, args=args, cpu_only=compat.cpu_only_run(config.device))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(compat.cuda_noop(run.cpu_only))
+        if data_root is not None:
+            _patch_data_root(stack, namespace, data_root)
+        if getattr(args, "dsa_no_download", False):
+            for name in ("download_train", "download_test"):
+                if name in namespace:
+                    _set(stack, namespace, name, lambda data_dir: None)
+        if getattr(args, "dsa_skip_test", False) and "test" in namespace:
+            _set(stack, namespace, "test",
+                 lambda datasets, net: print(">> DSA: test-set evaluation skipped (--dsa-skip-test)"))
+        if "TuplesDataset" in namespace:
+            upstream = getattr(namespace["TuplesDataset"], "__wrapped__", namespace["TuplesDataset"])
+            _set(stack, namespace, "TuplesDataset", _tuple_factory(run, upstream, data_root))
+        if "extract_vectors" in namespace:
+            original = getattr(namespace["extract_vectors"], "__wrapped__", namespace["extract_vectors"])
+            _set(stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe))
+        if "save_checkpoint" in namespace:
+            original = getattr(namespace["save_checkpoint"], "__wrapped__", namespace["save_checkpoint"])
+            _set(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))
+        if tag_export_dir and run.tag and hasattr(args, "image_size"):
+            _set(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
+        if config.enabled:
+            print(f">> DSA: {config.to_dict()} (export tag '{run.tag}', cpu-only run: {run.cpu_only})")
+        yield run
+
+
+def _default_data_root(namespace: MutableMapping[str, Any]) -> str:
+    fn = namespace.get("get_data_root")
+    if fn is None:
+        from cirtorch.utils.general import get_data_root as fn
+    return fn()
+
+
+def install(namespace: MutableMapping[str, Any], args: argparse.Namespace,
+            parser: argparse.ArgumentParser, tag_export_dir: bool = False) -> DSARun:
+    """:func:`dsa_session` for the rest of the process (what the patched ``train.py`` calls).
+
+    ``tag_export_dir`` defaults to False because the patch appends :func:`export_tag` to the
+    directory name itself.
+    """
+    stack = contextlib.ExitStack()
+    run = stack.enter_context(dsa_session(namespace, args, parser, tag_export_dir=tag_export_dir))
+    run._stack = stack
+    return run
+
+
+def build_parser(module: ModuleType) -> argparse.ArgumentParser:
+    """cirtorch's own parser with the ``--dsa-*`` flags and ``--config``."""
+    parser = module.parser
+    parser.prog = PROG
+    add_dsa_arguments(parser)
+    parser.add_argument("--config", metavar="FILE.yaml", default=None,
+                        help="YAML file with cirtorch arguments and a `dsa:` section; flags override it")
+    return parser
+
+
+def run_training(argv: list[str]) -> DSARun:
+    """Parse ``argv`` like ``dsa cirtorch-train`` and run cirtorch's ``main()``; returns the session."""
+    module = load_train_module()
+    parser = build_parser(module)
+    config_path = pop_config_path(argv, parser)
+    if config_path is not None:
+        apply_yaml_defaults(parser, config_path)
+    args = parser.parse_args(argv)
+    args.config = config_path
+    with dsa_session(vars(module), args, parser) as run:
+        # main() calls parser.parse_args() on sys.argv; hand it the namespace parsed here.
+        parse_args = parser.parse_args
+        parser.parse_args = lambda *a, **k: args  # type: ignore[method-assign]
+        try:
+            module.main()
+        finally:
+            parser.parse_args = parse_args  # type: ignore[method-assign]
+        if run.config.enabled:
+            print(f">> DSA: done; tuple-loader statistics: {json.dumps(run.stats())}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dsa cirtorch-train``: cirtorch's ``train.py`` main() with Dark Side Augmentation."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run_training(argv)
+    except CirtorchNotFoundError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

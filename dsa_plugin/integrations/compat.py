@@ -1,0 +1,137 @@
+"""Runtime fixes that let the toolkits' old code run on today's libraries, without editing it.
+
+cirtorch (HEAD 1e66a41) and HOW (HEAD 4d73c88) were written for Pillow < 10, numpy < 2 and a
+CUDA machine. Each fix below is the smallest change that restores the missing behaviour
+(TOOLKITS.md, "What breaks"):
+
+- ``fix_pillow_antialias``: Pillow >= 10 removed ``Image.ANTIALIAS``; it was always LANCZOS.
+- ``fix_numpy_in1d``: numpy 2.4 removed ``np.in1d``; ``np.isin`` on the flattened input is
+  what it computed.
+- ``cuda_noop``: the toolkits call ``.cuda()`` unconditionally; on a CPU run those calls become
+  identity functions (scoped: restored on exit).
+
+Every fix is idempotent. DataLoader workers started with ``spawn``/``forkserver`` re-import
+the toolkit modules from scratch, so the fixes must travel with the data: ``worker_init_fn``
+re-applies them, and ``WithRuntimeFixes`` wraps any picklable callable (a transform) so that
+unpickling it in a worker re-applies them before the first image is loaded.
+
+Example::
+
+    >>> from dsa_plugin.integrations import compat
+    >>> compat.apply_runtime_fixes()
+    >>> with compat.cuda_noop():
+    ...     t = torch.zeros(2).cuda()   # stays on the CPU
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def fix_pillow_antialias() -> bool:
+    """Alias ``PIL.Image.ANTIALIAS`` to ``LANCZOS`` when Pillow no longer has it; True if added."""
+    from PIL import Image
+
+    if hasattr(Image, "ANTIALIAS"):
+        return False
+    # Pillow 10 removed the alias; the filter itself (LANCZOS) is unchanged.
+    Image.ANTIALIAS = Image.Resampling.LANCZOS  # type: ignore[attr-defined]
+    return True
+
+
+def in1d(ar1: Any, ar2: Any, assume_unique: bool = False, invert: bool = False) -> np.ndarray:
+    """numpy < 2.4 ``np.in1d``: membership of each element of the flattened ``ar1`` in ``ar2`` (1-D bool)."""
+    return np.isin(np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert)
+
+
+def fix_numpy_in1d() -> bool:
+    """Provide ``np.in1d`` (removed in numpy 2.4) as ``in1d`` above; True if added."""
+    try:
+        np.in1d  # noqa: B018 -- numpy raises AttributeError for removed names
+        return False
+    except AttributeError:
+        np.in1d = in1d  # type: ignore[attr-defined]
+        return True
+
+
+def apply_runtime_fixes() -> dict[str, bool]:
+    """Apply every library fix the toolkits need (idempotent); returns which ones changed something."""
+    return {"pillow_antialias": fix_pillow_antialias(), "numpy_in1d": fix_numpy_in1d()}
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` that re-applies the fixes in a freshly spawned worker."""
+    apply_runtime_fixes()
+
+
+class WithRuntimeFixes:
+    """Transparent wrapper of a callable (a transform) that carries the runtime fixes into workers.
+
+    Calls, ``repr`` and attribute reads go to the wrapped object, so the toolkit sees its own
+    transform; unpickling (what a ``spawn`` worker does with the dataset) re-applies the fixes.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fn":  # not yet set during unpickling
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": self.fn}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        apply_runtime_fixes()
+        self.fn = state["fn"]
+
+
+def _tensor_cuda_noop(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return self
+
+
+def _module_cuda_noop(self: torch.nn.Module, device: Any = None) -> torch.nn.Module:
+    return self
+
+
+@contextlib.contextmanager
+def cuda_noop(enabled: bool = True) -> Iterator[bool]:
+    """Make ``Tensor.cuda()`` / ``Module.cuda()`` identity functions inside the block.
+
+    For CPU runs of toolkit code that hard-codes ``.cuda()``; ``enabled=False`` leaves CUDA
+    alone (a real GPU run). The originals are restored on exit, also after an exception.
+    """
+    if not enabled:
+        yield False
+        return
+    saved = (torch.Tensor.cuda, torch.nn.Module.cuda)
+    torch.Tensor.cuda = _tensor_cuda_noop  # type: ignore[method-assign]
+    torch.nn.Module.cuda = _module_cuda_noop  # type: ignore[method-assign]
+    try:
+        yield True
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = saved  # type: ignore[method-assign]
+
+
+def cuda_noop_active() -> bool:
+    """True while ``cuda_noop`` is in effect."""
+    return torch.Tensor.cuda is _tensor_cuda_noop
+
+
+def cpu_only_run(device: str | None) -> bool:
+    """Whether a toolkit run must stay on the CPU: asked for (``cpu``) or no CUDA device present."""
+    if device is not None and device.startswith("cpu"):
+        return True
+    return not torch.cuda.is_available()
