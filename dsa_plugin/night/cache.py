@@ -113,13 +113,13 @@ def save_night(path: Path, night01: Tensor, fmt: str) -> None:
     """Store one ``3 x H x W`` [0, 1] image losslessly: 8-bit PNG (rounded) or a float32 tensor."""
     night01 = night01.detach().to("cpu", torch.float32)
     if fmt == "png":
-        from torchvision.io import encode_png
+        from PIL import Image
 
-        data = encode_png((night01 * 255.0).round_().clamp_(0, 255).to(torch.uint8), compression_level=3)
+        pixels = (night01 * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        img = Image.fromarray(pixels, mode="RGB")
 
         def write(tmp):
-            with open(tmp, "wb") as f:
-                f.write(data.numpy().tobytes())
+            img.save(tmp, format="PNG", compress_level=3)
 
     elif fmt == "pt":
 
@@ -134,9 +134,12 @@ def save_night(path: Path, night01: Tensor, fmt: str) -> None:
 def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
     """Read a stored night image back as a float32 ``3 x H x W`` tensor in [0, 1]."""
     if fmt == "png":
-        from torchvision.io import ImageReadMode, decode_png, read_file
+        import numpy as np
+        from PIL import Image
 
-        return decode_png(read_file(os.fspath(path)), mode=ImageReadMode.RGB).float().div_(255.0)
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
     if fmt == "pt":
         return torch.load(path, map_location="cpu", weights_only=True)
     raise ValueError(f"unknown cache format {fmt!r}; allowed: {', '.join(FORMATS)}")
