@@ -1,0 +1,562 @@
+"""The synthetic-night tuple loader: cirtorch's ``TuplesDataset`` contract with Dark Side Augmentation.
+
+Per epoch, :meth:`NightTuplesDataset.create_epoch_tuples` picks anchors (uniformly at random as
+cirtorch, or by diverse anchor mining), extracts their descriptors with the selected anchors
+turned into synthetic night (the md5 rule, REFERENCE_FACTS §3.2), mines ``nnum`` hard negatives
+per anchor from a random pool, and stores ``qidxs``/``pidxs``/``nidxs``. ``__getitem__`` returns
+cirtorch's ``([anchor, positive, n1..nN], target)`` with the anchor as night when selected and
+CLAHE on every image. Works with cirtorch's ``collate_tuples`` and with HOW's training loop.
+
+Differences from cirtorch that do not change results: descriptors are extracted in batches of
+equal-size images (cirtorch: one at a time), on the network's device (no ``.cuda()``), and all
+sampling uses a private ``torch.Generator`` seeded with ``seed + epoch`` (the toolkits reseed the
+global RNG every epoch). With diverse anchors, the anchor descriptors from the anchor pool are
+reused for negative mining instead of being extracted a second time (same images, same night
+rule, eval mode: the same descriptors).
+
+Example:
+    >>> ds = NightTuplesDataset("retrieval-SfM-120k", "train", imsize=362, nnum=5, qsize=2000,
+    ...                         poolsize=22000, data_root="data",
+    ...                         config=DSAConfig(generator="hedngan.pth", diverse_anchors=True, clahe=True))
+    ...                                                                    # doctest: +SKIP
+    >>> avg_neg_distance = ds.create_epoch_tuples(net)                     # doctest: +SKIP
+    >>> images, target = ds[0]                                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from dsa_plugin.config import DSAConfig
+from dsa_plugin.data.sfm import db_paths, load_sfm_db
+from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
+
+try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
+    from cirtorch.datasets.traindataset import TuplesDataset as _TuplesBase  # type: ignore
+except Exception:  # noqa: BLE001 - cirtorch absent or broken on this Python: a plain Dataset.
+    _TuplesBase = Dataset
+
+#: Labels of the reference (REFERENCE_FACTS §3.2): tuples, then what mining appends ("-mine").
+ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
+ANCHOR_POOL_MINE, ANCHOR_MINE, NEGATIVE_POOL_MINE = "anc-pool-mine", "anc-mine", "neg-pool-mine"
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+# --------------------------------------------------------------------------------------------
+# image helpers (dsa_plugin.images when present; a local fallback keeps this module standalone)
+
+
+def _load_rgb(path: str, max_size: int | None):
+    try:
+        from dsa_plugin.images import load_rgb
+    except ImportError:
+        from PIL import Image
+
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img = img.convert("RGB")
+        if max_size is not None:
+            img.thumbnail((max_size, max_size), Image.LANCZOS)
+        return img
+    return load_rgb(path, max_size)
+
+
+def _pil_to_tensor01(img) -> Tensor:
+    try:
+        from dsa_plugin.images import pil_to_tensor01
+    except ImportError:
+        arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    return pil_to_tensor01(img)
+
+
+def _tensor01_to_pil(x: Tensor):
+    from PIL import Image
+
+    u8 = torch.round(x.detach().cpu().clamp(0, 1) * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(u8, "RGB")
+
+
+def _normalize(x: Tensor, mean_std) -> Tensor:
+    mean = torch.tensor(mean_std[0], dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(mean_std[1], dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def _plain_normalize(transform) -> tuple[bool, Any]:
+    """(is ``transform`` just ToTensor [+ Normalize], its mean/std or None)."""
+    if transform is None:
+        return True, None
+    try:
+        from torchvision import transforms as T
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return False, None
+    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    if not steps or not isinstance(steps[0], T.ToTensor):
+        return False, None
+    if len(steps) == 1:
+        return True, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    if len(steps) == 2 and isinstance(steps[1], T.Normalize) and not getattr(steps[1], "inplace", False):
+        mean, std = steps[1].mean, steps[1].std
+        return True, (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    return False, None
+
+
+class _ImageList(Dataset):
+    """Images in [0, 1] for mining (picklable: runs in DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[str], imsize: int | None, loader: Callable | None) -> None:
+        self.paths, self.imsize, self.loader = list(paths), imsize, loader
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor]:
+        return i, _load01(self.paths[i], self.imsize, self.loader)
+
+
+def _load01(path: str, imsize: int | None, loader: Callable | None) -> Tensor:
+    if loader is None:
+        img = _load_rgb(path, imsize)
+    else:
+        from PIL import Image
+
+        img = loader(path)
+        if imsize is not None:
+            img.thumbnail((imsize, imsize), Image.LANCZOS)
+    return _pil_to_tensor01(img)
+
+
+def _columns(out: Tensor, batch: int, dim: int | None) -> Tensor:
+    """Network output as D x B columns, whether the net returns D x B (cirtorch) or B x D."""
+    if out.dim() == 1:
+        return out.unsqueeze(1)
+    if out.dim() != 2:
+        raise ValueError(f"the network returned shape {tuple(out.shape)}; expected D x B or B x D descriptors")
+    if dim is not None:
+        if out.shape == (dim, batch):
+            return out
+        if out.shape == (batch, dim):
+            return out.t()
+        raise ValueError(f"the network returned shape {tuple(out.shape)} for a batch of {batch}, but net.meta['outputdim'] is {dim}")
+    if out.shape[1] == batch and out.shape[0] != batch:
+        return out
+    if out.shape[0] == batch:
+        return out.t()
+    raise ValueError(f"the network returned shape {tuple(out.shape)} for a batch of {batch}")
+
+
+def _net_device(net: torch.nn.Module) -> torch.device:
+    for p in net.parameters():
+        return p.device
+    for b in net.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _check_missing(images: Sequence[str], where: str) -> None:
+    missing = [p for p in images if not os.path.isfile(p)]
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(f"{len(missing)} of {len(images)} images of {where} are missing:\n  {shown}{more}")
+
+
+class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
+    """cirtorch's ``TuplesDataset`` with night anchors, CLAHE and diverse anchors.
+
+    The first arguments are cirtorch's. When cirtorch is importable this class subclasses its
+    ``TuplesDataset`` (``isinstance`` holds) but never calls its ``__init__`` (which reads
+    cirtorch's own data root); otherwise it is a plain ``torch.utils.data.Dataset``.
+
+    Args:
+        name: db name, ``<data_root>/train/<name>/<name>.pkl`` (any name; ``retrieval-SfM-120k``).
+        mode: split, ``'train'`` or ``'val'``.
+        imsize: longer image side after PIL ``thumbnail`` (LANCZOS, only shrinks); ``None`` keeps it.
+        nnum: negatives per tuple; qsize: tuples per epoch (clamped to the number of pairs, with a
+            warning); poolsize: random negative pool (clamped to the number of images).
+        transform: cirtorch's PIL -> tensor transform. ``None`` or ``Compose([ToTensor(), Normalize()])``
+            takes the exact float path (night, CLAHE and normalisation on tensors); any other transform
+            gets the night/CLAHE image as a uint8 PIL image.
+        loader: ``path -> PIL`` (default: RGB via PIL).
+        config: the DSA settings (night generator/cache and ratio/label, diverse anchors, CLAHE, device).
+        mean_std: ``((r, g, b), (r, g, b))`` normalisation; default: the transform's ``Normalize``,
+            else ImageNet's.
+        data_root / pkl_path / ims_root: where the db is (``pkl_path`` wins; ``ims_root`` defaults to
+            ``ims/`` beside the pkl; ``data_root`` defaults to cirtorch's ``get_data_root()``).
+        seed: seed of the private generator (epoch e uses ``seed + e``); ``None`` draws one from the
+            global RNG once, so the toolkit's ``--seed`` still decides.
+        batch_size: images per forward pass in mining (equal sizes only; 1 = cirtorch's way).
+        num_workers: DataLoader workers that decode images for mining.
+        night_source: object with ``night(name, x01) -> x01`` to use instead of building one from
+            ``config`` (``NightSource``, or a stand-in in tests).
+        sampler: the anchor sampler; default from ``config`` (diverse or random).
+        reuse_anchor_descriptors: with diverse anchors, reuse the pool descriptors of the chosen
+            anchors for negative mining instead of extracting them again.
+        check_files: fail at construction, listing the first missing image files.
+        progress: tqdm bars during mining.
+
+    Attributes after ``create_epoch_tuples``: ``qidxs``, ``pidxs``, ``nidxs`` (as cirtorch),
+    ``night_anchor_indices`` (image indices of this epoch's anchors that are night),
+    ``stats`` (counts and timings), ``night_served`` (night anchors returned by ``__getitem__``
+    in this process).
+    """
+
+    def __init__(
+        self,
+        name: str = "retrieval-SfM-120k",
+        mode: str = "train",
+        imsize: int | None = None,
+        nnum: int = 5,
+        qsize: int = 2000,
+        poolsize: int = 20000,
+        transform: Callable | None = None,
+        loader: Callable | None = None,
+        *,
+        config: DSAConfig | None = None,
+        mean_std: Sequence[Sequence[float]] | None = None,
+        data_root: str | os.PathLike | None = None,
+        pkl_path: str | os.PathLike | None = None,
+        ims_root: str | os.PathLike | None = None,
+        seed: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        night_source: Any = None,
+        sampler: AnchorSampler | None = None,
+        reuse_anchor_descriptors: bool = True,
+        check_files: bool = True,
+        progress: bool = True,
+    ) -> None:
+        if mode not in ("train", "val"):
+            raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
+        if nnum < 0 or qsize < 1 or poolsize < 0 or batch_size < 1:
+            raise ValueError(f"need nnum >= 0, qsize >= 1, poolsize >= 0, batch_size >= 1; got {nnum}, {qsize}, {poolsize}, {batch_size}")
+        if config is not None and not isinstance(config, DSAConfig):
+            raise TypeError(f"config must be a DSAConfig, got {type(config).__name__}")
+        self.config = config if config is not None else DSAConfig()
+        pkl_path, ims_root = self._locate(name, data_root, pkl_path, ims_root)
+        db = load_sfm_db(pkl_path, mode, ims_root)
+        where = f"{pkl_path} [{mode}]"
+        if not db.qidxs:
+            raise ValueError(f"{where} has no (query, positive) pairs")
+        n_clusters = len(set(db.clusters))
+        if nnum > 0 and n_clusters < nnum + 1:
+            raise ValueError(
+                f"{where} has {n_clusters} cluster(s), but mining nnum={nnum} negatives needs at least nnum + 1 = "
+                f"{nnum + 1} (the anchor's own cluster is excluded, at most one negative per cluster); lower nnum"
+            )
+        if check_files:
+            _check_missing(db.images, where)
+
+        # cirtorch's attributes (its __repr__ and user code read them).
+        self.name, self.mode, self.imsize = name, mode, imsize
+        self.images, self.clusters = db.images, db.clusters
+        self.qpool, self.ppool = db.qidxs, db.pidxs
+        self.names = db.names
+        self.pkl_path, self.ims_root = Path(pkl_path), Path(ims_root) if ims_root else Path(pkl_path).parent / "ims"
+        self.nnum = nnum
+        if qsize > len(self.qpool):
+            warnings.warn(f"qsize={qsize} is larger than the {len(self.qpool)} pairs of {where}; using {len(self.qpool)}", stacklevel=2)
+        self.qsize = min(qsize, len(self.qpool))
+        self.poolsize = min(poolsize, len(self.images))
+        self.qidxs: list[int] | None = None
+        self.pidxs: list[int] | None = None
+        self.nidxs: list[list[int]] | None = None
+        self.transform, self.loader = transform, loader
+        self.print_freq = 100
+
+        self._plain, found = _plain_normalize(transform)
+        self.mean_std = tuple(tuple(float(v) for v in part) for part in (mean_std or found or _IMAGENET))
+        self.qpool_size = self._qpool_size()
+        self.sampler = sampler if sampler is not None else self._default_sampler()
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
+        self.epoch = 0
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.reuse_anchor_descriptors = reuse_anchor_descriptors
+        self.progress = progress
+        self._night_source = night_source
+        self.night_enabled = night_source is not None or self.config.generator is not None or self.config.night_cache is not None
+        self.night_anchor_indices: list[int] = []
+        self.night_served = 0
+        self.stats: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- construction helpers
+
+    @staticmethod
+    def _locate(name, data_root, pkl_path, ims_root) -> tuple[Path, Path | None]:
+        if pkl_path is not None:
+            return Path(pkl_path), Path(ims_root) if ims_root is not None else None
+        if data_root is None:
+            data_root = os.environ.get("DSA_DATA_ROOT")
+        if data_root is None:
+            try:
+                from cirtorch.utils.general import get_data_root
+            except ImportError:
+                raise ValueError(
+                    "no training db location: pass data_root=<root holding train/<name>/<name>.pkl> or pkl_path=, "
+                    "or set DSA_DATA_ROOT (cirtorch's get_data_root() is used when cirtorch is installed)"
+                ) from None
+            data_root = get_data_root()
+        pkl, ims = db_paths(data_root, name)
+        return pkl, Path(ims_root) if ims_root is not None else ims
+
+    def _qpool_size(self) -> int:
+        size = min(self.config.qpool_size, len(self.qpool))
+        if self.config.diverse_anchors and size < self.qsize:
+            warnings.warn(f"qpool_size={self.config.qpool_size} is smaller than qsize={self.qsize}; mining anchors from {self.qsize} pairs", stacklevel=3)
+            size = self.qsize
+        return size
+
+    def _default_sampler(self) -> AnchorSampler:
+        if self.config.diverse_anchors:
+            return DiverseAnchorSampler(self.config.similar_exclude, self.config.similar_include)
+        return RandomAnchorSampler()
+
+    # ---------------------------------------------------------------- images
+
+    def _is_night(self, index: int, label: str) -> bool:
+        if not self.night_enabled:
+            return False
+        from dsa_plugin.night.selection import is_night
+
+        return is_night(self.names[index], label, self.config.night_ratio, self.config.night_label)
+
+    def night_source(self, device: torch.device | str | None = None):
+        """The ``NightSource`` (built from ``config`` on first use), or ``None`` when night is off."""
+        if self._night_source is None and self.night_enabled:
+            from dsa_plugin.night.source import night_source_from_config
+
+            device = device if device is not None else (self.config.device or "cpu")
+            self._night_source = night_source_from_config(self.config, device, image_size=self.imsize)
+        return self._night_source
+
+    def _night(self, index: int, x01: Tensor, device=None) -> Tensor:
+        out = self.night_source(device).night(self.names[index], x01)
+        return out.to(x01.device)
+
+    def _clahe(self, x: Tensor) -> Tensor:
+        from dsa_plugin.transforms import clahe
+
+        return clahe(x)
+
+    def _finish(self, x01: Tensor) -> Tensor:
+        """[B, 3, H, W] in [0, 1] -> network input (CLAHE, then mean/std), on x01's device."""
+        if self.config.clahe:
+            x01 = self._clahe(x01)
+        return _normalize(x01, self.mean_std)
+
+    def _custom(self, x01: Tensor) -> Tensor:
+        """Non-plain transform: the (night, CLAHE) image as uint8 PIL through ``self.transform``."""
+        if self.config.clahe:
+            x01 = self._clahe(x01[None])[0]
+        return self.transform(_tensor01_to_pil(x01))
+
+    def _image(self, index: int, label: str) -> Tensor:
+        """One image of a tuple as 1 x 3 x H x W network input (CPU)."""
+        x01 = _load01(self.images[index], self.imsize, self.loader)
+        if self._is_night(index, label):
+            x01 = self._night(index, x01)
+            self.night_served += 1
+        if not self._plain:
+            return self._custom(x01).unsqueeze(0)
+        return self._finish(x01[None])
+
+    # ---------------------------------------------------------------- cirtorch's contract
+
+    def __len__(self) -> int:
+        return self.qsize
+
+    def __getitem__(self, index: int) -> tuple[list[Tensor], Tensor]:
+        if self.qidxs is None or self.nidxs is None:
+            raise RuntimeError("no tuples yet: call dataset.create_epoch_tuples(net) before iterating")
+        if not 0 <= index < len(self.qidxs):
+            raise IndexError(f"tuple index {index} out of range 0..{len(self.qidxs) - 1}")
+        output = [self._image(self.qidxs[index], ANCHOR), self._image(self.pidxs[index], POSITIVE)]
+        output += [self._image(n, NEGATIVE) for n in self.nidxs[index]]
+        target = torch.Tensor([-1, 1] + [0] * len(self.nidxs[index]))
+        return output, target
+
+    def __repr__(self) -> str:
+        lines = [
+            type(self).__name__,
+            f"    Name and mode: {self.name} {self.mode}",
+            f"    Training db: {self.pkl_path}",
+            f"    Number of images: {len(self.images)}",
+            f"    Number of training tuples: {len(self.qpool)}",
+            f"    Number of negatives per tuple: {self.nnum}",
+            f"    Number of tuples processed in an epoch: {self.qsize}",
+            f"    Pool size for negative remining: {self.poolsize}",
+            f"    Anchor sampler: {self.sampler!r}" + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
+            f"    Night anchors: {'ratio %g of %r labels' % (self.config.night_ratio, self.config.night_label) if self.night_enabled else 'off'}",
+            f"    CLAHE: {'on' if self.config.clahe else 'off'}; mean/std: {self.mean_std}",
+            f"    Transforms (if any): {self.transform!r}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``create_epoch_tuples`` use ``seed + epoch`` (e.g. when resuming)."""
+        self.epoch = int(epoch)
+
+    # ---------------------------------------------------------------- mining
+
+    def _device(self, net: torch.nn.Module, device) -> torch.device:
+        if device is None:
+            device = self.config.device
+        if device is None:
+            return _net_device(net)
+        device = torch.device(device)
+        if _net_device(net) != device:
+            net.to(device)  # cirtorch's create_epoch_tuples moves the net with .cuda() too
+        return device
+
+    def extract(self, indices: Sequence[int], label: str, net: torch.nn.Module, device=None,
+                batch_size: int | None = None) -> Tensor:
+        """Descriptors (D x N columns, cirtorch's layout) of ``images[indices]`` with ``net`` in eval
+        mode; images whose (name, ``label``) the night rule selects are translated first.
+
+        Equal-size images are batched (``batch_size``; sizes differ in general, so images wait in
+        per-size buckets, at most ``4 * batch_size`` in all).
+        """
+        device = self._device(net, device)
+        batch_size = batch_size or self.batch_size
+        meta = getattr(net, "meta", None)
+        dim = int(meta["outputdim"]) if isinstance(meta, dict) and "outputdim" in meta else None
+        indices = [int(i) for i in indices]
+        vecs: Tensor | None = None if dim is None else torch.zeros(dim, len(indices), device=device)
+        buckets: OrderedDict[tuple, list[tuple[int, Tensor]]] = OrderedDict()
+        state = {"buffered": 0, "night": 0, "batches": 0}
+
+        def flush(key) -> None:
+            nonlocal vecs, dim
+            items = buckets.pop(key)
+            state["buffered"] -= len(items)
+            positions = [p for p, _ in items]
+            x = torch.stack([t for _, t in items]).to(device)
+            # B == D would make the output orientation ambiguous: split such a batch.
+            parts = [(positions, x)] if dim is None or len(items) != dim else [(positions[:-1], x[:-1]), (positions[-1:], x[-1:])]
+            for pos, xb in parts:
+                if self._plain:
+                    xb = self._finish(xb)
+                cols = _columns(net(xb), xb.shape[0], dim)
+                if vecs is None:
+                    dim = cols.shape[0]
+                    vecs = torch.zeros(dim, len(indices), device=device)
+                vecs[:, pos] = cols.to(device=device, dtype=vecs.dtype)
+                state["batches"] += 1
+
+        was_training = net.training
+        net.eval()
+        try:
+            loader = DataLoader(
+                _ImageList([self.images[i] for i in indices], self.imsize, self.loader),
+                batch_size=None, shuffle=False, num_workers=self.num_workers,
+            )
+            with torch.no_grad():
+                for pos, x01 in tqdm(loader, total=len(indices), desc=f"extract {label}", disable=not self.progress, leave=False):
+                    index = indices[pos]
+                    if self._is_night(index, label):
+                        x01 = self._night(index, x01, device)
+                        state["night"] += 1
+                    x = x01 if self._plain else self._custom(x01)
+                    key = tuple(x.shape)
+                    buckets.setdefault(key, []).append((pos, x))
+                    state["buffered"] += 1
+                    if len(buckets[key]) >= batch_size:
+                        flush(key)
+                    elif state["buffered"] >= 4 * batch_size:
+                        flush(max(buckets, key=lambda k: len(buckets[k])))
+                while buckets:
+                    flush(next(iter(buckets)))
+        finally:
+            net.train(was_training)
+        self._last_extract = state
+        if vecs is None:
+            vecs = torch.zeros(0, 0, device=device)
+        return vecs
+
+    def _epoch_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed + self.epoch)
+
+    def create_epoch_tuples(self, net: torch.nn.Module, device: torch.device | str | None = None) -> float:
+        """Pick this epoch's anchors, mine hard negatives, store ``qidxs``/``pidxs``/``nidxs``.
+
+        Returns the average anchor-negative l2 distance (what cirtorch prints and HOW logs); 0 when
+        ``nnum`` is 0.
+        """
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        device = self._device(net, device)
+        gen = self._epoch_generator()
+        stats: dict[str, Any] = {"epoch": self.epoch, "seed": self.seed + self.epoch,
+                                 "diverse": self.sampler.needs_descriptors, "anchors": self.qsize,
+                                 "night_anchors_mining": 0, "images_extracted": 0}
+        npairs = len(self.qpool)
+        qvecs = None
+        if self.sampler.needs_descriptors:
+            order = torch.randperm(npairs, generator=gen)[: self.qpool_size]
+            t0 = time.perf_counter()
+            pool_vecs = self.extract([self.qpool[i] for i in order], ANCHOR_POOL_MINE, net, device)
+            timings["extract_anchor_pool_s"] = time.perf_counter() - t0
+            stats["night_anchors_mining"] += self._last_extract["night"]
+            stats["images_extracted"] += len(order)
+            t0 = time.perf_counter()
+            picks = self.sampler(pool_vecs.t(), self.qsize, gen).cpu()
+            timings["select_anchors_s"] = time.perf_counter() - t0
+            stats.update({k: v for k, v in self.sampler.last_stats.items() if not isinstance(v, list)})
+            chosen = order[picks]
+            if self.reuse_anchor_descriptors:
+                qvecs = pool_vecs[:, picks.to(pool_vecs.device)]
+            stats["qpool_size"] = len(order)
+        else:
+            chosen = torch.randperm(npairs, generator=gen)[: self.qsize]
+        chosen = chosen.tolist()
+        self.qidxs = [self.qpool[i] for i in chosen]
+        self.pidxs = [self.ppool[i] for i in chosen]
+        self.night_anchor_indices = [q for q in self.qidxs if self._is_night(q, ANCHOR)]
+        stats["night_anchors"] = len(self.night_anchor_indices)
+
+        avg = 0.0
+        if self.nnum == 0:
+            self.nidxs = [[] for _ in self.qidxs]
+        else:
+            idxs2images = torch.randperm(len(self.images), generator=gen)[: self.poolsize].tolist()
+            stats["poolsize"] = len(idxs2images)
+            if qvecs is None:
+                t0 = time.perf_counter()
+                qvecs = self.extract(self.qidxs, ANCHOR_MINE, net, device)
+                timings["extract_anchors_s"] = time.perf_counter() - t0
+                stats["night_anchors_mining"] += self._last_extract["night"]
+                stats["images_extracted"] += len(self.qidxs)
+            t0 = time.perf_counter()
+            poolvecs = self.extract(idxs2images, NEGATIVE_POOL_MINE, net, device)
+            timings["extract_pool_s"] = time.perf_counter() - t0
+            stats["images_extracted"] += len(idxs2images)
+            t0 = time.perf_counter()
+            found = hard_negatives(
+                qvecs.t(), poolvecs.t(),
+                [self.clusters[q] for q in self.qidxs], [self.clusters[i] for i in idxs2images], self.nnum,
+            )
+            timings["hard_negatives_s"] = time.perf_counter() - t0
+            self.nidxs = [[idxs2images[j] for j in row] for row in found.indices.tolist()]
+            avg = float(found.distances.mean())
+        stats["average_negative_distance"] = avg
+        timings["total_s"] = time.perf_counter() - t_start
+        stats["timings"] = timings
+        self.stats = stats
+        self.epoch += 1
+        if self.progress:
+            print(f">>>> {type(self).__name__} {self.name}-{self.mode} epoch {stats['epoch']}: {len(self.qidxs)} tuples, "
+                  f"{stats['night_anchors']} night anchors, average negative l2-distance {avg:.2f} "
+                  f"({timings['total_s']:.1f} s)")
+        return avg
