@@ -6,6 +6,8 @@ keys ``features.N...`` and ``pool.p`` so the published embedding ``model_state``
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,32 +76,45 @@ class GeMNet(nn.Module):
         return o.permute(1, 0)
 
 
-def gem_small(outputdim: int = 128, mean_std: tuple = IMAGENET_MEAN_STD) -> GeMNet:
+def gem_small(outputdim: int = 128, mean_std: tuple = IMAGENET_MEAN_STD,
+              device: str | torch.device | None = None) -> GeMNet:
     """A 4-conv GeM network, fast on CPU, for demos and tests (random init)."""
     widths = [3, 32, 64, 128]
     layers: list[nn.Module] = []
     for cin, cout in zip(widths[:-1], widths[1:]):
         layers += [nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
     layers += [nn.Conv2d(widths[-1], outputdim, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-    return GeMNet(nn.Sequential(*layers), outputdim, mean_std, architecture="small")
+    return GeMNet(nn.Sequential(*layers), outputdim, mean_std, architecture="small").to(device or "cpu")
 
 
-def gem_vgg16() -> GeMNet:
+def _on(device: str | torch.device | None):
+    # Building under a device context allocates the weights there directly ("meta" builds instantly).
+    return torch.device(device) if device is not None else contextlib.nullcontext()
+
+
+def gem_vgg16(device: str | torch.device | None = None) -> GeMNet:
     """VGG16 GeM (D=512): torchvision vgg16 ``.features`` without its last max-pool, random init
     (nothing is downloaded; load the published ``model_state`` or your own weights)."""
-    from torchvision.models import vgg16
+    import torchvision.models.vgg as tv_vgg
 
-    features = nn.Sequential(*list(vgg16(weights=None).features.children())[:-1])
-    return GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
+    with _on(device):
+        if hasattr(tv_vgg, "make_layers") and hasattr(tv_vgg, "cfgs"):
+            # features only: skips allocating vgg16's 120M-parameter classifier
+            features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
+        else:
+            features = tv_vgg.vgg16(weights=None).features
+        features = nn.Sequential(*list(features.children())[:-1])
+        return GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
 
 
-def gem_resnet101() -> GeMNet:
+def gem_resnet101(device: str | torch.device | None = None) -> GeMNet:
     """ResNet-101 GeM (D=2048): torchvision resnet101 children without avgpool and fc, random init
     (nothing is downloaded)."""
     from torchvision.models import resnet101
 
-    features = nn.Sequential(*list(resnet101(weights=None).children())[:-2])
-    return GeMNet(features, 2048, IMAGENET_MEAN_STD, architecture="resnet101")
+    with _on(device):
+        features = nn.Sequential(*list(resnet101(weights=None).children())[:-2])
+        return GeMNet(features, 2048, IMAGENET_MEAN_STD, architecture="resnet101")
 
 
 def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
