@@ -1,0 +1,420 @@
+"""GAN training settings: one nested dataclass schema with the paper's defaults (REFERENCE_FACTS §1).
+
+A config is built from presets (``hedngan``, ``hedgan``, ``cyclegan``, ``tiny``), YAML files and
+``key=value`` overrides with dotted keys (``data.crop_size=64``). Every value is validated at the
+boundary: an unknown key names itself and the valid keys, a wrong type names the expected one.
+
+Example:
+    >>> cfg = load_config("tiny", ["train.max_iterations=5", "data.crop_size=32"])
+    >>> cfg.train.max_iterations, cfg.data.crop_size
+    (5, 32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsa_plugin.config import ConfigError
+
+VARIANTS = ("hedngan", "hedgan", "cyclegan")
+
+
+@dataclass
+class DataConfig:
+    """Unpaired day (domain X) / night (domain Y) images (REFERENCE_FACTS §1.9).
+
+    Attributes:
+        day, night: a folder (searched recursively for images) or a list file (one path per line).
+        root: base folder for relative paths in list files (default: the list file's folder).
+        crop_size: side of the square training crop (256).
+        scale: (low, high) absolute downscale factor of the shared random scale-crop window.
+        epoch_size: pairs per epoch, over all processes (10000).
+        resize_short: downscale images on load so that the shorter side is at most this (None:
+            original resolution, as the reference). Small runs use it so that a crop shows most of
+            the scene (the scale-crop window stays an absolute 1/scale x crop px of the loaded image).
+        skip_bad_images: skip (and log) unreadable / too small images instead of failing.
+        num_workers: DataLoader worker processes.
+        cache_images: keep decoded images in memory (small data sets only).
+    """
+
+    day: str | None = None
+    night: str | None = None
+    root: str | None = None
+    crop_size: int = 256
+    scale: tuple[float, float] = (0.8, 1.0)
+    epoch_size: int = 10000
+    resize_short: int | None = None
+    skip_bad_images: bool = False
+    num_workers: int = 0
+    cache_images: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Architectures and initialisation (REFERENCE_FACTS §1.2-1.5).
+
+    Attributes:
+        ngf, n_blocks, ndf, n_layers: generator / discriminator sizes (64, 9, 64, 3).
+        norm: "batch" (HEDN GAN, HED GAN) or "instance" (CycleGAN) for G and D.
+        init_type: "kaiming" (kaiming_p2p) or "normal" (normal_p2p, CycleGAN).
+        init_gain: 0.2 as the reference (not upstream CycleGAN's 0.02).
+        hed_weights: path or URL of the pretrained HED (student and teacher start from it);
+            None trains with a randomly initialised HED and logs a warning.
+        hed_width: channel multiplier of the HED's VGG blocks. 1.0 is the real HED (required with
+            hed_weights); smaller values only make random-init smoke runs (the ``tiny`` preset) fast.
+    """
+
+    ngf: int = 64
+    n_blocks: int = 9
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "batch"
+    init_type: str = "kaiming"
+    init_gain: float = 0.2
+    hed_weights: str | None = None
+    hed_width: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """Adam optimizers and the lambda_p2p linear-decay schedule (REFERENCE_FACTS §1.8).
+
+    Attributes:
+        lr, betas, weight_decay: generator(s) and discriminator(s).
+        detector_lr, detector_betas, detector_weight_decay: HED student base values; the
+            per-group multipliers of HED.parameter_groups apply on top.
+        n_epochs_decay: epochs of linear decay at the end (lr factor never reaches 0).
+    """
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    detector_lr: float = 1e-6
+    detector_betas: tuple[float, float] = (0.9, 0.999)
+    detector_weight_decay: float = 2e-4
+    n_epochs_decay: int = 25
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (REFERENCE_FACTS §1.6)."""
+
+    adversarial: float = 1.0
+    edge: float = 5.0
+    hed: float = 1.0
+    cycle: float = 10.0
+    pool_size: int = 50
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, checkpoints, logging.
+
+    Attributes:
+        epochs: total epochs (50 HEDN GAN, 100 CycleGAN).
+        batch_size: images per process per iteration (10; CycleGAN 1).
+        max_iterations: stop after this many iterations in total (None: run all epochs).
+        seed: seeds model init (before each network, as the reference) and the data sampling.
+        checkpoint_every: epochs between kept checkpoints (every one also refreshes `*_last`).
+        checkpoint_every_iters: also save a resumable state every N iterations (None: off).
+        sample_every: iterations between sample-grid PNGs (0: off).
+        log_every: iterations between JSONL log lines.
+        amp: float16 autocast + GradScaler (CUDA only).
+        channels_last: channels_last memory format (CUDA only).
+        progress: show a tqdm progress bar.
+    """
+
+    epochs: int = 50
+    batch_size: int = 10
+    max_iterations: int | None = None
+    seed: int = 0
+    checkpoint_every: int = 2
+    checkpoint_every_iters: int | None = None
+    sample_every: int = 500
+    log_every: int = 10
+    amp: bool = False
+    channels_last: bool = False
+    progress: bool = True
+
+
+@dataclass
+class GanConfig:
+    """Full settings of one GAN training run (defaults: HEDN GAN of the paper)."""
+
+    variant: str = "hedngan"
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, where: str = "config") -> "GanConfig":
+        return _build(cls, dict(values or {}), where)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All valid dotted keys, e.g. ``data.crop_size``."""
+        return _dotted_keys(cls)
+
+
+def validate(cfg: GanConfig) -> None:
+    """Raise ConfigError for values outside what the trainer supports."""
+    if cfg.variant not in VARIANTS:
+        raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {cfg.variant!r}")
+    if cfg.model.norm not in ("batch", "instance"):
+        raise ConfigError(f"model.norm must be 'batch' or 'instance', got {cfg.model.norm!r}")
+    if cfg.model.init_type not in ("kaiming", "normal"):
+        raise ConfigError(f"model.init_type must be 'kaiming' or 'normal', got {cfg.model.init_type!r}")
+    positive = {
+        "data.crop_size": cfg.data.crop_size, "data.epoch_size": cfg.data.epoch_size,
+        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
+        "train.checkpoint_every": cfg.train.checkpoint_every, "train.log_every": cfg.train.log_every,
+        "model.ngf": cfg.model.ngf, "model.ndf": cfg.model.ndf, "model.n_layers": cfg.model.n_layers,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    for key, value in {"model.n_blocks": cfg.model.n_blocks, "train.sample_every": cfg.train.sample_every,
+                       "data.num_workers": cfg.data.num_workers, "loss.pool_size": cfg.loss.pool_size}.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    for key in ("train.max_iterations", "train.checkpoint_every_iters", "data.resize_short"):
+        value = get_key(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+    if not 0.0 < cfg.model.hed_width <= 1.0:
+        raise ConfigError(f"model.hed_width must be in (0, 1], got {cfg.model.hed_width}")
+    if cfg.model.hed_weights and cfg.model.hed_width != 1.0:
+        raise ConfigError(f"model.hed_width={cfg.model.hed_width} cannot load pretrained model.hed_weights "
+                          f"(the real HED has width 1.0); set model.hed_width=1.0 or model.hed_weights=null")
+    lo, hi = cfg.data.scale
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(f"data.scale must be (low, high) with 0 < low <= high <= 1, got {cfg.data.scale}")
+    if cfg.data.resize_short is not None and cfg.data.resize_short < cfg.data.crop_size:
+        raise ConfigError(
+            f"data.resize_short ({cfg.data.resize_short}) must be >= data.crop_size ({cfg.data.crop_size})")
+    if not 0 <= cfg.optim.n_epochs_decay <= cfg.train.epochs:
+        raise ConfigError(
+            f"optim.n_epochs_decay must be in [0, train.epochs={cfg.train.epochs}], got {cfg.optim.n_epochs_decay}")
+    dev = cfg.device
+    if not (dev in ("cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# presets, YAML and overrides
+
+def _tiny() -> dict[str, Any]:
+    # Seconds-scale smoke runs and the demo: small G/D, small crops, images downscaled on load.
+    return {
+        "variant": "hedngan",
+        "data": {"crop_size": 64, "epoch_size": 200, "resize_short": 80, "cache_images": True},
+        "model": {"ngf": 8, "n_blocks": 2, "ndf": 8, "n_layers": 2, "hed_width": 0.25},
+        "optim": {"lr": 1e-3, "n_epochs_decay": 0},
+        "train": {"epochs": 1, "batch_size": 2, "max_iterations": 100, "checkpoint_every": 1,
+                  "sample_every": 50, "log_every": 10},
+    }
+
+
+PRESETS: dict[str, Any] = {
+    "hedngan": lambda: {"variant": "hedngan"},
+    "hedgan": lambda: {"variant": "hedgan"},
+    "cyclegan": lambda: {
+        "variant": "cyclegan",
+        "model": {"norm": "instance", "init_type": "normal"},
+        "optim": {"n_epochs_decay": 50},
+        "train": {"epochs": 100, "batch_size": 1},
+    },
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> GanConfig:
+    """A built-in config: ``hedngan``, ``hedgan``, ``cyclegan`` (the paper's) or ``tiny``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+    return GanConfig.from_dict(PRESETS[name](), where=f"preset {name}")
+
+
+def load_config(source: "str | Path | dict | GanConfig | None" = None,
+                overrides: "list[str] | dict[str, Any] | None" = None) -> GanConfig:
+    """Build a config from a preset name, a YAML path, a dict or a GanConfig, then apply overrides.
+
+    Args:
+        source: ``"tiny"`` etc. (see :data:`PRESETS`), a ``.yaml`` path, a (nested) dict, a
+            GanConfig, or None for the HEDN GAN defaults. A YAML file may start from a preset with
+            a top-level ``preset: tiny`` key.
+        overrides: ``["data.crop_size=64", ...]`` (values parsed as YAML) or a dotted-key dict.
+    """
+    if isinstance(source, GanConfig):
+        values = source.to_dict()
+    elif source is None:
+        values = {}
+    elif isinstance(source, dict):
+        values = _with_preset(dict(source), "dict")
+    elif isinstance(source, (str, Path)) and str(source) in PRESETS:
+        values = PRESETS[str(source)]()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}) nor a YAML file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse YAML config {path}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must hold a mapping at the top level")
+        values = _with_preset(loaded, str(path))
+    for key, value in _parse_overrides(overrides).items():
+        _set_dotted(values, key, value)
+    return GanConfig.from_dict(values, where=str(source) if source is not None else "config")
+
+
+def _with_preset(values: dict[str, Any], where: str) -> dict[str, Any]:
+    name = values.pop("preset", None)
+    if name is None:
+        return values
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} in {where}; available: {sorted(PRESETS)}")
+    base = PRESETS[name]()
+    _deep_update(base, values)
+    return base
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def _parse_overrides(overrides: "list[str] | dict[str, Any] | None") -> dict[str, Any]:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. data.crop_size=64)")
+        try:
+            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = text
+    return parsed
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    if key not in GanConfig.keys():
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {GanConfig.keys()}")
+    parts = key.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def get_key(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def save_yaml(cfg: GanConfig, path: "str | Path") -> None:
+    from dsa_plugin.gan.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------------------------
+# generic dataclass construction with type checks
+
+def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _dotted_keys(hints[f.name], prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _build(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {where} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {GanConfig.keys()}")
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint, value = hints[name], values[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = value if isinstance(value, hint) else _build(hint, value or {}, where, prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a simple annotation; ints pass as floats, lists as tuples."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue  # a YAML `true` must not pass as a number
+        if option is int and isinstance(value, int):
+            return value
+        if option is float and isinstance(value, (int, float)):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            args = typing.get_args(option)
+            if len(value) == len(args) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in value):
+                return tuple(float(v) if a is float else v for v, a in zip(value, args))
+    names = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _type_name(option: Any) -> str:
+    if option is type(None):
+        return "null"
+    if typing.get_origin(option) is tuple:
+        return f"a list of {len(typing.get_args(option))} numbers"
+    return option.__name__
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value

@@ -1,0 +1,125 @@
+"""Build the networks, optimizers and schedulers of one GAN variant (REFERENCE_FACTS §1.1-1.5, §1.8).
+
+Each trainable network is initialised from its own generator seeded with ``train.seed`` (the
+reference calls ``torch.manual_seed(seed)`` right before each network's init, so e.g. CycleGAN's
+two generators start identical); the global RNG is left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from dsa_plugin.gan.config import GanConfig
+from dsa_plugin.gan.schedule import make_scheduler
+from dsa_plugin.models import HED, NLayerDiscriminator, ResnetGenerator, init_weights
+
+log = logging.getLogger("dsa_plugin.gan")
+
+#: networks per variant, in the reference's names (checkpoint file names use them too)
+NETWORKS = {
+    "hedngan": ("generator_X", "discriminator_Y", "detector", "detector_frozen"),
+    "hedgan": ("generator_X", "discriminator_Y", "detector"),
+    "cyclegan": ("generator_X", "generator_Y", "discriminator_X", "discriminator_Y"),
+}
+#: networks with an optimizer (all others are frozen)
+TRAINABLE = {
+    "hedngan": ("discriminator_Y", "detector", "generator_X"),
+    "hedgan": ("discriminator_Y", "generator_X"),
+    "cyclegan": ("generator_X", "generator_Y", "discriminator_X", "discriminator_Y"),
+}
+
+
+class RandomHEDWarning(UserWarning):
+    """Training runs with a randomly initialised HED because no pretrained weights were given."""
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def build_generator(cfg: GanConfig) -> ResnetGenerator:
+    m = cfg.model
+    net = ResnetGenerator(3, 3, ngf=m.ngf, n_blocks=m.n_blocks, norm=m.norm)
+    return init_weights(net, m.init_type, m.init_gain, generator=_seeded(cfg.train.seed))
+
+
+def build_discriminator(cfg: GanConfig) -> NLayerDiscriminator:
+    m = cfg.model
+    net = NLayerDiscriminator(3, ndf=m.ndf, n_layers=m.n_layers, norm=m.norm)
+    return init_weights(net, m.init_type, m.init_gain, generator=_seeded(cfg.train.seed))
+
+
+def build_hed(cfg: GanConfig) -> HED:
+    """The pretrained HED of ``model.hed_weights``, or a kaiming-initialised one with a warning."""
+    if cfg.model.hed_weights:
+        from dsa_plugin.checkpoints import load_hed
+
+        return load_hed(cfg.model.hed_weights, device="cpu", frozen=False)
+    msg = ("model.hed_weights is null: training with a randomly initialised HED edge detector. The edge "
+           "loss then only asks G(day) to keep the responses of random VGG filters; set model.hed_weights "
+           "to the pretrained HED (hed_sniklaus_github.pth) for the paper's setting.")
+    warnings.warn(msg, RandomHEDWarning, stacklevel=2)
+    hed = HED() if cfg.model.hed_width == 1.0 else slim_hed(cfg.model.hed_width)
+    # kaiming keeps activations at a usable scale through the 13 convs (torch's default init
+    # shrinks them so much that every edge map is almost constant).
+    return init_weights(hed, "kaiming", cfg.model.init_gain, generator=_seeded(cfg.train.seed))
+
+
+def slim_hed(width: float) -> HED:
+    """A HED whose VGG blocks have ``width`` x the channels (same module names, so the same
+    parameter groups); for fast random-init smoke runs only, it cannot load the pretrained file."""
+    hed = HED()
+    chans = [max(4, round(c * width)) for c in (64, 128, 256, 512, 512)]
+    depth = (2, 2, 3, 3, 3)
+    c_in = 3
+    for k, (c, n) in enumerate(zip(chans, depth), start=1):
+        layers: list[nn.Module] = [nn.MaxPool2d(2, 2)] if k > 1 else []
+        for _ in range(n):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(True)]
+            c_in = c
+        setattr(hed, f"vgg{k}", nn.Sequential(*layers))
+        setattr(hed, f"score{k}", nn.Conv2d(c, 1, 1))
+    return hed
+
+
+def build_networks(cfg: GanConfig) -> dict[str, nn.Module]:
+    """CPU networks of ``cfg.variant``, named as in the reference; frozen ones have requires_grad off."""
+    v = cfg.variant
+    nets: dict[str, nn.Module] = {}
+    if v == "cyclegan":
+        nets["generator_X"], nets["generator_Y"] = build_generator(cfg), build_generator(cfg)
+        nets["discriminator_X"], nets["discriminator_Y"] = build_discriminator(cfg), build_discriminator(cfg)
+        return nets
+    nets["generator_X"] = build_generator(cfg)
+    nets["discriminator_Y"] = build_discriminator(cfg)
+    hed = build_hed(cfg)
+    if v == "hedngan":
+        nets["detector"] = hed.train()
+        nets["detector_frozen"] = copy.deepcopy(hed).eval().requires_grad_(False)
+    else:
+        nets["detector"] = hed.eval().requires_grad_(False)
+    return nets
+
+
+def build_optimizers(cfg: GanConfig, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+    """Adam per trainable network; the HED student gets the reference's per-group multipliers."""
+    o = cfg.optim
+    opts = {}
+    for name in TRAINABLE[cfg.variant]:
+        if name == "detector":
+            groups = nets[name].parameter_groups(o.detector_lr, o.detector_weight_decay)
+            opts[name] = torch.optim.Adam(groups, lr=o.detector_lr, betas=o.detector_betas,
+                                          weight_decay=o.detector_weight_decay)
+        else:
+            opts[name] = torch.optim.Adam(nets[name].parameters(), lr=o.lr, betas=o.betas,
+                                          weight_decay=o.weight_decay)
+    return opts
+
+
+def build_schedulers(cfg: GanConfig, opts: dict[str, torch.optim.Optimizer]) -> dict[str, object]:
+    return {name: make_scheduler(opt, cfg.train.epochs, cfg.optim.n_epochs_decay) for name, opt in opts.items()}

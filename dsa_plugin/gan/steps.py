@@ -1,0 +1,282 @@
+"""One optimisation iteration per variant, in the reference's order (REFERENCE_FACTS §1.7).
+
+Numerically these are the reference's steps; they only skip work whose result is never used:
+
+* HEDN GAN: the frozen teacher runs once per iteration under ``no_grad`` (the reference runs it
+  twice, with autograd, and back-propagates into its parameters); its sigmoid edges for the G step
+  are the sigmoid of the logits already computed for the detector step (the teacher does not change
+  in between); the logging-only ``student(real_X)`` pass of the G step is skipped.
+* In every G step the discriminator(s) and the HED student are temporarily frozen: the reference
+  computes their parameter gradients there and throws them away (the next zero_grad).
+* HED GAN: the frozen detector's edges of the real image are computed without autograd.
+
+Under DistributedDataParallel each network that is optimised gets one DDP forward per backward
+(pairs of calls are bundled into one module call); calls whose parameter gradients are unused go
+to the plain module.
+
+Example:
+    >>> step = make_step(cfg, nets, optimizers)                 # doctest: +SKIP
+    >>> losses, visuals = step(day, night)                        # [-1, 1] batches
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from dsa_plugin.gan.config import GanConfig
+from dsa_plugin.gan.image_pool import ImagePool
+from dsa_plugin.gan.losses import discriminator_loss, l1_loss, lsgan_loss
+from dsa_plugin.models import hed_preprocess
+
+N_VISUALS = 4
+
+
+class _Pair(nn.Module):
+    """Calls ``net`` on two inputs separately (batch statistics stay per input, as the reference)
+    inside one module call, so that DDP sees one forward per backward."""
+
+    def __init__(self, net: nn.Module, **kwargs) -> None:
+        super().__init__()
+        self.net, self.kwargs = net, kwargs
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(a, **self.kwargs), self.net(b, **self.kwargs)
+
+
+class _Cycle(nn.Module):
+    """The four generator calls of CycleGAN as one module call."""
+
+    def __init__(self, g_x: nn.Module, g_y: nn.Module) -> None:
+        super().__init__()
+        self.g_x, self.g_y = g_x, g_y
+
+    def forward(self, real_x: torch.Tensor, real_y: torch.Tensor):
+        fake_y = self.g_x(real_x)
+        rec_x = self.g_y(fake_y)
+        fake_x = self.g_y(real_y)
+        rec_y = self.g_x(fake_x)
+        return fake_y, rec_x, fake_x, rec_y
+
+
+@contextlib.contextmanager
+def frozen(*nets: nn.Module) -> Iterator[None]:
+    """Turn off requires_grad of every parameter of ``nets`` for the block (gradients still flow
+    through them to their inputs), then restore the previous flags."""
+    params = [p for net in nets for p in net.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+class GanStep:
+    """Base: holds networks, optimizers, the optional AMP scaler and the DDP wrappers."""
+
+    def __init__(self, cfg: GanConfig, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, scaler=None, device_type: str = "cpu",
+                 amp: bool = False) -> None:
+        self.cfg, self.nets, self.optimizers = cfg, nets, optimizers
+        self.w = cfg.loss
+        self.wrap = wrap or (lambda m: m)
+        self.scaler = scaler
+        self.device_type, self.amp = device_type, amp
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=torch.float16)
+
+    def _zero(self, name: str) -> None:
+        self.optimizers[name].zero_grad(set_to_none=True)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _step(self, name: str) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizers[name])
+        else:
+            self.optimizers[name].step()
+
+    def _finish(self) -> None:
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, device="cpu") -> None:
+        pass
+
+    def __call__(self, real_x: torch.Tensor, real_y: torch.Tensor):
+        raise NotImplementedError
+
+
+def _visuals(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[:N_VISUALS].detach().float() for k, v in tensors.items()}
+
+
+class HedNGanStep(GanStep):
+    """D step -> detector (student) step -> G step (REFERENCE_FACTS §1.7, gotcha 4)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        n = self.nets
+        self.G = self.wrap(n["generator_X"])
+        self.D2 = self.wrap(_Pair(n["discriminator_Y"]))
+        self.S2 = self.wrap(_Pair(n["detector"], no_sigmoid=True))
+
+    def __call__(self, real_x, real_y):
+        n, w = self.nets, self.w
+        D, S, T = n["discriminator_Y"], n["detector"], n["detector_frozen"]
+        with self.autocast():
+            fake_y = self.G(real_x)
+
+            # (1) discriminator
+            self._zero("discriminator_Y")
+            pred_real, pred_fake = self.D2(real_y, fake_y.detach())
+            loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, w.adversarial)
+        self._backward(loss_d)
+        self._step("discriminator_Y")
+
+        # (2) detector student vs frozen teacher, on logits; target = teacher on the real day image
+        with self.autocast():
+            pre_x = hed_preprocess(real_x)
+            with torch.no_grad():
+                target = T(pre_x, no_sigmoid=True)
+            self._zero("detector")
+            real_m, fake_m = self.S2(pre_x, hed_preprocess(fake_y.detach()))
+            e_real = w.hed * l1_loss(real_m, target)
+            e_fake = w.hed * l1_loss(fake_m, target)
+            loss_e = e_real + e_fake
+        self._backward(loss_e)
+        self._step("detector")
+
+        # (3) generator: adversarial + edge L1 of the updated student on G(day) vs the teacher on day
+        with frozen(D, S), self.autocast():
+            self._zero("generator_X")
+            fake_e = S(hed_preprocess(fake_y))
+            real_e = torch.sigmoid(target)
+            g_gan = w.adversarial * lsgan_loss(D(fake_y), real=True)
+            g_hed = w.edge * l1_loss(fake_e, real_e)
+            loss_g = g_gan + g_hed
+        self._backward(loss_g)
+        self._step("generator_X")
+        self._finish()
+
+        losses = {"total": loss_g + loss_d, "D": loss_d, "D_real": d_real, "D_fake": d_fake,
+                  "G": loss_g, "G_gan": g_gan, "G_hed": g_hed, "E": loss_e, "E_real": e_real, "E_fake": e_fake}
+        visuals = _visuals(day=real_x, fake=fake_y, night=real_y, edge_day=real_e, edge_fake=fake_e)
+        return {k: v.detach() for k, v in losses.items()}, visuals
+
+
+class HedGanStep(GanStep):
+    """Frozen detector: D step -> G step with adversarial + edge L1 (REFERENCE_FACTS §1.7)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.G = self.wrap(self.nets["generator_X"])
+        self.D2 = self.wrap(_Pair(self.nets["discriminator_Y"]))
+
+    def __call__(self, real_x, real_y):
+        n, w = self.nets, self.w
+        D, H = n["discriminator_Y"], n["detector"]
+        with self.autocast():
+            fake_y = self.G(real_x)
+            fake_e = H(hed_preprocess(fake_y))
+            with torch.no_grad():
+                real_e = H(hed_preprocess(real_x))
+            self._zero("discriminator_Y")
+            pred_real, pred_fake = self.D2(real_y, fake_y.detach())
+            loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, w.adversarial)
+        self._backward(loss_d)
+        self._step("discriminator_Y")
+
+        with frozen(D), self.autocast():
+            self._zero("generator_X")
+            g_gan = w.adversarial * lsgan_loss(D(fake_y), real=True)
+            g_hed = w.edge * l1_loss(fake_e, real_e)
+            loss_g = g_gan + g_hed
+        self._backward(loss_g)
+        self._step("generator_X")
+        self._finish()
+
+        losses = {"total": loss_g + loss_d, "D": loss_d, "D_real": d_real, "D_fake": d_fake,
+                  "G": loss_g, "G_gan": g_gan, "G_hed": g_hed}
+        visuals = _visuals(day=real_x, fake=fake_y, night=real_y, edge_day=real_e, edge_fake=fake_e)
+        return {k: v.detach() for k, v in losses.items()}, visuals
+
+
+class CycleGanStep(GanStep):
+    """Both generators first (adversarial + 10·cycle L1, no identity loss), then D_X on
+    (real_Y, pool(fake_Y)) and D_Y on (real_X, pool(fake_X)) (REFERENCE_FACTS §1.7)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        n = self.nets
+        self.cycle = self.wrap(_Cycle(n["generator_X"], n["generator_Y"]))
+        self.DX2 = self.wrap(_Pair(n["discriminator_X"]))
+        self.DY2 = self.wrap(_Pair(n["discriminator_Y"]))
+        seed = self.cfg.train.seed
+        self.pool_y = ImagePool(self.w.pool_size, seed=seed * 2 + 1)  # fakes judged by D_X
+        self.pool_x = ImagePool(self.w.pool_size, seed=seed * 2 + 2)  # fakes judged by D_Y
+
+    def __call__(self, real_x, real_y):
+        n, w = self.nets, self.w
+        DX, DY = n["discriminator_X"], n["discriminator_Y"]
+        with frozen(DX, DY), self.autocast():
+            self._zero("generator_X")
+            self._zero("generator_Y")
+            fake_y, rec_x, fake_x, rec_y = self.cycle(real_x, real_y)
+            gx_gan = w.adversarial * lsgan_loss(DX(fake_y), real=True)
+            gx_cyc = w.cycle * l1_loss(rec_x, real_x)
+            gy_gan = w.adversarial * lsgan_loss(DY(fake_x), real=True)
+            gy_cyc = w.cycle * l1_loss(rec_y, real_y)
+            loss_gx, loss_gy = gx_gan + gx_cyc, gy_gan + gy_cyc
+        # one backward of the sum = the reference's two backward calls before both steps
+        self._backward(loss_gx + loss_gy)
+        self._step("generator_X")
+        self._step("generator_Y")
+
+        with self.autocast():
+            self._zero("discriminator_X")
+            pr, pf = self.DX2(real_y, self.pool_y.query(fake_y))
+            loss_dx, _, _ = discriminator_loss(pr, pf)
+        self._backward(loss_dx)
+        self._step("discriminator_X")
+        with self.autocast():
+            self._zero("discriminator_Y")
+            pr, pf = self.DY2(real_x, self.pool_x.query(fake_x))
+            loss_dy, _, _ = discriminator_loss(pr, pf)
+        self._backward(loss_dy)
+        self._step("discriminator_Y")
+        self._finish()
+
+        losses = {"total": loss_gx + loss_gy + loss_dx + loss_dy, "G_X": loss_gx, "G_X_gan": gx_gan,
+                  "G_X_cycle": gx_cyc, "G_Y": loss_gy, "G_Y_gan": gy_gan, "G_Y_cycle": gy_cyc,
+                  "D_X": loss_dx, "D_Y": loss_dy}
+        visuals = _visuals(day=real_x, fake=fake_y, night=real_y, fake_day=fake_x, rec_day=rec_x)
+        return {k: v.detach() for k, v in losses.items()}, visuals
+
+    def state_dict(self) -> dict:
+        return {"pool_y": self.pool_y.state_dict(), "pool_x": self.pool_x.state_dict()}
+
+    def load_state_dict(self, state: dict, device="cpu") -> None:
+        self.pool_y.load_state_dict(state["pool_y"], device)
+        self.pool_x.load_state_dict(state["pool_x"], device)
+
+
+STEPS = {"hedngan": HedNGanStep, "hedgan": HedGanStep, "cyclegan": CycleGanStep}
+
+
+def make_step(cfg: GanConfig, nets, optimizers, **kwargs) -> GanStep:
+    """The step object of ``cfg.variant`` (networks must already be on their device)."""
+    return STEPS[cfg.variant](cfg, nets, optimizers, **kwargs)
