@@ -429,7 +429,7 @@ def _apply_clahe(images: list[Tensor], clahe: dict[str, Any]) -> list[Tensor]:
     from dsa_plugin.transforms import clahe as clahe_fn
 
     return [
-        clahe_fn(img.unsqueeze(0), clip_limit=clahe["clip_limit"], grid_size=tuple(clahe["grid_size"]))[0]
+        clahe_fn(img.unsqueeze(0), clip_limit=clahe["clip_limit"], grid_size=tuple(clahe["grid_size"]), check_range=False)[0]
         for img in images
     ]
 

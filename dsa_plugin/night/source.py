@@ -93,7 +93,7 @@ class NightSource:
         if self.clahe is not None:
             from dsa_plugin.transforms import clahe as clahe_fn
 
-            y = clahe_fn(y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]))
+            y = clahe_fn(y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]), check_range=False)
         self.stats["online"] += 1
         y = y.to(x01.device)
         return y if batched else y[0]

@@ -192,7 +192,7 @@ class NightTranslator(nn.Module):
 
         y = self.translate(x01)
         if clahe:
-            y = transforms.clahe(y if y.dim() == 4 else y.unsqueeze(0), clip_limit=clip_limit, grid_size=grid_size)
+            y = transforms.clahe(y if y.dim() == 4 else y.unsqueeze(0), clip_limit=clip_limit, grid_size=grid_size, check_range=False)
             y = y if x01.dim() == 4 else y[0]
         return transforms.normalize(y, transforms.IMAGENET_MEAN_STD if mean_std is None else mean_std)
 
