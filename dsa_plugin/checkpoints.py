@@ -32,7 +32,7 @@ from torch import nn
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
            "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
            "generator_model_params", "describe_state_dict", "REFERENCE_KEYS", "GENERATOR_RUNTIME",
-           "infer_generator_params", "is_url"]
+           "infer_generator_params", "is_url", "PUBLISHED"]
 
 REFERENCE_KEYS = frozenset({"type", "frozen", "network_params", "model_state"})
 
@@ -40,6 +40,19 @@ REFERENCE_KEYS = frozenset({"type", "frozen", "network_params", "model_state"})
 GENERATOR_RUNTIME = {"wrappers": "",
                      "data": {"transforms": "pil2np | totensor | normalize",
                               "mean_std": [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]}}
+
+
+_PUBLISHED_BASE = "http://ptak.felk.cvut.cz/personal/jenicto2/download/iccv23_gan/"
+# Short names of the paper's published files (gandtr README); accepted wherever a path or URL is.
+PUBLISHED = {
+    "hedngan": _PUBLISHED_BASE + "hedngan_generator_X.pth",
+    "cyclegan": _PUBLISHED_BASE + "cyclegan_generator_X.pth",
+    "hed": _PUBLISHED_BASE + "hed_sniklaus_github.pth",
+    "hedngan_embed_vgg16": _PUBLISHED_BASE + "hedngan_embed_vgg16.pth",
+    "cyclegan_embed_vgg16": _PUBLISHED_BASE + "cyclegan_embed_vgg16.pth",
+    "hedngan_embed_resnet101": _PUBLISHED_BASE + "hedngan_embed_resnet101.pth",
+    "cyclegan_embed_resnet101": _PUBLISHED_BASE + "cyclegan_embed_resnet101.pth",
+}
 
 
 class CheckpointError(RuntimeError):
@@ -81,13 +94,16 @@ def _fetch_url(url: str, progress: bool = True) -> str:
 
 
 def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", progress: bool = True) -> Any:
-    """``torch.load(..., weights_only=True)`` of a local file or a URL (cached by torch.hub).
+    """``torch.load(..., weights_only=True)`` of a local file, a URL (cached by torch.hub), or the
+    short name of a published file (:data:`PUBLISHED`, e.g. ``"hedngan"``, ``"cyclegan"``, ``"hed"``).
 
     Raises:
         CheckpointNotFoundError: the path does not exist (the message names it).
         CheckpointError: download failed (names the URL and the cache dir) or the file is not a
             readable torch checkpoint (truncated, corrupt, or holds non-tensor objects).
     """
+    if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
+        path_or_url = PUBLISHED[path_or_url]
     if is_url(path_or_url):
         path = _fetch_url(str(path_or_url), progress=progress)
     else:
@@ -192,6 +208,8 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
 
 
 def _source_name(path_or_url: str | os.PathLike) -> str:
+    if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
+        return PUBLISHED[path_or_url]
     return str(path_or_url) if is_url(path_or_url) else os.fspath(path_or_url)
 
 

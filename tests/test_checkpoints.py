@@ -337,3 +337,12 @@ def test_state_dict_sha256_is_stable_and_sensitive():
     assert state_dict_sha256(dict(sd, **{"model.18.bias": sd["model.18.bias"].double()})) != h
     assert state_dict_sha256({"w": torch.zeros(2, 3)}) != state_dict_sha256({"w": torch.zeros(3, 2)})
     assert len(h) == 64 and ck.state_dict_sha256({"b": torch.ones(2, dtype=torch.bfloat16)})
+
+
+def test_published_short_names_resolve_to_urls(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    assert ck.PUBLISHED["hedngan"].endswith("/iccv23_gan/hedngan_generator_X.pth")
+    save_network(hub / "checkpoints" / "cyclegan_generator_X.pth", ResnetGenerator(n_blocks=1, norm="instance"))
+    g = load_generator("cyclegan")  # from the hub cache, no network
+    assert g.norm == "instance" and g.checkpoint_info["source"] == ck.PUBLISHED["cyclegan"]
