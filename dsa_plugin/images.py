@@ -1,0 +1,122 @@
+"""Image loading like cirtorch's loader (PIL, RGB, LANCZOS thumbnail), with clear errors.
+
+cirtorch opens every image with ``Image.open(f).convert("RGB")`` and shrinks it with
+``img.thumbnail((imsize, imsize), Image.LANCZOS)``. :func:`load_rgb` does the same, but converts
+the modes that plain ``convert("RGB")`` gets wrong (16-bit images would be clipped to white) and
+rejects the ones it cannot convert, naming the file and the mode.
+
+Mode handling (:func:`to_rgb`):
+
+- ``RGB``: unchanged. ``L``, ``1``, ``P`` (palette), ``CMYK``, ``YCbCr``: PIL's conversion
+  (CMYK naively, without an ICC profile).
+- Alpha (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, palette with transparency): by default the alpha
+  channel is dropped and the stored colour kept, exactly like cirtorch's ``convert("RGB")``;
+  ``alpha="white"`` composites onto white instead.
+- 16-bit (``I;16``, ``I;16L``, ``I;16B``) and 32-bit integer ``I`` holding values in 0..65535:
+  scaled by 255/65535 and rounded (not clipped). ``I`` with values outside 0..65535 and float
+  ``F`` images have no defined white level and are rejected.
+- Zero-size images are rejected.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["ImageLoadError", "load_rgb", "to_rgb", "pil_to_tensor01"]
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_PLAIN_MODES = {"L", "1", "CMYK", "YCbCr", "RGBX"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageLoadError(OSError):
+    """An image file is missing, unreadable, empty, or in a mode that cannot be converted to RGB."""
+
+
+def to_rgb(img, alpha: Literal["drop", "white"] = "drop"):
+    """Any PIL image -> PIL ``RGB`` (see the module doc for each mode); ``ValueError`` naming the mode otherwise.
+
+    Example:
+        >>> from PIL import Image
+        >>> to_rgb(Image.new("I;16", (4, 3), 65535)).getpixel((0, 0))
+        (255, 255, 255)
+    """
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(img).__name__}")
+    if alpha not in ("drop", "white"):
+        raise ValueError(f"alpha must be 'drop' or 'white', got {alpha!r}")
+    mode = img.mode
+    if img.width == 0 or img.height == 0:
+        raise ValueError(f"empty image ({img.width}x{img.height}, mode {mode!r})")
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        return to_rgb(img.convert("RGBA" if has_alpha else "RGB"), alpha)
+    if mode in _ALPHA_MODES:
+        if alpha == "drop":
+            return img.convert("RGB")
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in _SIXTEEN_BIT or mode == "I":
+        arr = np.asarray(img).astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"image mode {mode!r} with values in [{arr.min()}, {arr.max()}] has no defined "
+                             "white level; allowed: 0..65535 (16-bit)")
+        u8 = np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+        return Image.fromarray(np.repeat(u8[:, :, None], 3, axis=2), "RGB")
+    if mode in _PLAIN_MODES:
+        return img.convert("RGB")
+    raise ValueError(f"image mode {mode!r} cannot be converted to RGB; supported: RGB, RGBX, L, 1, P, RGBA, LA, PA, "
+                     "CMYK, YCbCr, I;16, I (0..65535)")
+
+
+def load_rgb(path: str | os.PathLike, max_size: int | None = None, alpha: Literal["drop", "white"] = "drop"):
+    """Open ``path`` as a PIL RGB image, shrunk so that its longer side is ``<= max_size`` (LANCZOS).
+
+    Like cirtorch's ``pil_loader`` + ``imresize`` (``thumbnail`` never enlarges). Raises
+    :class:`ImageLoadError` naming the path for a missing, unreadable, truncated, empty or
+    unconvertible file.
+
+    Example:
+        >>> img = load_rgb("photo.jpg", max_size=1024)  # doctest: +SKIP
+        >>> img.mode, max(img.size) <= 1024
+        ('RGB', True)
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
+        raise ValueError(f"max_size must be a positive int or None, got {max_size!r}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageLoadError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = to_rgb(img, alpha)
+            if rgb is img:
+                rgb = img.copy()
+    except ValueError as e:
+        raise ImageLoadError(f"{path}: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageLoadError(f"cannot read image {path}: {e}") from e
+    if max_size is not None:
+        rgb.thumbnail((max_size, max_size), Image.LANCZOS)
+    return rgb
+
+
+def pil_to_tensor01(img) -> Tensor:
+    """PIL image -> ``3 x H x W`` float32 tensor in [0, 1] (``uint8 / 255`` like the reference's ``pil2np``).
+
+    Non-RGB modes go through :func:`to_rgb` first.
+    """
+    arr = np.asarray(to_rgb(img), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
