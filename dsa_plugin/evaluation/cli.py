@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     pipe.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pipe.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="write the results as JSON here")
     return p
 
@@ -111,6 +112,8 @@ def _run(argv: list[str] | None) -> int:
     from dsa_plugin.evaluation.runner import evaluate_folder, evaluate_test_set, learn_whitening_from_db
 
     args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.datasets and not args.folder:
         raise SystemExit("dsa evaluate: nothing to evaluate; give --datasets (with --data-root) and/or --folder DIR")
     if args.datasets and not args.data_root:
