@@ -1,7 +1,6 @@
 """GeM pooling and cirtorch-compatible GeM networks (REFERENCE_FACTS §2.5, §3.5)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from dsa_plugin.checkpoints import load_gem, save_network, state_dict_sha256
