@@ -138,6 +138,10 @@ def test_stale_cache_names_the_field(tiny_db, tmp_path):
         build_night_cache(out, paths, t, ratio=0.25, image_size=SIZE, progress=False)
     rebuilt = build_night_cache(out, paths, other, ratio=0.5, image_size=SIZE, overwrite=True, progress=False)
     assert rebuilt.settings["generator"] == other.fingerprint
+    by_name = {image_name(p): p for p in paths}
+    for name in rebuilt.names:  # really re-translated, not resumed from the old generator's files
+        online = other.translate(load_image01(by_name[name], SIZE))
+        assert (rebuilt.load(name) - online).abs().max() <= 0.5 / 255 + 1e-6
     # a listed file that vanished
     rebuilt.path(rebuilt.names[0]).unlink()
     with pytest.raises(StaleCacheError, match="missing"):

@@ -360,16 +360,17 @@ def build_night_cache(
         raise NightCacheError(f"{len(missing)} selected image(s) not found: {shown}")
     _check_writable(out_dir)
     existing = _read_manifest(out_dir)
-    if existing is not None and not overwrite:
-        diff = _differences(settings, existing)
-        if diff:
-            raise NightCacheError(
-                f"{out_dir} already holds a night cache made with other settings ({'; '.join(diff)}); "
-                "choose another directory or pass overwrite=True (--overwrite)"
-            )
+    stale = existing is not None and bool(_differences(settings, existing))
+    if stale and not overwrite:
+        raise NightCacheError(
+            f"{out_dir} already holds a night cache made with other settings "
+            f"({'; '.join(_differences(settings, existing))}); choose another directory or pass overwrite=True (--overwrite)"
+        )
 
     rank, world, own_group = _dist_setup()
     try:
+        if stale and rank == 0:
+            _remove_night_files(out_dir)  # files of other settings must not be "resumed"
         manifest = {
             "kind": CACHE_KIND,
             "version": CACHE_VERSION,
@@ -397,6 +398,15 @@ def build_night_cache(
 
             dist.destroy_process_group()
     return NightCache.open(out_dir) if rank == 0 else None
+
+
+def _remove_night_files(out_dir: Path) -> None:
+    """Delete the stored images of a cache (``<2 chars>/<name>.png|.pt``), listed or not."""
+    for sub in out_dir.iterdir():
+        if sub.is_dir() and len(sub.name) == 2:
+            for f in sub.iterdir():
+                if f.suffix in (".png", ".pt") or f.name.endswith(".tmp"):
+                    f.unlink()
 
 
 def _translate_into(out_dir, items, translator, image_size, clahe, fmt, batch_size, workers, progress, desc):
