@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -178,10 +179,21 @@ def _mean_std(transform: Any) -> tuple[list[float], list[float]]:
     return [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def _clahe_transform() -> Callable[[Any], Any]:
+def _with_clahe(transform: Any) -> Any:
+    """cirtorch's test transform with CLAHE first, on the float image as the reference does.
+
+    ``Compose([ToTensor(), Normalize])`` becomes ``Compose([CLAHETransform(as_tensor=True),
+    Normalize])`` (CLAHE's float result goes straight on, like the training loader's); any
+    other transform gets a CLAHE'd PIL image.
+    """
+    import torchvision.transforms as T
+
     from dsa_plugin.transforms import CLAHETransform
 
-    return CLAHETransform()
+    steps = list(getattr(transform, "transforms", [transform]))
+    if steps and isinstance(steps[0], T.ToTensor):
+        return T.Compose([CLAHETransform(as_tensor=True), *steps[1:]])
+    return T.Compose([CLAHETransform(), *steps])
 
 
 def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callable[..., Any]:
@@ -197,13 +209,12 @@ def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callab
         else:
             from dsa_plugin.tuples import NightTuplesDataset
 
-            extra: dict[str, Any] = {}
             if data_root is not None:
-                extra["root"] = data_root
+                kwargs.setdefault("data_root", data_root)
             ds = NightTuplesDataset(name=name, mode=mode, imsize=imsize, nnum=nnum, qsize=qsize,
                                     poolsize=poolsize, transform=transform, config=run.config,
                                     mean_std=_mean_std(transform), seed=int(getattr(run.args, "dsa_seed", 0)),
-                                    **extra, **kwargs)
+                                    num_workers=int(getattr(run.args, "workers", 0)), **kwargs)
         run.datasets.append(ds)
         return ds
 
@@ -216,9 +227,7 @@ def _extract_vectors_factory(original: Callable[..., Any], clahe: bool) -> Calla
 
     def extract_vectors(net: Any, images: Any, image_size: Any, transform: Any, *args: Any, **kwargs: Any) -> Any:
         if clahe and transform is not None:
-            import torchvision.transforms as T
-
-            transform = T.Compose([_clahe_transform(), *getattr(transform, "transforms", [transform])])
+            transform = _with_clahe(transform)
         if transform is not None:
             transform = compat.WithRuntimeFixes(transform)
         return original(net, images, image_size, transform, *args, **kwargs)
@@ -297,7 +306,14 @@ def dsa_session(
             parser.error("--dsa-no-download: missing data file(s): " + ", ".join(missing)
                          + " (put them there, drop the test sets with --dsa-skip-test, or allow the download)")
     compat.apply_runtime_fixes()
-    run = DSARun(config=config, args=args, cpu_only=compat.cpu_only_run(config.device))
+    if getattr(args, "gpu_id", None) is not None:
+        # main() sets this before touching CUDA; we ask torch about CUDA first, so set it first.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+    cpu_only = compat.cpu_only_run(config.device)
+    if config.device is None and config.enabled:
+        # Translate and mine where cirtorch trains (it calls .cuda(): the current CUDA device).
+        config = dataclasses.replace(config, device="cpu" if cpu_only else "cuda")
+    run = DSARun(config=config, args=args, cpu_only=cpu_only)
     with contextlib.ExitStack() as stack:
         stack.enter_context(compat.cuda_noop(run.cpu_only))
         if data_root is not None:

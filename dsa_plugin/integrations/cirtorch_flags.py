@@ -163,7 +163,8 @@ def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str |
 def _check_cache(config: DSAConfig, fingerprint: str | None, image_size: Any, parser: argparse.ArgumentParser) -> None:
     from dsa_plugin.night.cache import NightCache, NightCacheError
 
-    expected: dict[str, Any] = {"ratio": config.night_ratio, "prefix": config.night_label}
+    # The tuple loader reads raw generator output (CLAHE comes after, on every image).
+    expected: dict[str, Any] = {"ratio": config.night_ratio, "prefix": config.night_label, "clahe": None}
     if fingerprint is not None:
         expected["generator"] = fingerprint
     if isinstance(image_size, int):

@@ -1,0 +1,143 @@
+"""The published DSA embeddings as cirtorch networks, for cirtorch's own test-time code.
+
+The gandtr embedding checkpoints (``hedngan_embed_vgg16.pth``, ``cyclegan_embed_resnet101.pth``,
+...; REFERENCE_FACTS §2.5-2.6) are 4-key dicts whose ``model_state`` uses cirtorch's own key
+names (``features.N...``, ``pool.p``): they load strictly into cirtorch's ``ImageRetrievalNet``
+built by ``init_network(pretrained=False)`` (nothing is downloaded). The test-time pipeline of
+the paper (§4.2) is then cirtorch's ``extract_vectors`` with CLAHE in front of the transform,
+scales ``[1, 1/sqrt(2), 1/2]`` aggregated with the learned GeM ``p``, and the published
+``*_lw.pkl`` whitening applied with cirtorch's ``whitenapply``.
+
+Example::
+
+    net = load_cirtorch_embedding("hedngan_embed_vgg16.pth")
+    vecs = cirtorch_descriptors(net, images, whitening="hedngan_embed_vgg16_lw.pkl")  # D x N
+
+(``dsa evaluate`` covers the same checkpoints with the plugin's own GeM network.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
+from dsa_plugin.integrations import compat
+
+#: The paper's test scales (REFERENCE_FACTS §4.2).
+PAPER_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
+
+
+def embedding_architecture(obj: Any, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
+    """cirtorch architecture name of an embedding checkpoint (from its params, else its keys)."""
+    if isinstance(obj, Mapping):
+        params = (obj.get("network_params") or {}).get("model") if isinstance(obj.get("network_params"), Mapping) else None
+        if isinstance(params, Mapping):
+            arch = params.get("cir_architecture") if params.get("architecture") == "cirnet" else params.get("architecture")
+            for key in ("pooling", "local_whitening", "regional", "whitening"):
+                wanted = "gem" if key == "pooling" else False
+                if key in params and params[key] != wanted:
+                    raise CheckpointError(f"{source}: network_params.model.{key} is {params[key]!r}; "
+                                          f"only {wanted!r} (global GeM, no whitening layer) is supported")
+            if arch:
+                return str(arch)
+        meta = obj.get("meta")
+        if isinstance(meta, Mapping) and meta.get("architecture"):
+            return str(meta["architecture"])
+    keys = set(state_dict)
+    if "features.4.0.conv1.weight" in keys:
+        blocks = len({k.split(".")[2] for k in keys if k.startswith("features.6.")})
+        bottleneck = "features.4.0.conv3.weight" in keys
+        table = {(True, 6): "resnet50", (True, 23): "resnet101", (True, 36): "resnet152",
+                 (False, 2): "resnet18", (False, 6): "resnet34"}
+        if (bottleneck, blocks) in table:
+            return table[(bottleneck, blocks)]
+    if "features.28.weight" in keys and "features.30.weight" not in keys:
+        return "vgg16"
+    raise CheckpointError(f"{source}: cannot tell the architecture from network_params or the keys "
+                          f"(first keys: {sorted(keys)[:4]}); expected a cirnet/cirtorch GeM embedding")
+
+
+def cirtorch_network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
+    """cirtorch's ``ImageRetrievalNet`` (GeM, no whitening layer) strictly loaded from a checkpoint object."""
+    from cirtorch.networks.imageretrievalnet import OUTPUT_DIM, init_network
+
+    sd = extract_state_dict(obj, source=source)
+    arch = embedding_architecture(obj, sd, source)
+    if arch not in OUTPUT_DIM:
+        raise CheckpointError(f"{source}: architecture {arch!r} is not one of cirtorch's: {sorted(OUTPUT_DIM)}")
+    params = {"architecture": arch, "pooling": "gem", "local_whitening": False, "regional": False,
+              "whitening": False, "pretrained": False}
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    if isinstance(meta, Mapping) and "mean" in meta and "std" in meta:
+        params.update(mean=list(meta["mean"]), std=list(meta["std"]))
+    net = init_network(params)
+    return load_into(net, sd, source=source)
+
+
+def load_cirtorch_embedding(path_or_url: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a published (or locally trained) DSA embedding into cirtorch's network, eval mode.
+
+    Accepts the gandtr 4-key layout, cirtorch's ``{meta, state_dict}`` and a raw state dict.
+    """
+    source = os.fspath(path_or_url)
+    net = cirtorch_network_from_checkpoint(load_checkpoint(path_or_url), source=source)
+    return net.to(device).eval().requires_grad_(False)
+
+
+def paper_test_transform(net: nn.Module, clahe: bool = True) -> Any:
+    """The paper's test transform for ``net``: [CLAHE on the float image] -> tensor -> normalise."""
+    import torchvision.transforms as T
+
+    normalize = T.Normalize(mean=net.meta["mean"], std=net.meta["std"])
+    if clahe:
+        from dsa_plugin.transforms import CLAHETransform
+
+        return T.Compose([CLAHETransform(as_tensor=True), normalize])
+    return T.Compose([T.ToTensor(), normalize])
+
+
+def _whitening(whitening: str | os.PathLike | Mapping | None) -> dict | None:
+    if whitening is None:
+        return None
+    from dsa_plugin.evaluation.whitening import load_whitening, validate_whitening
+
+    return validate_whitening(whitening) if isinstance(whitening, Mapping) else load_whitening(whitening)
+
+
+def cirtorch_descriptors(
+    net: nn.Module,
+    images: Sequence[str],
+    image_size: int = 1024,
+    clahe: bool = True,
+    scales: Sequence[float] = PAPER_SCALES,
+    whitening: str | os.PathLike | Mapping | None = None,
+    bbxs: Sequence[Sequence[float]] | None = None,
+) -> np.ndarray:
+    """Descriptors (D x N, float) with cirtorch's own ``extract_vectors`` and ``whitenapply``.
+
+    Multi-scale vectors use the learned GeM ``p`` as the power (cirtorch's ``test.py`` does the
+    same for GeM networks). ``whitening``: a ``*_lw.pkl`` path or ``{'m', 'P'}``. The network
+    stays on its device; on a CPU network cirtorch's ``.cuda()`` calls are no-ops.
+    """
+    from cirtorch.networks.imageretrievalnet import extract_vectors
+    from cirtorch.utils.whiten import whitenapply
+
+    compat.apply_runtime_fixes()
+    p = net.pool.p.detach().cpu().item() if hasattr(getattr(net, "pool", None), "p") else 1.0
+    msp = p if len(scales) > 1 else 1.0
+    on_cpu = next(net.parameters()).device.type == "cpu"
+    transform = compat.WithRuntimeFixes(paper_test_transform(net, clahe))
+    with compat.cuda_noop(on_cpu):
+        vecs = extract_vectors(net, list(images), image_size, transform, bbxs=bbxs, ms=list(scales), msp=msp)
+    vecs = vecs.numpy()
+    lw = _whitening(whitening)
+    if lw is not None:
+        vecs = whitenapply(vecs, lw["m"], lw["P"])
+    return vecs
