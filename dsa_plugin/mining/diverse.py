@@ -43,10 +43,12 @@ def band_bounds(valid: int, similar_exclude: float, similar_include: float) -> t
 
 def _item_at_rank(values: Tensor, rank: int) -> int:
     """Pool position of the item at ``rank`` in the stable ascending order of ``values``; O(Qp)."""
-    value = torch.kthvalue(values, rank + 1).values
-    below = int((values < value).sum())
-    ties = torch.nonzero(values == value).flatten()
-    return int(ties[rank - below])
+    value, index = torch.kthvalue(values, rank + 1)
+    equal = values == value
+    if int(torch.count_nonzero(equal)) == 1:  # the usual case: no tie, kthvalue's index is the item
+        return int(index)
+    below = int(torch.count_nonzero(values < value))
+    return int(torch.nonzero(equal).flatten()[rank - below])
 
 
 def _gram(columns: Tensor, block_rows: int) -> Tensor:
@@ -71,7 +73,8 @@ def _check(descriptors: Tensor, num: int, similar_exclude: float, similar_includ
             raise ValueError(f"{name} must be in [0, 1], got {value}")
     if similar_exclude > similar_include:
         raise ValueError(f"similar_exclude ({similar_exclude}) must be <= similar_include ({similar_include})")
-    if not bool(torch.isfinite(descriptors).all()):
+    # A sum is NaN/inf iff some entry is (barring overflow), without a Qp x D temporary.
+    if not bool(torch.isfinite(descriptors.sum())) and not bool(torch.isfinite(descriptors).all()):
         raise ValueError("descriptors contain NaN or inf; diverse anchor mining needs finite similarities")
 
 

@@ -1,0 +1,196 @@
+"""Diverse anchor mining: ours (running max + selection) vs the literal reference algorithm.
+
+Both run on the same random L2-normalised descriptors (D x Qp, cirtorch's layout) with the same
+random stream (global RNG seeded for the reference, a torch.Generator with the same seed for
+ours), so their picks must be identical; the benchmark checks that too.
+
+Every measurement runs in a fresh subprocess, so that one algorithm's memory cannot hide or
+inflate the other's. Peak extra memory is measured explicitly as:
+- CPU: the process's peak resident set size (``VmHWM`` in /proc/self/status) during the call,
+  after resetting it by writing ``5`` to /proc/self/clear_refs, minus the resident size
+  (``VmRSS``) right before the call. The descriptors and a warm-up run (thread pools, kernels)
+  exist before the baseline is taken, so only memory the algorithm itself allocates counts.
+  (tracemalloc cannot see torch's allocator, hence RSS.) Where clear_refs is not writable, the
+  growth of ``ru_maxrss`` is used instead and the table says so.
+- CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the
+  allocated memory before the call.
+
+Run: ``python benchmarks/mining.py [--quick] [--device cpu|cuda] [--no-scale]``. The last line is
+one JSON object with ``speedup`` (reference time / our time) and ``memory_ratio`` (our peak extra
+memory / the reference's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def literal_reference(qvecs: torch.Tensor, qsize: int, similar_exclude: float = 0.2, similar_include: float = 0.8) -> list[int]:
+    """The reference loop as written (REFERENCE_FACTS §3.7): growing matrix, full argsort, global RNG."""
+    qpool_size = qvecs.shape[1]
+    idx = 0
+    idxs = [idx]
+    dists = torch.empty(qpool_size, 0, device=qvecs.device)
+    for _ in range(qsize - 1):
+        dist = torch.mm(qvecs.t(), qvecs[:, idx : idx + 1])
+        dists = torch.cat([dists, dist], dim=1)
+        most_similar = dists.max(dim=1)[0]
+        valid_size = qpool_size - len(idxs)
+        similar_split = max(int(valid_size * (1 - similar_exclude)), 1)
+        dissimilar_split = min(int(valid_size * (1 - similar_include)), similar_split - 1)
+        dissimilar_part = most_similar.argsort()[dissimilar_split:similar_split]
+        choice = torch.randint(dissimilar_part.shape[0], (1,)).item()
+        idx = dissimilar_part[choice].item()
+        idxs.append(idx)
+    return idxs
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(algo: str, qp: int, q: int, d: int, seed: int, device: str) -> dict:
+    from dsa_plugin.mining import diverse_anchors
+
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    qvecs = torch.empty(d, qp, device=dev)
+    qvecs.normal_(generator=gen)
+    qvecs.div_(qvecs.norm(dim=0, keepdim=True))  # D x Qp, unit columns, no big temporaries
+
+    def run(vecs, num, rng_seed):
+        if algo == "reference":
+            torch.manual_seed(rng_seed)
+            return literal_reference(vecs, num)
+        return diverse_anchors(vecs.t(), num, generator=torch.Generator().manual_seed(rng_seed)).tolist()
+
+    run(qvecs[:, :500].contiguous(), 50, 0)  # warm-up: thread pools, kernels, lazy imports
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        method = "cuda max_memory_allocated"
+    else:
+        base_kb = _status_kb("VmRSS")
+        if _reset_peak() and base_kb is not None:
+            method = "VmHWM after clear_refs - VmRSS before"
+        else:
+            base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            method = "ru_maxrss growth (clear_refs unavailable)"
+    t0 = time.perf_counter()
+    picks = run(qvecs, q, seed + 1)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if dev.type == "cuda":
+        extra = torch.cuda.max_memory_allocated() - base
+    elif method.startswith("VmHWM"):
+        extra = (_status_kb("VmHWM") - base_kb) * 1024
+    else:
+        extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) * 1024
+    digest = hashlib.sha1(json.dumps(picks).encode()).hexdigest()[:12]
+    return {"algo": algo, "seconds": seconds, "peak_extra_bytes": max(0, extra), "picks_sha1": digest,
+            "unique": len(set(picks)) == len(picks), "memory_method": method}
+
+
+def measure(algo: str, qp: int, q: int, d: int, seed: int, device: str, repeats: int, threads: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", algo, "--qp", str(qp), "--q", str(q),
+               "--d", str(d), "--seed", str(seed), "--device", device, "--threads", str(threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "peak_extra_mb": statistics.median(r["peak_extra_bytes"] for r in runs) / 2**20,
+        "picks_sha1": runs[0]["picks_sha1"],
+        "unique": all(r["unique"] for r in runs),
+        "memory_method": runs[0]["memory_method"],
+        "repeats": repeats,
+        "all_seconds": [round(r["seconds"], 3) for r in runs],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/mining.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Qp=2000, Q=400, no scale run (< 1 min)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--qp", type=int, default=None, help="pool size Qp (10000)")
+    parser.add_argument("--q", type=int, default=None, help="anchors Q (2000)")
+    parser.add_argument("--d", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ours (median)")
+    parser.add_argument("--reference-repeats", type=int, default=None, help="runs of the reference (default 1; 3 with --quick)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads for both algorithms (1: on a shared 2-core machine more threads "
+                             "oversubscribe and slow the reference down by up to 4x, which would flatter us)")
+    parser.add_argument("--no-scale", action="store_true", help="skip the Qp=100000, Q=20000 run")
+    parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(worker(args.worker, args.qp, args.q, args.d, args.seed, args.device)))
+        return 0
+
+    qp = args.qp or (2000 if args.quick else 10000)
+    q = args.q or (400 if args.quick else 2000)
+    ref_repeats = args.reference_repeats or (3 if args.quick else 1)
+    print(f"diverse anchor mining, Qp={qp}, Q={q}, D={args.d}, device={args.device}, torch threads={args.threads}")
+    ref = measure("reference", qp, q, args.d, args.seed, args.device, ref_repeats, args.threads)
+    ours = measure("ours", qp, q, args.d, args.seed, args.device, args.repeats, args.threads)
+    speedup = ref["seconds"] / ours["seconds"]
+    ratio = ours["peak_extra_mb"] / ref["peak_extra_mb"] if ref["peak_extra_mb"] > 0 else float("nan")
+    same = ref["picks_sha1"] == ours["picks_sha1"]
+    rows = [("literal reference", ref), ("ours (running max)", ours)]
+    scale = None
+    if not args.quick and not args.no_scale:
+        big = measure("ours", 100000, 20000, args.d, args.seed, args.device, 1, args.threads)
+        rows.append(("ours, scale Qp=100000 Q=20000", big))
+        scale = {"qp": 100000, "q": 20000, "d": args.d, "seconds": round(big["seconds"], 2),
+                 "peak_extra_mb": round(big["peak_extra_mb"], 2), "unique": big["unique"]}
+
+    print(f"{'algorithm':34s} {'time s (median)':>16s} {'peak extra MB':>14s} {'runs':>5s}")
+    for name, r in rows:
+        print(f"{name:34s} {r['seconds']:16.3f} {r['peak_extra_mb']:14.2f} {r['repeats']:5d}")
+    print(f"speedup {speedup:.1f}x, memory ratio {ratio:.4f} (ours / reference), identical picks: {same}")
+    print(f"memory measured as: {ours['memory_method']}")
+    print(json.dumps({
+        "benchmark": "mining", "ours_s": round(ours["seconds"], 4), "baseline_s": round(ref["seconds"], 4),
+        "speedup": round(speedup, 2), "ours_peak_extra_mb": round(ours["peak_extra_mb"], 3),
+        "baseline_peak_extra_mb": round(ref["peak_extra_mb"], 3), "memory_ratio": round(ratio, 5),
+        "same_picks": same, "size": {"qp": qp, "q": q, "d": args.d}, "scale": scale,
+        "memory_method": ours["memory_method"], "threads": args.threads, "device": args.device, "quick": args.quick,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
