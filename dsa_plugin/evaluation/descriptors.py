@@ -78,7 +78,18 @@ def _clahe_opencv(x01: torch.Tensor, clip_limit: float = 1.0, grid_size: tuple[i
 
 
 def clahe_batch(x01: torch.Tensor, clip_limit: float = 1.0) -> torch.Tensor:
-    """CLAHE of ``[B, 3, H, W]`` RGB in [0, 1]: ``dsa_plugin.transforms.clahe`` when available, else OpenCV."""
+    """CLAHE of ``[B, 3, H, W]`` RGB in [0, 1] on the tensor's device.
+
+    On the CPU OpenCV itself (the reference's implementation, ~10x faster there than the
+    tensor version); on accelerators ``dsa_plugin.transforms.clahe`` (same numbers, no host copy).
+    """
+    if x01.device.type == "cpu":
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return _clahe_opencv(x01, clip_limit)
     try:
         from dsa_plugin.transforms import clahe
     except ImportError:

@@ -85,18 +85,53 @@ def average_precision(positive_ranks: np.ndarray | Sequence[int], num_positives:
     return float(np.sum(p0 + p1) / (2.0 * num_positives))
 
 
-def _positions(inverse: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Sorted, unique ranking positions of the db items ``idx`` (items absent from the ranking dropped)."""
-    idx = idx[(idx >= 0) & (idx < inverse.size)]
-    pos = inverse[idx]
-    return np.unique(pos[pos >= 0])
-
-
 def _as_index_array(value, key: str, query: int) -> np.ndarray:
     arr = np.asarray(value if value is not None else [], dtype=np.int64).reshape(-1)
     if arr.size and arr.min() < 0:
         raise GroundTruthError(f"gnd[{query}]['{key}'] holds a negative db index ({arr.min()})")
     return arr
+
+
+def _ranked_keys(inverse: np.ndarray, lists: Sequence[np.ndarray], stride: int) -> np.ndarray:
+    """Sorted unique keys ``query * stride + position`` of the listed db items found in each ranking."""
+    cols = np.repeat(np.arange(len(lists)), [x.size for x in lists])
+    if not cols.size:
+        return np.zeros(0, dtype=np.int64)
+    pos = inverse[np.concatenate(lists), cols]
+    keep = pos >= 0  # items missing from a truncated ranking are never retrieved
+    return np.unique(cols[keep] * stride + pos[keep])
+
+
+def _ap_chunk(ranks, oks, junks, n_ok, size, kappas):
+    """AP and P@k of a block of queries at once, working on the positions of positives and junk only."""
+    n, nq = ranks.shape
+    inverse = np.full((size, nq), -1, dtype=np.int64)  # inverse[d, i]: position of db item d for query i
+    inverse[ranks, np.arange(nq)[None, :]] = np.arange(n, dtype=np.int64)[:, None]
+    stride = n + 1
+    key = _ranked_keys(inverse, oks, stride)
+    jkey = _ranked_keys(inverse, junks, stride)
+    col, pos = key // stride, key % stride
+    col_start = col * stride
+    # junk strictly ahead of a positive (same query) shifts it up by one place
+    r = pos - (np.searchsorted(jkey, key, side="left") - np.searchsorted(jkey, col_start, side="left"))
+    j = np.arange(key.size) - np.searchsorted(key, col_start, side="left")  # positives ahead of it
+    p0 = np.where(r == 0, 1.0, j / np.maximum(r, 1))
+    p1 = (j + 1.0) / (r + 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ap = np.bincount(col, weights=p0 + p1, minlength=nq) / (2.0 * n_ok)
+    empty = n_ok == 0
+    ap[empty] = np.nan  # no positives: skipped from the mean, as the standard code does
+    prs = np.full((nq, len(kappas)), np.nan)
+    if kappas:
+        pos1 = r + 1  # 1-based rank of each retrieved positive, junk removed
+        last = np.zeros(nq, dtype=np.int64)
+        np.maximum.at(last, col, pos1)
+        for t, k in enumerate(kappas):
+            kq = np.minimum(last, k)
+            hits = np.bincount(col, weights=(pos1 <= kq[col]).astype(np.float64), minlength=nq)
+            prs[:, t] = np.where(last > 0, hits / np.maximum(kq, 1), 0.0)
+        prs[empty] = np.nan
+    return ap, prs
 
 
 def compute_map(
@@ -124,34 +159,21 @@ def compute_map(
     if ranks.shape[1] != nq:
         raise ValueError(f"ranks has {ranks.shape[1]} query columns but gnd has {nq} entries")
     kappas = tuple(int(k) for k in kappas)
+    oks, junks = [], []
+    for i, g in enumerate(gnd):
+        if "ok" not in g:
+            raise GroundTruthError(f"gnd[{i}] has no 'ok' key (keys: {sorted(g)}); the old protocol needs ok/junk")
+        oks.append(_as_index_array(g["ok"], "ok", i))
+        junks.append(_as_index_array(g.get("junk"), "junk", i))
+    n_ok = np.array([o.size for o in oks], dtype=np.float64)
+    size = max([int(ranks.max()) + 1 if ranks.size else 0] + [int(a.max()) + 1 for a in oks + junks if a.size])
     aps = np.full(nq, np.nan)
     prs = np.full((nq, len(kappas)), np.nan)
-    size = int(ranks.max()) + 1 if ranks.size else 0
-    inverse = np.full(size, -1, dtype=np.int64)
-    steps = np.arange(ranks.shape[0], dtype=np.int64)
-    for i in range(nq):
-        if "ok" not in gnd[i]:
-            raise GroundTruthError(f"gnd[{i}] has no 'ok' key (keys: {sorted(gnd[i])}); the old protocol needs ok/junk")
-        ok = _as_index_array(gnd[i]["ok"], "ok", i)
-        if ok.size == 0:
-            continue  # no positives: skipped from the mean, as the standard code does
-        junk = _as_index_array(gnd[i].get("junk"), "junk", i)
-        inverse[:] = -1
-        inverse[ranks[:, i]] = steps
-        pos = _positions(inverse, ok)
-        junk_pos = _positions(inverse, junk)
-        # junk ranked strictly ahead of a positive shifts it up by one place
-        pos = pos - np.searchsorted(junk_pos, pos, side="left")
-        aps[i] = average_precision(pos, ok.size)
-        if kappas:
-            if pos.size == 0:
-                prs[i] = 0.0
-                continue
-            pos1 = pos + 1
-            last = pos1[-1]
-            for j, k in enumerate(kappas):
-                kq = min(last, k)
-                prs[i, j] = np.count_nonzero(pos1 <= kq) / kq
+    # bounded memory: a few [N, chunk] matrices at a time
+    chunk = max(1, min(nq, 2_000_000 // max(1, ranks.shape[0])))
+    for a in range(0, nq, chunk):
+        b = min(nq, a + chunk)
+        aps[a:b], prs[a:b] = _ap_chunk(ranks[:, a:b], oks[a:b], junks[a:b], n_ok[a:b], size, kappas)
     valid = ~np.isnan(aps)
     if not valid.any():
         mean_ap = float("nan")
