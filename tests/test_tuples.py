@@ -240,3 +240,25 @@ def test_small_negative_pool_is_a_clear_error(tmp_path):
 
     with pytest.raises(NotEnoughClustersError, match="use a larger pool"):
         ds.create_epoch_tuples(TinyGeM())
+
+
+def test_night_from_a_generator_checkpoint(tiny_db, tmp_path):
+    """config.generator -> night_source_from_config -> NightTranslator, in mining and in tuples."""
+    checkpoints = pytest.importorskip("dsa_plugin.checkpoints")
+    from dsa_plugin.models import ResnetGenerator
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=4, n_blocks=1).eval()
+    path = tmp_path / "gen.pth"
+    checkpoints.save_network(path, gen)
+    config = DSAConfig(generator=str(path), night_ratio=0.5)
+    ds = make(tiny_db, config=config, qsize=18, nnum=2)
+    ds.create_epoch_tuples(TinyGeM())
+    expected = [q for q in ds.qidxs if is_night(ds.names[q], "anc", 0.5)]
+    assert ds.night_anchor_indices == expected and ds.stats["night_anchors_mining"] == len(expected)
+    i = ds.qidxs.index(expected[0])
+    anchor = ds[i][0][0]
+    x01 = _load01(ds.images[expected[0]], IMSIZE, None)
+    night = ds.night_source().night(ds.names[expected[0]], x01)
+    torch.testing.assert_close(anchor, _normalize(night[None], IMAGENET))
+    assert not torch.allclose(anchor, _normalize(x01[None], IMAGENET), atol=1e-2)
