@@ -1,0 +1,97 @@
+"""A compact metric-learning loop in cirtorch's shape, for the demo.
+
+It consumes any dataset with cirtorch's ``TuplesDataset`` contract (``create_epoch_tuples(net)``,
+items ``([q, p, n1..nN], target)``) — the plugin's ``NightTuplesDataset`` here — and trains with
+cirtorch's contrastive loss, tuple by tuple with the loss summed over a batch as cirtorch does.
+When cirtorch is installed the demo uses its network and loss instead (see ``pipeline``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+
+def contrastive_loss(descriptors: Tensor, target: Tensor, margin: float = 0.7) -> Tensor:
+    """Contrastive loss of one tuple, cirtorch's formulation.
+
+    Args:
+        descriptors: D×N columns: the query first, then the positive and negatives (L2-normalised).
+        target: (N,) with -1 for the query, 1 for positives, 0 for negatives.
+        margin: negatives closer than this are pushed away.
+
+    Returns:
+        scalar: 0.5·Σ_pos d² + 0.5·Σ_neg max(0, margin − d)², d = ‖q − x‖.
+
+    Example:
+        >>> x = torch.nn.functional.normalize(torch.randn(8, 4), dim=0)
+        >>> contrastive_loss(x, torch.tensor([-1, 1, 0, 0])).shape
+        torch.Size([])
+    """
+    if descriptors.dim() != 2 or descriptors.shape[1] != target.numel():
+        raise ValueError(f"descriptors must be D×N with N = len(target) = {target.numel()}, got {tuple(descriptors.shape)}")
+    query = descriptors[:, target == -1]
+    others = descriptors[:, target != -1]
+    label = target[target != -1].to(descriptors.dtype)
+    dist = (others - query).norm(dim=0)
+    return 0.5 * (label * dist.pow(2) + (1 - label) * torch.clamp(margin - dist, min=0).pow(2)).sum()
+
+
+def collate_tuples(batch: Sequence) -> tuple[list, list]:
+    """cirtorch's collate: lists of tuples, no stacking (images differ in size)."""
+    return [item[0] for item in batch], [item[1] for item in batch]
+
+
+def _columns(out: Tensor, dim: int) -> Tensor:
+    """Descriptors as D×B whatever the network's orientation."""
+    return out if out.shape[0] == dim else out.t()
+
+
+def finetune(
+    net: nn.Module,
+    dataset,
+    epochs: int,
+    device: torch.device,
+    lr: float = 1e-3,
+    margin: float = 0.7,
+    batch_size: int = 5,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    desc: str = "finetune",
+) -> list[dict[str, float]]:
+    """Train ``net`` for ``epochs`` epochs of freshly mined tuples; returns per-epoch statistics."""
+    loss_fn = loss_fn or (lambda x, t: contrastive_loss(x, t, margin))
+    dim = int(net.meta["outputdim"])
+    params = [
+        {"params": [p for n, p in net.named_parameters() if not n.endswith("pool.p")]},
+        # GeM p learns 10x faster without weight decay, as in the paper's recipe.
+        {"params": [p for n, p in net.named_parameters() if n.endswith("pool.p")], "lr": lr * 10, "weight_decay": 0},
+    ]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
+    history = []
+    for epoch in range(epochs):
+        neg_dist = dataset.create_epoch_tuples(net, device=device) if _takes_device(dataset) else dataset.create_epoch_tuples(net)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_tuples)
+        net.train()
+        total, n = 0.0, 0
+        for images, targets in tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False):
+            optimizer.zero_grad()
+            batch_loss = 0.0
+            for tuple_images, target in zip(images, targets):
+                out = torch.cat([_columns(net(im.to(device)), dim) for im in tuple_images], dim=1)
+                loss = loss_fn(out, target.to(device))
+                loss.backward()
+                batch_loss += loss.item()
+            optimizer.step()
+            total, n = total + batch_loss, n + len(images)
+        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "avg_neg_distance": float(neg_dist or math.nan)})
+    return history
+
+
+def _takes_device(dataset) -> bool:
+    import inspect
+
+    return "device" in inspect.signature(dataset.create_epoch_tuples).parameters

@@ -1,0 +1,299 @@
+"""``dsa demo``: the whole method end to end, with stages that a rerun reuses.
+
+data → HEDN GAN → night cache → fine-tune baseline and DSA (same seed) → evaluate → report.
+Each finished stage leaves ``<out>/stages/<stage>.json`` (its result and the settings it ran
+with); a rerun with the same settings skips it, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dsa_plugin.config import DSAConfig
+from dsa_plugin.demo.data import DemoData, SceneSpec, write_folder_data, write_scene_data
+from dsa_plugin.demo.finetune import finetune
+
+
+@dataclass
+class DemoSettings:
+    """Everything that decides the demo's numbers (recorded in the report)."""
+
+    out: str = "dsa-demo"
+    data: str | None = None  # a labels.csv folder instead of the procedural scenes
+    device: str = "cpu"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    scenes: SceneSpec = field(default_factory=SceneSpec)
+    gan_iterations: int = 300
+    gan_crop: int = 64
+    gan_resize_short: int = 96
+    image_size: int = 128  # longer side of training / translated images
+    epochs: int = 6
+    qsize: int = 120
+    poolsize: int = 240
+    nnum: int = 3
+    qpool_size: int = 240
+    lr: float = 1e-3
+    margin: float = 0.7
+    outputdim: int = 128
+    eval_image_size: int = 128
+    eval_scales: tuple[float, ...] = (1.0, 2**-0.5, 0.5)
+
+    @classmethod
+    def quick(cls, **changes: Any) -> "DemoSettings":
+        base = cls(
+            seeds=(0,),
+            scenes=SceneSpec(train_places=16, val_places=0, eval_places=8, views=4, size=(64, 96)),
+            gan_iterations=40,
+            gan_crop=48,
+            gan_resize_short=64,
+            image_size=96,
+            epochs=2,
+            qsize=40,
+            poolsize=64,
+            qpool_size=64,
+            eval_image_size=96,
+        )
+        return dataclasses.replace(base, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Stages:
+    """Run-once stages keyed by name; results are JSON files under ``<out>/stages``."""
+
+    def __init__(self, root: Path, settings: dict[str, Any], log: Callable[[str], None] = print) -> None:
+        self.dir = root / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.timings: dict[str, float] = {}
+        self.log = log
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        marker = self.dir / f"{name}.json"
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved.get("fingerprint") == self.fingerprint:
+                self.timings[name] = saved["seconds"]
+                self.log(f"[demo] {name}: reused ({marker})")
+                return saved["result"]
+        self.log(f"[demo] {name} ...")
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        self.timings[name] = seconds
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "seconds": seconds, "result": result}, default=str))
+        os.replace(tmp, marker)
+        self.log(f"[demo] {name}: done in {seconds:.1f}s")
+        return result
+
+
+def _data_stage(settings: DemoSettings, root: Path) -> dict[str, Any]:
+    if settings.data:
+        demo = write_folder_data(root, settings.data)
+    else:
+        demo = write_scene_data(root, settings.scenes)
+    return {k: str(v) for k, v in dataclasses.asdict(demo).items()}
+
+
+def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, Any]:
+    from dsa_plugin.gan import train
+
+    result = train(
+        "tiny",
+        out_dir=out,
+        device=settings.device,
+        overrides={
+            "data.day": str(data.gan_day),
+            "data.night": str(data.gan_night),
+            "data.crop_size": settings.gan_crop,
+            "data.resize_short": settings.gan_resize_short,
+            "data.epoch_size": settings.gan_iterations * 2,
+            "train.max_iterations": settings.gan_iterations,
+            "train.sample_every": max(settings.gan_iterations // 2, 1),
+            "train.seed": 0,
+        },
+    )
+    return {
+        "generator": str(result.generator_path),
+        "log": str(result.log_path),
+        "samples": [str(p) for p in result.sample_paths],
+        "iterations": result.iterations,
+    }
+
+
+def _cache_stage(settings: DemoSettings, data: DemoData, generator: str, out: Path) -> dict[str, Any]:
+    from dsa_plugin.night.cache import anchor_images_from_db, build_night_cache
+    from dsa_plugin.night.translator import NightTranslator
+
+    translator = NightTranslator.from_checkpoint(generator, device=settings.device)
+    images = anchor_images_from_db(data.db_pkl)
+    cache = build_night_cache(
+        out, images, translator, ratio=DSAConfig().night_ratio, image_size=settings.image_size, source=str(data.db_pkl)
+    )
+    return {"cache": str(out), "translated": len(cache) if cache is not None else 0, "candidates": len(images)}
+
+
+def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: Path) -> dict[str, Any]:
+    """A grid on held-out places: day | G(day) | CLAHE(G(day)) | a real night shot of the place."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from dsa_plugin.images import load_rgb, pil_to_tensor01
+    from dsa_plugin.night.translator import NightTranslator
+    from dsa_plugin.transforms import clahe
+
+    with open(data.eval_dir / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    places = sorted({r["place_id"] for r in rows})[:4]
+    translator = NightTranslator.from_checkpoint(generator, device=settings.device)
+    lines = []
+    for place in places:
+        day = next(r for r in rows if r["place_id"] == place and r["domain"] == "day")
+        night = next(r for r in rows if r["place_id"] == place and r["domain"] == "night")
+        x = pil_to_tensor01(load_rgb(data.eval_dir / day["file"], settings.image_size)).unsqueeze(0)
+        fake = translator.translate(x.to(settings.device)).cpu()[..., : x.shape[-2], : x.shape[-1]]
+        real = pil_to_tensor01(load_rgb(data.eval_dir / night["file"], settings.image_size)).unsqueeze(0)
+        real = torch.nn.functional.interpolate(real, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        lines.append(torch.cat([x, fake, clahe(fake.clamp(0, 1)), real], dim=-1)[0])
+    grid = torch.cat(lines, dim=-2).clamp(0, 1).permute(1, 2, 0).numpy()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "translation_eval_places.png"
+    Image.fromarray((grid * 255 + 0.5).astype(np.uint8)).save(path)
+    return {"figures": [[str(path), "held-out places: day | G(day) | CLAHE(G(day)) | real night"]]}
+
+
+def _net(settings: DemoSettings, seed: int):
+    from dsa_plugin.models.gem import gem_small
+
+    torch.manual_seed(seed)
+    return gem_small(outputdim=settings.outputdim)
+
+
+def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str) -> dict[str, Any]:
+    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.tuples import NightTuplesDataset
+
+    device = torch.device(settings.device)
+    net = _net(settings, seed).to(device)
+    dataset = NightTuplesDataset(
+        mode="train",
+        pkl_path=str(data.db_pkl),
+        imsize=settings.image_size,
+        nnum=settings.nnum,
+        qsize=settings.qsize,
+        poolsize=settings.poolsize,
+        config=config,
+        seed=seed,
+    )
+    torch.manual_seed(seed)
+    history = finetune(
+        net, dataset, settings.epochs, device, lr=settings.lr, margin=settings.margin, desc=f"{label} seed {seed}"
+    )
+    path = out / f"{label}_seed{seed}.pth"
+    save_network(path, net.cpu(), {"architecture": "gem_small", "outputdim": settings.outputdim})
+    return {"checkpoint": str(path), "history": history, "stats": _jsonable(getattr(dataset, "stats", {}))}
+
+
+def _eval_stage(settings: DemoSettings, data: DemoData, checkpoint: str, clahe: bool) -> dict[str, Any]:
+    from dsa_plugin.checkpoints import load_checkpoint, extract_state_dict
+    from dsa_plugin.evaluation.runner import evaluate_folder
+
+    net = _net(settings, 0)
+    state = extract_state_dict(load_checkpoint(checkpoint))
+    net.load_state_dict(state)
+    result = evaluate_folder(
+        net, data.eval_dir, device=settings.device, image_size=settings.eval_image_size,
+        scales=settings.eval_scales, clahe=clahe, progress=False,
+    )
+    return {k: result[k] for k in ("night->day", "day->day")}
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) the demo; returns the summary that the report and the CLI print."""
+    out = Path(settings.out)
+    stages = Stages(out, settings.to_dict(), log)
+    t_start = time.perf_counter()
+    data = DemoData(**{k: Path(v) for k, v in stages.run("data", lambda: _data_stage(settings, out / "data")).items()})
+    gan = stages.run("gan", lambda: _gan_stage(settings, data, out / "gan"))
+    cache = stages.run("night-cache", lambda: _cache_stage(settings, data, gan["generator"], out / "night-cache"))
+    figures = stages.run("figures", lambda: _figures_stage(settings, data, gan["generator"], out / "figures"))
+    variants = {
+        "baseline": (DSAConfig(), False),
+        "dsa": (
+            DSAConfig(
+                generator=gan["generator"],
+                night_cache=cache["cache"],
+                diverse_anchors=True,
+                qpool_size=settings.qpool_size,
+                clahe=True,
+                device=settings.device,
+            ),
+            True,
+        ),
+    }
+    runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in variants}
+    for seed in settings.seeds:
+        for name, (config, clahe) in variants.items():
+            trained = stages.run(
+                f"train-{name}-seed{seed}",
+                lambda: _train_stage(settings, data, config, seed, out / "models", name),
+            )
+            scores = stages.run(
+                f"eval-{name}-seed{seed}", lambda: _eval_stage(settings, data, trained["checkpoint"], clahe)
+            )
+            runs[name][seed] = {"train": trained, "eval": scores}
+    summary = summarise(runs)
+    summary["total_seconds"] = time.perf_counter() - t_start
+    summary["timings"] = stages.timings
+    summary["gan"] = gan
+    summary["cache"] = cache
+    summary["settings"] = settings.to_dict()
+    summary["figures"] = figures["figures"]
+    from dsa_plugin.demo.report import render_demo_report
+
+    summary["report"] = str(render_demo_report(out / "report", summary, runs))
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    return summary
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return mean, spread
+
+
+def summarise(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean ± spread (population std over seeds) of night→day and day→day mAP per variant."""
+    table: dict[str, dict[str, Any]] = {}
+    for name, per_seed in runs.items():
+        table[name] = {}
+        for key in ("night->day", "day->day"):
+            values = [100 * r["eval"][key]["map"] for r in per_seed.values()]
+            mean, spread = _mean_spread(values)
+            table[name][key] = {"mean": mean, "spread": spread, "per_seed": values}
+    gain_night = table["dsa"]["night->day"]["mean"] - table["baseline"]["night->day"]["mean"]
+    drop_day = table["baseline"]["day->day"]["mean"] - table["dsa"]["day->day"]["mean"]
+    return {
+        "table": table,
+        "night_gain": gain_night,
+        "day_drop": drop_day,
+        "claim_holds": gain_night > 0 and drop_day <= 1.0,
+    }
