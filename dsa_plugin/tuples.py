@@ -290,6 +290,7 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         self.night_anchor_indices: list[int] = []
         self.night_served = 0
         self.stats: dict[str, Any] = {}
+        self._batch_safe: dict[int, bool] = {}
 
     # ---------------------------------------------------------------- construction helpers
 
@@ -448,7 +449,7 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             for pos, xb in parts:
                 if self._plain:
                     xb = self._finish(xb)
-                cols = _columns(net(xb), xb.shape[0], dim)
+                cols = self._forward(net, xb, dim)
                 if vecs is None:
                     dim = cols.shape[0]
                     vecs = torch.zeros(dim, len(indices), device=device)
@@ -484,6 +485,30 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         if vecs is None:
             vecs = torch.zeros(0, 0, device=device)
         return vecs
+
+    def _forward(self, net: torch.nn.Module, x: Tensor, dim: int | None) -> Tensor:
+        """D x B descriptors of a batch; a net that is not batch-safe gets one image at a time.
+
+        Some nets only work at batch 1 (HOW's global descriptor adds a 1 x D buffer and normalises
+        attention over the whole batch), so the first batch a net sees is checked against
+        single-image forwards and batching is turned off for that net if they differ.
+        """
+        key = id(net)
+        if x.shape[0] == 1 or self._batch_safe.get(key) is False:
+            return torch.cat([_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
+        if key in self._batch_safe:
+            return _columns(net(x), x.shape[0], dim)
+        singles = torch.cat([_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
+        try:
+            batched = _columns(net(x), x.shape[0], dim)
+            safe = batched.shape == singles.shape and torch.allclose(batched, singles, rtol=1e-3, atol=1e-4)
+        except RuntimeError:
+            safe = False
+        self._batch_safe[key] = safe
+        if not safe:
+            warnings.warn(f"{type(net).__name__} gives different descriptors for a batch than one image at a time; "
+                          "extracting one image at a time", stacklevel=4)
+        return singles
 
     def _epoch_generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed + self.epoch)

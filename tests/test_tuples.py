@@ -262,3 +262,29 @@ def test_night_from_a_generator_checkpoint(tiny_db, tmp_path):
     night = ds.night_source().night(ds.names[expected[0]], x01)
     torch.testing.assert_close(anchor, _normalize(night[None], IMAGENET))
     assert not torch.allclose(anchor, _normalize(x01[None], IMAGENET), atol=1e-2)
+
+
+class BatchOneNet(TinyGeM):
+    """Like HOW's global descriptor: a 1 x D accumulator, so only batch 1 works."""
+
+    def forward(self, x):
+        desc = torch.zeros(1, self.meta["outputdim"])
+        desc += super().forward(x).t().squeeze()
+        return desc
+
+
+class BatchDependentNet(TinyGeM):
+    """Normalises over the whole batch: runs, but descriptors depend on the batch."""
+
+    def forward(self, x):
+        return super().forward(x / x.abs().max())
+
+
+@pytest.mark.parametrize("net_cls", [BatchOneNet, BatchDependentNet])
+def test_nets_that_are_not_batch_safe_fall_back_to_one_by_one(tiny_db, net_cls):
+    ds = make(tiny_db, batch_size=8)
+    idx = list(range(12))
+    with pytest.warns(UserWarning, match="one image at a time"):
+        got = ds.extract(idx, "neg-pool-mine", net_cls())
+    want = torch.cat([ds.extract([i], "neg-pool-mine", net_cls(), batch_size=1) for i in idx], dim=1)
+    torch.testing.assert_close(got, want)
