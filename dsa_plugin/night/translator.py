@@ -196,5 +196,8 @@ class NightTranslator(nn.Module):
             y = y if x01.dim() == 4 else y[0]
         return transforms.normalize(y, transforms.IMAGENET_MEAN_STD if mean_std is None else mean_std)
 
-    def extra_repr(self) -> str:
-        return f"device={self.device}, amp={self.amp}"
+    def __repr__(self) -> str:
+        g = self.generator
+        blocks = sum(1 for m in g.modules() if type(m).__name__ == "ResnetBlock")
+        return (f"NightTranslator({type(g).__name__}({blocks} blocks, {getattr(g, 'norm', '?')} norm), "
+                f"device={self.device}, amp={self.amp})")
