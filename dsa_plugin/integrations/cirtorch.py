@@ -33,8 +33,10 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,10 +213,14 @@ def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callab
 
             if data_root is not None:
                 kwargs.setdefault("data_root", data_root)
-            ds = NightTuplesDataset(name=name, mode=mode, imsize=imsize, nnum=nnum, qsize=qsize,
-                                    poolsize=poolsize, transform=transform, config=run.config,
-                                    mean_std=_mean_std(transform), seed=int(getattr(run.args, "dsa_seed", 0)),
-                                    num_workers=int(getattr(run.args, "workers", 0)), **kwargs)
+            with warnings.catch_warnings():
+                # cirtorch asks for qsize = poolsize = inf on the val split ("all of them"): no news.
+                if math.isinf(qsize) or math.isinf(poolsize):
+                    warnings.filterwarnings("ignore", message=r"qsize=inf")
+                ds = NightTuplesDataset(name=name, mode=mode, imsize=imsize, nnum=nnum, qsize=qsize,
+                                        poolsize=poolsize, transform=transform, config=run.config,
+                                        mean_std=_mean_std(transform), seed=int(getattr(run.args, "dsa_seed", 0)),
+                                        num_workers=int(getattr(run.args, "workers", 0)), **kwargs)
         run.datasets.append(ds)
         return ds
 

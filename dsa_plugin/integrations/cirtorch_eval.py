@@ -4,7 +4,7 @@ The gandtr embedding checkpoints (``hedngan_embed_vgg16.pth``, ``cyclegan_embed_
 ...; REFERENCE_FACTS §2.5-2.6) are 4-key dicts whose ``model_state`` uses cirtorch's own key
 names (``features.N...``, ``pool.p``): they load strictly into cirtorch's ``ImageRetrievalNet``
 built by ``init_network(pretrained=False)`` (nothing is downloaded). The test-time pipeline of
-the paper (§4.2) is then cirtorch's ``extract_vectors`` with CLAHE in front of the transform,
+the paper (§4.2) is then cirtorch's extraction loop with CLAHE in front of the transform,
 scales ``[1, 1/sqrt(2), 1/2]`` aggregated with the learned GeM ``p``, and the published
 ``*_lw.pkl`` whitening applied with cirtorch's ``whitenapply``.
 
@@ -77,7 +77,11 @@ def cirtorch_network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn
     meta = obj.get("meta") if isinstance(obj, Mapping) else None
     if isinstance(meta, Mapping) and "mean" in meta and "std" in meta:
         params.update(mean=list(meta["mean"]), std=list(meta["std"]))
-    net = init_network(params)
+    # Every parameter and buffer comes from the checkpoint (strict load), so build on the meta
+    # device: no random init, and torchvision's unused classifier (VGG16: 120M weights) is never allocated.
+    with torch.device("meta"):
+        net = init_network(params)
+    net = net.to_empty(device="cpu")
     return load_into(net, sd, source=source)
 
 
@@ -119,25 +123,39 @@ def cirtorch_descriptors(
     scales: Sequence[float] = PAPER_SCALES,
     whitening: str | os.PathLike | Mapping | None = None,
     bbxs: Sequence[Sequence[float]] | None = None,
+    workers: int = 4,
+    progress: bool = True,
 ) -> np.ndarray:
-    """Descriptors (D x N, float) with cirtorch's own ``extract_vectors`` and ``whitenapply``.
+    """Descriptors (D x N, float) with cirtorch's own image list, ``extract_ss``/``extract_ms`` and ``whitenapply``.
 
-    Multi-scale vectors use the learned GeM ``p`` as the power (cirtorch's ``test.py`` does the
-    same for GeM networks). ``whitening``: a ``*_lw.pkl`` path or ``{'m', 'P'}``. The network
-    stays on its device; on a CPU network cirtorch's ``.cuda()`` calls are no-ops.
+    This is cirtorch's ``extract_vectors`` loop with CLAHE in the transform, the network's own
+    device instead of ``.cuda()`` and a choice of loader ``workers`` (cirtorch hard-codes 8).
+    Multi-scale vectors use the learned GeM ``p`` as the power, as cirtorch's ``test.py`` does for
+    GeM networks. ``whitening``: a ``*_lw.pkl`` path or ``{'m', 'P'}``.
     """
-    from cirtorch.networks.imageretrievalnet import extract_vectors
+    from cirtorch.datasets.genericdataset import ImagesFromList
+    from cirtorch.networks.imageretrievalnet import extract_ms, extract_ss
     from cirtorch.utils.whiten import whitenapply
+    from tqdm.auto import tqdm
 
     compat.apply_runtime_fixes()
+    lw = _whitening(whitening)  # fail on a bad file before the extraction
     p = net.pool.p.detach().cpu().item() if hasattr(getattr(net, "pool", None), "p") else 1.0
-    msp = p if len(scales) > 1 else 1.0
-    on_cpu = next(net.parameters()).device.type == "cpu"
+    scales = [float(s) for s in scales]
+    device = next(net.parameters()).device
     transform = compat.WithRuntimeFixes(paper_test_transform(net, clahe))
-    with compat.cuda_noop(on_cpu):
-        vecs = extract_vectors(net, list(images), image_size, transform, bbxs=bbxs, ms=list(scales), msp=msp)
-    vecs = vecs.numpy()
-    lw = _whitening(whitening)
+    loader = torch.utils.data.DataLoader(
+        ImagesFromList(root="", images=list(images), imsize=image_size, bbxs=bbxs, transform=transform),
+        batch_size=1, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+        worker_init_fn=compat.worker_init_fn,
+    )
+    net.eval()
+    vecs = torch.zeros(net.meta["outputdim"], len(images))
+    with torch.no_grad():
+        for i, x in enumerate(tqdm(loader, desc="cirtorch descriptors", disable=not progress, leave=False)):
+            x = x.to(device)
+            vecs[:, i] = extract_ss(net, x) if scales == [1.0] else extract_ms(net, x, scales, p)
+    out = vecs.numpy()
     if lw is not None:
-        vecs = whitenapply(vecs, lw["m"], lw["P"])
-    return vecs
+        out = whitenapply(out, lw["m"], lw["P"])
+    return out

@@ -255,7 +255,9 @@ class NightTuplesFactory:
         dataset = NightTuplesDataset(
             name, mode, imsize=imsize, nnum=nnum, qsize=qsize, poolsize=poolsize,
             transform=plain_transform(transform), config=self.config, mean_std=self.mean_std,
-            seed=self.seed, data_root=self.data_root, num_workers=self.num_workers, **kwargs,
+            seed=self.seed, data_root=self.data_root, num_workers=self.num_workers,
+            # HOW's forward_global squeezes the batch dimension: one image per forward, as HOW mines.
+            batch_size=1, **kwargs,
         )
         dataset.create_epoch_tuples = EpochReporter(dataset, self.exp_path, self.logger_name)
         self.datasets.append(dataset)
@@ -349,6 +351,7 @@ def install_dsa(dsa: dict[str, Any] | DSAConfig | None, globals: dict[str, Any])
     if config is None:
         return None
     apply_runtime_fixes()
+    allow_how_checkpoints()
     accept_grid_b()
     from how.networks import how_net
 
@@ -412,31 +415,56 @@ def accept_grid_b() -> None:
         matplotlib.axes.Axes.grid = _grid_accepting_b(matplotlib.axes.Axes.grid)
 
 
-def numpy_safe_globals() -> list:
-    """The numpy objects HOW checkpoints pickle (scalar mAPs and losses, small arrays)."""
+def _defaultdict_as_dict(default_factory=None, *args):
+    """Stands in for ``collections.defaultdict`` when unpickling: torch's safe unpickler only fills
+    plain dicts, and a loaded checkpoint needs no default factory."""
+    return {}
+
+
+def how_checkpoint_safe_globals() -> list:
+    """What HOW checkpoints pickle besides tensors and builtins, for ``weights_only=True`` loading.
+
+    numpy scalars and small arrays (validation mAPs), and the ``defaultdict(list)`` of HOW's
+    validation ``scores``, which loads as a plain dict (torch cannot fill a defaultdict safely).
+    """
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core
     dtype_classes = [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?")]
-    return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
+    return [(_defaultdict_as_dict, "collections.defaultdict"), list,  # `list` = the defaultdict's factory
+            core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
 
 def allow_how_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` (the default since torch 2.6) read HOW checkpoints.
-
-    Only the numpy types are allow-listed; safe loading stays on for everything else.
-    """
+    """Let ``torch.load(weights_only=True)`` (the default since torch 2.6) read HOW checkpoints,
+    process-wide (HOW's own patched process). Safe loading stays on for every other type."""
     import torch
 
-    torch.serialization.add_safe_globals(numpy_safe_globals())
+    torch.serialization.add_safe_globals(how_checkpoint_safe_globals())
+
+
+@contextlib.contextmanager
+def how_checkpoint_loading() -> Iterator[None]:
+    """:func:`allow_how_checkpoints` for the duration of a block only."""
+    import torch
+
+    with torch.serialization.safe_globals(how_checkpoint_safe_globals()):
+        yield
+
+
+def load_how_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A HOW checkpoint (``model_epochN.pth``/``model_best.pth``) with ``torch.load(weights_only=True)``."""
+    import torch
+
+    with how_checkpoint_loading():
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def apply_runtime_fixes() -> None:
-    """Process-wide fixes that change no result: cirtorch's (Pillow, numpy) and HOW checkpoint loading."""
+    """Process-wide fixes that change no result: cirtorch's (Pillow removed ANTIALIAS, numpy in1d)."""
     from dsa_plugin.integrations import compat
 
     compat.apply_runtime_fixes()
-    allow_how_checkpoints()
 
 
 @contextlib.contextmanager
@@ -458,6 +486,7 @@ def how_runtime(modules: dict[str, Any], config: DSAConfig | None, num_workers: 
     handlers_before = list(logger.handlers)
     with contextlib.ExitStack() as stack:
         stack.enter_context(compat.cuda_noop(enabled=cpu))
+        stack.enter_context(how_checkpoint_loading())
         stack.enter_context(_patched(train, "initialize_loss", fixed_initialize_loss))
         if not getattr(matplotlib.axes.Axes.grid, "dsa_accepts_b", False):
             stack.enter_context(_patched(matplotlib.axes.Axes, "grid", _grid_accepting_b(matplotlib.axes.Axes.grid)))
