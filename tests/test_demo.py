@@ -1,0 +1,185 @@
+"""The demo: procedural data, its layouts, bad --data folders, the quick pipeline and its report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsa_plugin.data import load_sfm_db
+from dsa_plugin.demo.data import DemoDataError, SceneSpec, write_folder_data, write_scene_data
+from dsa_plugin.demo.report import svg_line_chart
+from dsa_plugin.demo.scenes import View, make_place, random_view, render
+
+TINY = SceneSpec(train_places=6, val_places=0, eval_places=3, views=3, size=(32, 48), seed=3)
+
+
+def test_scenes_are_deterministic_and_day_differs_from_night():
+    place = make_place(11)
+    a = render(place, View(), night=False, rng=np.random.default_rng(0))
+    b = render(make_place(11), View(), night=False, rng=np.random.default_rng(0))
+    night = render(place, View(), night=True, rng=np.random.default_rng(0))
+    assert a.shape == (96, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert night.mean() < 0.5 * a.mean(), "night must be much darker than day"
+    other = render(make_place(12), View(), night=False, rng=np.random.default_rng(0))
+    assert np.abs(other.astype(int) - a).mean() > 10, "different places must look different"
+
+
+def test_views_of_a_place_share_geometry():
+    """Two views of one place are closer to each other than to a view of another place."""
+    rng = np.random.default_rng(1)
+    p, q = make_place(5), make_place(6)
+    v1, v2 = View(pan=0.40, zoom=1.0), View(pan=0.45, zoom=1.05)
+    same = np.abs(render(p, v1, False, rng).astype(int) - render(p, v2, False, rng)).mean()
+    other = np.abs(render(p, v1, False, rng).astype(int) - render(q, v1, False, rng)).mean()
+    assert same < other
+    assert isinstance(random_view(rng), View)
+
+
+def test_scene_data_layout(tmp_path):
+    data = write_scene_data(tmp_path, TINY)
+    train = load_sfm_db(data.db_pkl, "train")
+    assert len(train.images) == TINY.train_places * TINY.views
+    assert all(os.path.isfile(p) for p in train.images)
+    for q, p in zip(train.qidxs, train.pidxs):
+        assert train.clusters[q] == train.clusters[p] and q != p
+    day = data.gan_day.read_text().split()
+    night = data.gan_night.read_text().split()
+    assert len(day) == len(night) == TINY.train_places * TINY.views
+    with open(data.eval_dir / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    eval_places = {r["place_id"] for r in rows}
+    train_places = {Path(p).stem.split("_")[0] for p in day}
+    assert {r["domain"] for r in rows} == {"day", "night"}
+    assert not {p.removeprefix("street_") for p in eval_places} & train_places, "train and eval places must be disjoint"
+    again = write_scene_data(tmp_path / "again", TINY)
+    assert load_sfm_db(again.db_pkl, "train").names == train.names
+
+
+def _folder(tmp_path: Path, rows: list[tuple[str, str, str]], header=("file", "domain", "place_id")) -> Path:
+    root = tmp_path / "user"
+    for file, _, _ in rows:
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.new("RGB", (40, 30), (120, 80, 40)).save(root / file)
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return root
+
+
+def test_folder_without_labels_is_rejected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DemoDataError, match="no labels.csv"):
+        write_folder_data(tmp_path / "out", tmp_path / "empty")
+
+
+def test_folder_with_one_domain_is_rejected(tmp_path):
+    root = _folder(tmp_path, [("a.jpg", "day", "p1"), ("b.jpg", "day", "p2")])
+    with pytest.raises(DemoDataError, match=r"both 'day' and 'night'.*\['day'\]"):
+        write_folder_data(tmp_path / "out", root)
+
+
+def test_folder_with_one_place_is_rejected(tmp_path):
+    root = _folder(tmp_path, [("a.jpg", "day", "p1"), ("b.jpg", "night", "p1")])
+    with pytest.raises(DemoDataError, match="at least 2 places, found 1"):
+        write_folder_data(tmp_path / "out", root)
+
+
+def test_amos_folder_layout(tmp_path, amos_dir, amos_labels):
+    data = write_folder_data(tmp_path, amos_dir)
+    train = load_sfm_db(data.db_pkl, "train")
+    roles = {r["place_id"]: r["role"] for r in amos_labels}
+    with open(data.eval_dir / "labels.csv", newline="") as f:
+        eval_places = {r["place_id"] for r in csv.DictReader(f)}
+    assert eval_places == {p for p, r in roles.items() if r == "eval"}
+    assert len(set(train.clusters)) >= 2
+    assert len(data.gan_night.read_text().split()) == sum(
+        1 for r in amos_labels if r["role"] == "gan_train" and r["domain"] == "night"
+    )
+
+
+def test_svg_chart_handles_series_and_empty():
+    svg = svg_line_chart({"D": [(0, 1.0), (10, 0.5)], "G": [(0, 2.0), (10, 1.0)]}, "losses")
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2
+    assert "no data" in svg_line_chart({}, "empty")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One `dsa demo --quick` run (the CI smoke test), shared by the checks below."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    cmd = [sys.executable, "-m", "dsa_plugin", "demo", "--quick", "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return out, cmd, first
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end(quick_demo):
+    out, _, first = quick_demo
+    summary = json.loads((out / "summary.json").read_text())
+    table = summary["table"]
+    for variant in ("baseline", "dsa"):
+        for key in ("night->day", "day->day"):
+            assert 0.0 <= table[variant][key]["mean"] <= 100.0
+    assert "night->day mAP" in first.stdout and "report:" in first.stdout
+    html = (out / "report" / "index.html").read_text()
+    assert "<svg" in html and "baseline" in html and "<img" in html
+    # The DSA run really used night anchors and diverse anchors; the baseline used none.
+    dsa_stats = json.loads((out / "stages" / "train-dsa-seed0.json").read_text())["result"]["stats"]
+    base_stats = json.loads((out / "stages" / "train-baseline-seed0.json").read_text())["result"]["stats"]
+    assert dsa_stats["night_anchors"] > 0 and base_stats["night_anchors"] == 0
+    assert dsa_stats["diverse"] and not base_stats["diverse"]
+
+
+@pytest.mark.slow
+def test_rerun_reuses_finished_stages(quick_demo):
+    out, cmd, _ = quick_demo
+    (out / "stages" / "eval-dsa-seed0.json").unlink()  # as if killed during the last evaluation
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "gan: reused" in again.stdout and "train-dsa-seed0: reused" in again.stdout
+    assert "eval-dsa-seed0: done" in again.stdout
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')")
+def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
+    out, _, _ = quick_demo
+    report = out / "report" / "index.html"
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    shot = tmp_path / "report.png"
+    run = subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", report.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000, run.stderr[-2000:]
+    # A probe copy of the page records, after load, how many images failed to decode.
+    probe = report.with_name("probe.html")
+    script = (
+        "<script>addEventListener('load',()=>{const b=[...document.images].filter(i=>!i.complete||i.naturalWidth===0);"
+        "document.body.setAttribute('data-images',document.images.length);"
+        "document.body.setAttribute('data-broken',b.length);});</script>"
+    )
+    probe.write_text(report.read_text().replace("</body>", script + "</body>"))
+    dom = subprocess.run([CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    probe.unlink()
+    assert 'data-broken="0"' in dom, dom[:500]
+    images = int(dom.split('data-images="')[1].split('"')[0])
+    assert images >= 2
