@@ -150,37 +150,10 @@ def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
 
 
 def load_image01(path: str | os.PathLike, image_size: int | None) -> Tensor:
-    """``3 x H x W`` float in [0, 1], shrunk like the training loader (``images.load_rgb``)."""
-    try:
-        from dsa_plugin.images import load_rgb
-    except ImportError:  # images.py not landed yet: same behaviour, private copy
-        load_rgb = _load_rgb
+    """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it (``images.load_rgb``)."""
+    from dsa_plugin.images import load_rgb, pil_to_tensor01
+
     return pil_to_tensor01(load_rgb(path, max_size=image_size))
-
-
-def pil_to_tensor01(img) -> Tensor:
-    """PIL RGB -> ``3 x H x W`` float in [0, 1] (``images.pil_to_tensor01`` when present)."""
-    try:
-        from dsa_plugin.images import pil_to_tensor01 as convert
-    except ImportError:
-        convert = _pil_to_tensor01
-    return convert(img)
-
-
-def _load_rgb(path, max_size=None):
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-    if max_size is not None:
-        img.thumbnail((max_size, max_size), Image.LANCZOS)
-    return img
-
-
-def _pil_to_tensor01(img) -> Tensor:
-    import numpy as np
-
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 # ---------------------------------------------------------------------------------------------

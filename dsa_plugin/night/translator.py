@@ -168,7 +168,7 @@ class NightTranslator(nn.Module):
         """Translate one PIL image; returns a PIL RGB image of size 4ceil(W/4) x 4ceil(H/4)."""
         from PIL import Image
 
-        from dsa_plugin.night.cache import pil_to_tensor01
+        from dsa_plugin.images import pil_to_tensor01
 
         if not isinstance(img, Image.Image):
             raise TranslatorError(f"translate_pil expects a PIL image, got {type(img).__name__}")
