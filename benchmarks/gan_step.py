@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""HEDN GAN iteration speed: dsa_plugin's step vs a literal re-implementation of the reference.
+
+The baseline is ``reference_hedngan_iteration`` from tests/test_gan_step.py: the reference's order
+with the teacher recomputed under autograd (and back-propagated into), the logging-only student
+pass, and parameter gradients of D and the student in the G step. Ours computes the teacher once
+without autograd, skips the logging pass and freezes D / the student in the G step. Both start
+from identical weights and see the same batches; iterations are timed alternately (medians).
+Peak memory is measured in a fresh process per implementation (growth of the resident-set
+high-water mark over the steps, beyond the memory held after setup, on CPU;
+``torch.cuda.max_memory_allocated`` on CUDA).
+
+    python benchmarks/gan_step.py                # 256x256, batch 1, full-size networks
+    python benchmarks/gan_step.py --quick        # 96x96, fewer repeats (< 1 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _setup(size: int, batch: int, device: str, impl: str | None = None):
+    from test_gan_step import ref_adam, ref_hed_optimizer
+
+    from dsa_plugin.gan.config import load_config
+    from dsa_plugin.gan.networks import build_networks, build_optimizers
+    from dsa_plugin.gan.steps import make_step
+
+    warnings.filterwarnings("ignore")
+    cfg = load_config("hedngan", {"data.crop_size": size, "train.batch_size": batch, "device": device})
+    nets = build_networks(cfg)
+    for net in nets.values():
+        net.to(device)
+    out = {}
+    if impl in (None, "ours"):
+        ours_nets = {k: copy.deepcopy(v) for k, v in nets.items()} if impl is None else nets
+        out["ours"] = make_step(cfg, ours_nets, build_optimizers(cfg, ours_nets))
+    if impl in (None, "baseline"):
+        ref = {k: copy.deepcopy(v) for k, v in nets.items()} if impl is None else nets
+        ref["detector_frozen"].requires_grad_(True)
+        opts = (ref_adam(ref["generator_X"]), ref_adam(ref["discriminator_Y"]), ref_hed_optimizer(ref["detector"]))
+        out["baseline"] = _baseline(ref, opts)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.rand(batch, 3, size, size, generator=g).mul(2).sub(1).to(device),
+             torch.rand(batch, 3, size, size, generator=g).mul(2).sub(1).to(device)) for _ in range(2)]
+    return out, data
+
+
+def _baseline(ref, opts):
+    from test_gan_step import reference_hedngan_iteration
+
+    def step(day, night):
+        return reference_hedngan_iteration(ref["generator_X"], ref["discriminator_Y"], ref["detector"],
+                                           ref["detector_frozen"], *opts, day, night)
+    return step
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _proc_status_mb(field: str) -> float:
+    """VmRSS / VmHWM of this process in MiB (VmHWM is per address space, so a spawned child starts
+    fresh, unlike ru_maxrss which Linux carries over from the parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _memory_child(impl: str, size: int, batch: int, device: str, iters: int, queue) -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    steps, data = _setup(size, batch, device, impl)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _proc_status_mb("VmRSS")
+    for i in range(iters):
+        steps[impl](*data[i % len(data)])
+    _sync(device)
+    if device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = _proc_status_mb("VmHWM") - base
+    queue.put(peak)
+
+
+def peak_memory(impl: str, size: int, batch: int, device: str, iters: int = 2) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_memory_child, args=(impl, size, batch, device, iters, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="96 px, 3 timed iterations each")
+    p.add_argument("--size", type=int, default=None, help="crop side (default 256, quick 96)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=None, help="timed iterations per implementation (default 5, quick 3)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    args = p.parse_args(argv)
+    size = args.size or (96 if args.quick else 256)
+    repeats = args.repeats or (3 if args.quick else 5)
+
+    steps, data = _setup(size, args.batch, args.device)
+    times = {"ours": [], "baseline": []}
+    for name in ("ours", "baseline"):  # warm-up
+        steps[name](*data[0])
+    for r in range(repeats):
+        for name in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
+            day, night = data[r % len(data)]
+            _sync(args.device)
+            t = time.perf_counter()
+            steps[name](day, night)
+            _sync(args.device)
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    mem = {"ours": None, "baseline": None}
+    if not args.no_memory:
+        mem = {k: round(peak_memory(k, size, args.batch, args.device), 1) for k in mem}
+
+    speedup = med["baseline"] / med["ours"]
+    print(f"HEDN GAN iteration, {size}x{size}, batch {args.batch}, full-size networks, device {args.device}, "
+          f"{repeats} timed iterations each (median), torch threads {torch.get_num_threads()}")
+    print(f"{'implementation':<34}{'s/it':>9}{'it/s':>9}{'peak MB':>10}")
+    for name, label in (("baseline", "literal reference order"), ("ours", "dsa_plugin HedNGanStep")):
+        m = f"{mem[name]:.0f}" if mem[name] is not None else "-"
+        print(f"{label:<34}{med[name]:>9.3f}{1 / med[name]:>9.3f}{m:>10}")
+    print(f"speedup: {speedup:.2f}x")
+    print(json.dumps({"benchmark": "gan_step", "variant": "hedngan", "ours_s_per_it": round(med["ours"], 4),
+                      "baseline_s_per_it": round(med["baseline"], 4), "ours_its": round(1 / med["ours"], 4),
+                      "baseline_its": round(1 / med["baseline"], 4), "speedup": round(speedup, 3),
+                      "peak_mem_mb": mem, "size": size, "batch": args.batch, "repeats": repeats,
+                      "device": args.device, "quick": args.quick}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
