@@ -5,6 +5,7 @@ Tests that need HOW's source read it from $HOW_SRC (or an importable `how`) and 
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import shutil
@@ -268,19 +269,31 @@ class _NotAllowed:
     pass
 
 
-def test_how_checkpoints_load_with_weights_only(tmp_path):
-    path = tmp_path / "model_epoch1.pth"
-    state = {"epoch": 1, "best_score": np.float64(71.5), "scores": {"val": [(1, np.float32(0.5))]},
+def _how_like_checkpoint(path):
+    scores = collections.defaultdict(list)  # HOW's Validation.scores
+    scores["train_loss"].append((1, 0.25))
+    scores["local_descriptor"] = collections.defaultdict(list)
+    scores["local_descriptor"]["val_eccv20"].append((1, np.float64(71.5)))
+    state = {"epoch": 1, "best_score": np.float64(71.5), "scores": scores,
              "pca": np.arange(6, dtype=np.float32).reshape(2, 3), "state_dict": {"w": torch.ones(2)}}
     torch.save(state, path)
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path))  # numpy needs allow-listing
-    dsa_how.allow_how_checkpoints()
-    loaded = torch.load(path, weights_only=True)
-    assert loaded["best_score"] == 71.5 and isinstance(loaded["best_score"], np.float64)
-    assert np.array_equal(loaded["pca"], state["pca"]) and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
-    # Safety stays on for anything else.
-    torch.save({"x": _NotAllowed()}, tmp_path / "other.pth")
+    return state
+
+
+def test_how_checkpoints_load_with_weights_only(tmp_path):
+    path = tmp_path / "model_epoch1.pth"
+    state = _how_like_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)  # torch's default refuses HOW's numpy/defaultdict content
+    loaded = dsa_how.load_how_checkpoint(path)
+    assert loaded["best_score"] == 71.5 and isinstance(loaded["best_score"], np.float64)
+    assert loaded["scores"] == {"train_loss": [(1, 0.25)], "local_descriptor": {"val_eccv20": [(1, 71.5)]}}
+    assert np.array_equal(loaded["pca"], state["pca"]) and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
+    # Scoped: outside the helper torch's default is untouched, and other types stay refused inside it.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    torch.save({"x": _NotAllowed()}, tmp_path / "other.pth")
+    with dsa_how.how_checkpoint_loading(), pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / "other.pth", weights_only=True)
 
 
