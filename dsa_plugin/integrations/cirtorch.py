@@ -312,15 +312,16 @@ def dsa_session(
             parser.error("--dsa-no-download: missing data file(s): " + ", ".join(missing)
                          + " (put them there, drop the test sets with --dsa-skip-test, or allow the download)")
     compat.apply_runtime_fixes()
+    stack = contextlib.ExitStack()
     if getattr(args, "gpu_id", None) is not None:
         # main() sets this before touching CUDA; we ask torch about CUDA first, so set it first.
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+        _set(stack, os.environ, "CUDA_VISIBLE_DEVICES", str(args.gpu_id))
     cpu_only = compat.cpu_only_run(config.device)
     if config.device is None and config.enabled:
         # Translate and mine where cirtorch trains (it calls .cuda(): the current CUDA device).
         config = dataclasses.replace(config, device="cpu" if cpu_only else "cuda")
     run = DSARun(config=config, args=args, cpu_only=cpu_only)
-    with contextlib.ExitStack() as stack:
+    with stack:
         stack.enter_context(compat.cuda_noop(run.cpu_only))
         if data_root is not None:
             _patch_data_root(stack, namespace, data_root)
