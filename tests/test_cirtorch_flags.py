@@ -213,3 +213,15 @@ def test_shipped_cirtorch_configs_parse():
         assert config.generator.endswith(f"/{gan}_generator_X.pth")
         assert config.diverse_anchors and config.clahe and config.qpool_size == 10000
         assert (config.night_ratio, config.similar_exclude, config.similar_include) == (0.25, 0.2, 0.8)
+
+
+def test_wrapper_without_cirtorch_says_how_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    from dsa_plugin.integrations import cirtorch as dsa_cirtorch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cirtorch" else real(name, *a))
+    assert dsa_cirtorch.main(["exports", "--dsa-clahe"]) == 2
+    err = capsys.readouterr().err
+    assert "cirtorch is not installed" in err and "pip install --no-deps -e" in err

@@ -345,6 +345,13 @@ def dsa_session(
             _set(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
         if config.enabled:
             print(f">> DSA: {config.to_dict()} (export tag '{run.tag}', cpu-only run: {run.cpu_only})")
+        if (config.generator is not None and not str(config.device).startswith("cpu")
+                and int(getattr(args, "workers", 0) or 0) > 0):
+            # The training loader's workers are forked; a forked process cannot use CUDA, and the
+            # anchors of a tuple are translated where the tuple is loaded.
+            print(f">> DSA: warning: --workers {args.workers} with online translation on {config.device}: "
+                  "forked DataLoader workers cannot run the generator on CUDA; use --workers 0 or a "
+                  "night cache (`dsa translate`, --dsa-night-cache)", file=sys.stderr)
         yield run
 
 
