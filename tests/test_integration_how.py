@@ -126,6 +126,7 @@ def test_how_training_with_dsa(tmp_path, data_root, monkeypatch, capsys):
     report = json.loads((exp / dsa_how.STATS_FILE).read_text())
     assert report["config"]["night_ratio"] == 0.5 and report["config"]["clahe"] is True
     (epoch,) = report["epochs"]
+    assert epoch["epoch"] == 1
     cids = _train_cids(data_root)
     # Night anchors: exactly this epoch's anchors that the md5 rule selects, and served in training.
     expected_night = [q for q in epoch["qidxs"] if _is_night_reference(cids[q], 0.5)]

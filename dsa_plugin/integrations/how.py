@@ -12,8 +12,10 @@ checkpoints) with three changes when the parameters hold a ``dsa:`` section:
 
 Runtime fixes for HOW at HEAD 4d73c88 on current libraries are applied with or without a
 ``dsa:`` section (they do not change results): the ``initialize_loss`` NameError, matplotlib's
-removed ``grid(b=)``, ``weights_only`` loading of HOW checkpoints (numpy globals allow-listed),
-and cirtorch's runtime fixes from :mod:`dsa_plugin.integrations.compat`.
+removed ``grid(b=)``, ``weights_only`` loading of HOW checkpoints (numpy types and HOW's
+``defaultdict`` scores allow-listed, see :func:`load_how_checkpoint`), cirtorch's hard-coded
+``.cuda()`` on CPU runs and cirtorch's other fixes from :mod:`dsa_plugin.integrations.compat`.
+A per-run report, ``<exp>/dsa_stats.json``, records the tuples, night anchors and mining stats.
 
 ``patches/how-train.patch`` makes HOW's own ``demo_how.py`` accept the section by calling
 :func:`validate_params` and :func:`install_dsa` from here.
@@ -282,7 +284,10 @@ class EpochReporter:
             # What was served during the previous epoch is known only now (HOW has no epoch-end hook).
             self.epochs[-1]["night_images_served"] = night_images_served(self.dataset)
         result = self.create(net, device=device)
-        entry = {"epoch": len(self.epochs) + 1, "avg_neg_dist": _jsonable(result), **dataset_stats(self.dataset)}
+        # "epoch" is HOW's (1-based); the dataset's own 0-based counter stays as "dataset_epoch".
+        stats = dataset_stats(self.dataset)
+        stats["dataset_epoch"] = stats.pop("epoch", None)
+        entry = {"epoch": len(self.epochs) + 1, "avg_neg_dist": _jsonable(result), **stats}
         self.epochs.append(entry)
         logging.getLogger(self.logger_name).info(
             "DSA: %d tuples, %d night anchors, diverse anchors %s",
@@ -567,6 +572,7 @@ def _cuda_available() -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsa how-train",
+        allow_abbrev=False,  # an abbreviation must not swallow one of HOW's options
         description="Run HOW's own training (examples/demo_how.py train) with Dark Side Augmentation "
         "configured by a `dsa:` section in HOW's YAML parameters.",
         epilog=f"Any other option goes to HOW's train command: {HOW_TRAIN_OPTIONS}. "
