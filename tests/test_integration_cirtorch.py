@@ -220,7 +220,6 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
             *_runtime(world), *_all_dsa_flags(world)]
     run = dsa_cirtorch.run_training(argv)
     out = capsys.readouterr().out
-    print(out[-3000:])
 
     train_ds, val_ds = run.datasets
     assert isinstance(train_ds, NightTuplesDataset) and (train_ds.mode, val_ds.mode) == ("train", "val")
@@ -256,6 +255,9 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     expected = sum(_md5_night(train_ds.names[a]) for a in train_served)
     assert 0 < expected < len(train_served)
     assert counted == expected == train_ds.night_served
+    print(f"DSA check: diverse picks {chosen} of a {len(pool_idx)}-pair pool -> anchors {train_ds.qidxs}; "
+          f"night anchors at the network input {counted}/{len(train_served)} (md5 rule {expected}, "
+          f"loader counter {train_ds.night_served}); night cache hits {train_ds.night_source().stats['cached']}")
     assert train_ds.night_source().stats["cached"] > 0  # train anchors came from the night cache
     assert val_ds.night_served == sum(_md5_night(val_ds.names[val_ds.qidxs[i]]) for mode, i in served if mode == "val")
     assert val_ds.night_source().stats["online"] > 0  # val anchors are not cached: translated online
