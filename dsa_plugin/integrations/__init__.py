@@ -2,6 +2,7 @@
 
 - :mod:`dsa_plugin.integrations.compat`: runtime fixes for the toolkits' old code.
 - :mod:`dsa_plugin.integrations.cirtorch`: ``dsa cirtorch-train`` and the hooks the patched
-  cirtorch ``train.py`` calls.
+  cirtorch ``train.py`` calls (flags in ``cirtorch_flags``, YAML presets in ``cirtorch_config``).
+- :mod:`dsa_plugin.integrations.cirtorch_eval`: published DSA embeddings in cirtorch's network.
 - :mod:`dsa_plugin.integrations.how`: ``dsa how-train``.
 """
