@@ -90,6 +90,11 @@ def _memory_child(impl: str, size: int, batch: int, device: str, iters: int, que
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        try:  # reset VmHWM so that setup's transient peak does not count (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
         base = _proc_status_mb("VmRSS")
     for i in range(iters):
         steps[impl](*data[i % len(data)])

@@ -135,6 +135,15 @@ def reference_cyclegan_iteration(GX, GY, DX, DY, opts, real_X, real_Y, w_cycle=1
 # helpers
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convs: threading only adds overhead (and stalls badly on a busy shared CPU).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_cfg(variant, **extra):
     over = {"variant": variant, "model.ngf": 8, "model.n_blocks": 1, "model.ndf": 8, "model.n_layers": 2,
             "data.crop_size": 32, "model.hed_width": 0.25}

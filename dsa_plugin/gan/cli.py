@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from dsa_plugin.config import ConfigError
@@ -66,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dsa gan-train: error: {err}", file=sys.stderr)
             return 2
         raise
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
         print(format_summary(result))
     return 0
 

@@ -59,7 +59,8 @@ class DistContext:
         if not self.enabled or not any(p.requires_grad for p in module.parameters()):
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+        # default buffer sync: BN running stats follow rank 0 at every forward
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
     def barrier(self) -> None:
         if self.enabled:

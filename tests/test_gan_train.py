@@ -1,0 +1,222 @@
+"""End-to-end GAN training: API outputs, resume (in-process and after kill -9), torchrun, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dsa_plugin.gan import ResumeError, load_config, train
+from dsa_plugin.gan.scalars import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convs: threading only adds overhead (and stalls badly on a busy shared CPU).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_domain(folder: Path, n: int, bright: bool, size=(44, 36)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(int(bright) * 100 + n)
+    for i in range(n):
+        base = rng.integers(120, 255) if bright else rng.integers(0, 60)
+        arr = np.clip(base + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"{'d' if bright else 'n'}{i}.png")
+    return folder
+
+
+@pytest.fixture()
+def daynight(tmp_path):
+    return make_domain(tmp_path / "day", 4, True), make_domain(tmp_path / "night", 4, False)
+
+
+def tiny_overrides(day, night, **extra):
+    over = {"data.day": str(day), "data.night": str(night), "data.crop_size": 32, "data.resize_short": None,
+            "data.cache_images": True, "data.epoch_size": 8, "model.ngf": 4, "model.n_blocks": 1, "model.ndf": 4,
+            "model.n_layers": 1, "model.hed_width": 0.125, "train.batch_size": 2, "train.epochs": 3,
+            "train.max_iterations": None, "train.sample_every": 5, "train.log_every": 1,
+            "train.checkpoint_every": 1, "train.progress": False}
+    over.update(extra)
+    return over
+
+
+def test_train_api_outputs(tmp_path, daynight):
+    from dsa_plugin.checkpoints import load_checkpoint, load_generator
+
+    result = train("tiny", tmp_path / "run", device="cpu", overrides=tiny_overrides(*daynight))
+    assert result.iterations == 12 and result.epochs_completed == 3  # 3 epochs x (8 // 2) iterations
+    raw = load_checkpoint(result.generator_path)
+    assert set(raw) == {"type", "frozen", "network_params", "model_state"}  # reference 4-key layout
+    assert raw["network_params"]["model"]["architecture"] == "official_resnet_generator"
+    g = load_generator(result.generator_path)
+    assert g(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    names = sorted(p.name for p in result.checkpoint_paths)
+    assert names == ["generator_X_epoch_01.pth", "generator_X_epoch_02.pth", "generator_X_epoch_03.pth",
+                     "generator_X_last.pth"]
+    rows = read_jsonl(result.log_path)
+    assert [r["iteration"] for r in rows] == list(range(1, 13))
+    assert {"D", "G", "G_hed", "E_real", "E_fake", "lr"} <= set(rows[0])
+    assert [p.name for p in result.sample_paths] == ["iter_000005.png", "iter_000010.png", "final.png"]
+    w, h = Image.open(result.sample_paths[-1]).size
+    assert w > 5 * 32 and h > 2 * 32  # 5 columns, 2 rows
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["iterations"] == 12 and summary["generator"] == str(result.generator_path)
+    # the lambda_p2p schedule ran per epoch (epochs 3, no decay epochs in tiny -> constant lr)
+    assert rows[-1]["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("variant", ["hedgan", "cyclegan"])
+def test_other_variants_run(tmp_path, daynight, variant):
+    extra = {"variant": variant, "train.epochs": 1}
+    if variant == "cyclegan":
+        extra.update({"model.norm": "instance", "model.init_type": "normal", "train.batch_size": 1,
+                      "data.epoch_size": 3})
+    result = train("tiny", tmp_path / variant, overrides=tiny_overrides(*daynight, **extra))
+    assert result.generator_path.is_file() and result.sample_paths
+    if variant == "cyclegan":
+        assert (tmp_path / variant / "checkpoints" / "generator_Y_last.pth").is_file()
+
+
+def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, daynight):
+    over = tiny_overrides(*daynight, **{"train.epochs": 2, "optim.n_epochs_decay": 1})
+    full = train("tiny", tmp_path / "full", overrides=over)
+    part = train("tiny", tmp_path / "part", overrides={**over, "train.max_iterations": 3})  # stops mid-epoch 0
+    assert part.iterations == 3
+    resumed = train("tiny", tmp_path / "part", overrides=over)
+    assert resumed.resumed_from == 3 and resumed.iterations == full.iterations == 8
+    a = torch.load(full.generator_path, weights_only=True)["model_state"]
+    b = torch.load(resumed.generator_path, weights_only=True)["model_state"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    rows = read_jsonl(resumed.log_path)
+    assert [r["iteration"] for r in rows] == list(range(1, 9))  # every iteration logged exactly once
+    assert [r["lr"] for r in rows][-1] == pytest.approx(1e-3 / 2)  # decay epoch after resume
+    again = train("tiny", tmp_path / "part", overrides=over)  # finished: nothing left to do
+    assert again.summary["iterations_this_run"] == 0
+
+
+def test_kill_9_then_same_command_resumes(tmp_path, daynight):
+    from dsa_plugin.checkpoints import load_checkpoint
+
+    over = tiny_overrides(*daynight, **{"train.epochs": 40, "data.epoch_size": 4})  # 2 its/epoch, 80 its
+    cmd = [sys.executable, "-m", "dsa_plugin.cli", "gan-train", "--config", "tiny", "--out", str(tmp_path / "run")]
+    cmd += [f"{k}={'null' if v is None else v}" for k, v in over.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    state = tmp_path / "run" / "checkpoints" / "state_last.pth"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # land somewhere in the middle of the run, possibly during a save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    killed_at = load_checkpoint(state)["iteration"]
+    for path in (tmp_path / "run" / "checkpoints").glob("*.pth"):  # every file complete and loadable
+        assert isinstance(load_checkpoint(path), dict), path
+    assert killed_at < 80
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from iteration {killed_at}" in done.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["iterations"] == 80 and summary["resumed_from"] == killed_at
+    rows = read_jsonl(tmp_path / "run" / "log.jsonl")
+    assert [r["iteration"] for r in rows] == list(range(1, 81))
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    from dsa_plugin.gan.io import atomic_torch_save
+
+    path = tmp_path / "state.pth"
+    atomic_torch_save({"x": torch.ones(3)}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt  # power cut / kill while writing
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"x": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pth"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_gloo(tmp_path, daynight):
+    over = tiny_overrides(*daynight, **{"train.epochs": 2, "train.batch_size": 1})  # 8 // (1 x 2) = 4 its/epoch
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "dsa_plugin.gan.cli", "--config", "tiny", "--out", str(tmp_path / "ddp")]
+    cmd += [f"{k}={'null' if v is None else v}" for k, v in over.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["iterations"] == 8
+    assert (tmp_path / "ddp" / "checkpoints" / "generator_X_last.pth").is_file()
+    assert done.stdout.count("GAN training finished") == 1  # only rank 0 reports
+    rows = read_jsonl(tmp_path / "ddp" / "log.jsonl")
+    assert [r["iteration"] for r in rows] == list(range(1, 9))
+
+
+def test_wrong_checkpoints_give_clear_errors(tmp_path, daynight):
+    from dsa_plugin.checkpoints import CheckpointError, save_network
+    from dsa_plugin.models import ResnetGenerator
+
+    gen = tmp_path / "gen.pth"
+    save_network(gen, ResnetGenerator(ngf=4, n_blocks=1))
+    over = tiny_overrides(*daynight, **{"model.hed_weights": str(gen), "model.hed_width": 1.0})
+    with pytest.raises(CheckpointError, match="does not match HED"):
+        train("tiny", tmp_path / "a", overrides=over)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        train("tiny", tmp_path / "b", overrides={**over, "model.hed_weights": str(garbage)})
+
+    # a training state from another variant in the output directory
+    train("tiny", tmp_path / "c", overrides=tiny_overrides(*daynight, **{"train.max_iterations": 1}))
+    with pytest.raises(ResumeError, match="variant: checkpoint 'hedngan', now 'hedgan'"):
+        train("tiny", tmp_path / "c", overrides=tiny_overrides(*daynight, variant="hedgan"))
+    (tmp_path / "c" / "checkpoints" / "state_last.pth").write_bytes(b"truncated")
+    with pytest.raises(ResumeError, match="cannot resume from .*state_last.pth"):
+        train("tiny", tmp_path / "c", overrides=tiny_overrides(*daynight))
+
+
+def test_cli_reports_empty_list_and_bad_image(tmp_path, daynight, capsys):
+    from dsa_plugin.gan.cli import main
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    args = ["--config", "tiny", "--out", str(tmp_path / "x"), "--no-progress"]
+    over = tiny_overrides(*daynight)
+    items = [f"{k}={'null' if v is None else v}" for k, v in over.items() if k != "data.night"]
+    assert main(args + items + [f"data.night={empty}"]) == 2
+    assert "night list" in capsys.readouterr().err
+    small = make_domain(tmp_path / "small", 2, False, size=(20, 16))
+    assert main(args + items + [f"data.night={small}"]) == 2
+    assert "is smaller than the crop 32x32" in capsys.readouterr().err
