@@ -328,3 +328,11 @@ def test_plain_transform_unwraps_runtime_fix_wrapper():
     assert dsa_how.plain_transform(WithRuntimeFixes(dsa_how.ClaheCompose(plain))) is plain
     assert dsa_how.plain_transform(WithRuntimeFixes(plain)) is plain
     assert dsa_how._mean_std_of(WithRuntimeFixes(plain)) == [[0.5] * 3, [0.5] * 3]
+
+
+def test_dsa_device_must_be_hows_device():
+    dsa_how.check_device(DSAConfig(device=None), torch.device("cpu"))
+    dsa_how.check_device(DSAConfig(device="cpu"), torch.device("cpu"))
+    dsa_how.check_device(DSAConfig(device="cuda"), torch.device("cuda:0"))
+    with pytest.raises(ConfigError, match=r"dsa.device is 'cuda:1' but HOW trains on cpu"):
+        dsa_how.check_device(DSAConfig(device="cuda:1"), torch.device("cpu"))

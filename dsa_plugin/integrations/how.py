@@ -362,11 +362,27 @@ def install_dsa(dsa: dict[str, Any] | DSAConfig | None, globals: dict[str, Any])
 
     if config.clahe:
         globals["transform"] = ClaheCompose(plain_transform(globals["transform"]))
+    check_device(config, globals.get("device"))
     globals["tuples_dataset"] = NightTuplesFactory(
         config, _mean_std_of(globals["transform"]), data_root=globals.get("root_path"),
         exp_path=globals.get("exp_path"), num_workers=how_net.NUM_WORKERS,
     )
     return config
+
+
+def check_device(config: DSAConfig, how_device) -> None:
+    """``dsa.device`` must be HOW's training device: mining runs HOW's network there (and would
+    leave it there), while HOW feeds its training batches to ``demo_train.gpu_id``."""
+    import torch
+
+    if config.device is None or how_device is None:
+        return
+    ours, hows = torch.device(config.device), torch.device(how_device)
+    if ours.type == "cuda" and ours.index is None:
+        ours = torch.device("cuda", 0)
+    if ours != hows:
+        raise ConfigError(f"dsa.device is {config.device!r} but HOW trains on {hows} (demo_train.gpu_id); "
+                          f"set dsa.device to null (HOW's device) or to {str(hows)!r}")
 
 
 def _mean_std_of(transform) -> list[list[float]]:
@@ -550,6 +566,7 @@ class _DeferredFactory:
 
     def __call__(self, *args, transform=None, **kwargs):
         globals_ = self.state.get("globals") or {}
+        check_device(self.state["config"], globals_.get("device"))
         factory = NightTuplesFactory(
             self.state["config"], _mean_std_of(transform), data_root=globals_.get("root_path"),
             exp_path=globals_.get("exp_path"), num_workers=self.state["num_workers"](),
