@@ -83,8 +83,8 @@ def _proc_status_mb(field: str) -> float:
     return float("nan")
 
 
-def _memory_child(impl: str, size: int, batch: int, device: str, iters: int, queue) -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def _memory_child(impl: str, size: int, batch: int, device: str, iters: int, queue, threads: int) -> None:
+    torch.set_num_threads(threads)
     steps, data = _setup(size, batch, device, impl)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -109,7 +109,7 @@ def _memory_child(impl: str, size: int, batch: int, device: str, iters: int, que
 def peak_memory(impl: str, size: int, batch: int, device: str, iters: int = 2) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_memory_child, args=(impl, size, batch, device, iters, queue))
+    proc = ctx.Process(target=_memory_child, args=(impl, size, batch, device, iters, queue, torch.get_num_threads()))
     proc.start()
     value = queue.get()
     proc.join()
@@ -124,7 +124,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per implementation (default 5, quick 3)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = args.size or (96 if args.quick else 256)
     repeats = args.repeats or (3 if args.quick else 5)
 

@@ -67,7 +67,34 @@ def build_hed(cfg: GanConfig) -> HED:
     hed = HED() if cfg.model.hed_width == 1.0 else slim_hed(cfg.model.hed_width)
     # kaiming keeps activations at a usable scale through the 13 convs (torch's default init
     # shrinks them so much that every edge map is almost constant).
-    return init_weights(hed, "kaiming", cfg.model.init_gain, generator=_seeded(cfg.train.seed))
+    init_weights(hed, "kaiming", cfg.model.init_gain, generator=_seeded(cfg.train.seed))
+    # Zero-mean first-layer filters make the random detector blind to flat brightness: it responds
+    # to local contrast (edges, texture) like a real edge detector, not to how bright a region is,
+    # so that the edge loss does not simply forbid darkening.
+    with torch.no_grad():
+        first = hed.vgg1[0].weight
+        first -= first.mean(dim=(1, 2, 3), keepdim=True)
+    return calibrate_random_hed(hed, seed=cfg.train.seed)
+
+
+@torch.no_grad()
+def calibrate_random_hed(hed: HED, seed: int = 0, target_std: float = 2.0, target_mean: float = -1.0) -> HED:
+    """Rescale the fusion of a random HED so that its logits on a blocky synthetic image have
+    ``target_std`` / ``target_mean`` (the raw random logits are ~0.05: every sigmoid edge map would
+    be a flat 0.5 and the edge loss would vanish). The detector is positively homogeneous up to the
+    fusion bias, so this only sets the contrast of its maps, not what it responds to."""
+    from dsa_plugin.models import hed_preprocess
+
+    g = _seeded(seed)
+    blocks = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    image = torch.nn.functional.interpolate(blocks, size=(64, 64), mode="nearest")
+    fusion = hed.fusion[0]
+    fusion.bias.zero_()
+    logits = hed(hed_preprocess(image), no_sigmoid=True)
+    gain = target_std / max(float(logits.std()), 1e-8)
+    fusion.weight.mul_(gain)
+    fusion.bias.fill_(target_mean - gain * float(logits.mean()))
+    return hed
 
 
 def slim_hed(width: float) -> HED:
