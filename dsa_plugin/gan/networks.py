@@ -60,9 +60,9 @@ def build_hed(cfg: GanConfig) -> HED:
         from dsa_plugin.checkpoints import load_hed
 
         return load_hed(cfg.model.hed_weights, device="cpu", frozen=False)
-    msg = ("model.hed_weights is null: training with a randomly initialised HED edge detector. The edge "
-           "loss then only asks G(day) to keep the responses of random VGG filters; set model.hed_weights "
-           "to the pretrained HED (hed_sniklaus_github.pth) for the paper's setting.")
+    msg = ("model.hed_weights is null: training with a randomly initialised HED (a random local-contrast "
+           "detector, not the paper's edge detector). Set model.hed_weights to the pretrained HED "
+           "(hed_sniklaus_github.pth, path or URL) for the paper's setting.")
     warnings.warn(msg, RandomHEDWarning, stacklevel=2)
     hed = HED() if cfg.model.hed_width == 1.0 else slim_hed(cfg.model.hed_width)
     # kaiming keeps activations at a usable scale through the 13 convs (torch's default init
