@@ -132,6 +132,7 @@ class Trainer:
         return {
             "format": STATE_FORMAT, "config": self.cfg.to_dict(),
             "epoch": self.epoch, "iteration_in_epoch": self.in_epoch, "iteration": self.iteration,
+            "world_size": self.ctx.world_size,
             "elapsed_s": self.elapsed_before + (time.perf_counter() - self.t0),
             "nets": {n: self.nets[n].state_dict() for n in trainable},
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
@@ -157,6 +158,10 @@ class Trainer:
         if diffs:
             raise ResumeError(f"{self.state_path} was written with a different config ({'; '.join(diffs)}); "
                               f"use another output directory or pass --no-resume to start over")
+        world = state.get("world_size", 1)
+        if state["iteration_in_epoch"] and world != self.ctx.world_size:
+            raise ResumeError(f"{self.state_path} stopped in the middle of an epoch with {world} process(es); "
+                              f"resume it with the same number of processes (now {self.ctx.world_size})")
         for name, sd in state["nets"].items():
             self.nets[name].load_state_dict(sd)
         for name, sd in state["optimizers"].items():
