@@ -26,6 +26,16 @@ from dsa_plugin.transforms import (
 cv2 = pytest.importorskip("cv2")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on the shared, oversubscribed CI/dev machines OpenMP's spin-waits make
+    every multi-threaded op wait for a descheduled thread (measured 10-20x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------
 # the reference, literally (mdir/components/data/transform/functional.py: rgb2normspace "lab",
 # ChannelClahe.apply_clahe, normspace2rgb "lab")
@@ -75,7 +85,7 @@ def test_lab_table_equals_opencv_at_every_grid_point():
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).reshape(-1, 3)
     want = np.stack([np.rint(lab[:, 0] / 100 * 16384), np.rint((lab[:, 1] + 128) * 64),
                      np.rint((lab[:, 2] + 128) * 64)], -1).astype(np.int32)
-    got = T._rgb2lab_table()[:, 0, :]  # corner (0, 0, 0) of each cell = the grid point itself
+    got = T._lab_grid().reshape(-1, 3)
     assert (got == want).all(), f"{(got != want).sum()} of {got.size} table entries differ from OpenCV"
 
 
@@ -83,9 +93,12 @@ def test_truncated_l_channel_is_bit_exact_on_random_colours():
     rng = np.random.default_rng(0)
     img = rng.random((64, 256, 3), dtype=np.float32)
     img[:8] = np.round(img[:8] * 255) / 255  # also colours that come from uint8 images
-    codes = T._rgb_to_lab_codes(to_batch([img]), T._tables(torch.device("cpu")))
-    got = T._tables(torch.device("cpu"))["l_u8"][codes[0]][0].numpy()
-    assert (got == reference_l_u8(img)).all()
+    lum, a, b = T._lab_encode(to_batch([img]), T._lab_table(torch.device("cpu")))
+    assert (lum[0].numpy() == reference_l_u8(img)).all()
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)  # a and b are kept to within one code (1/64)
+    for got_ab, want_ab in ((a, lab[:, :, 1]), (b, lab[:, :, 2])):
+        err = np.abs(got_ab[0].numpy() / 64 - 128 - want_ab) * 64
+        assert err.max() <= 1 + 1e-3 and (err > 0.5).mean() < 0.1
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (37, 53), (40, 13), (13, 40), (5, 3), (1, 1), (2, 9), (8, 8), (16, 19)])
@@ -125,7 +138,9 @@ def test_clahe_matches_reference_on_odd_sizes(shape):
     for o, img in zip(out, imgs):
         want = reference_clahe(img)
         assert_close_to_reference(to_hwc(o), want)
-        assert np.abs(to_hwc(o) - want).max() < 1e-3  # the pipeline is exact up to float rounding
+        # much tighter than required: L is bit-exact, a/b and the sRGB curve within float noise
+        diff = np.abs(to_hwc(o) - want)
+        assert diff.max() <= 1 / 255 and diff.mean() <= 0.05 / 255
 
 
 def test_clahe_dtype_grid_and_module():
