@@ -155,14 +155,14 @@ def measure(algo: str, qp: int, q: int, d: int, seed: int, device: str, repeats:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/mining.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Qp=2000, Q=400, no scale run (< 1 min)")
+    parser.add_argument("--quick", action="store_true", help="Qp=2000, Q=300, no scale run (< 1 min)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--qp", type=int, default=None, help="pool size Qp (10000)")
     parser.add_argument("--q", type=int, default=None, help="anchors Q (2000)")
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours (median)")
-    parser.add_argument("--reference-repeats", type=int, default=None, help="runs of the reference (default 1; 3 with --quick)")
+    parser.add_argument("--reference-repeats", type=int, default=None, help="runs of the reference (default 1: it is the slow one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for both algorithms (1: on a shared 2-core machine more threads "
                              "oversubscribe and slow the reference down by up to 4x, which would flatter us)")
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     qp = args.qp or (2000 if args.quick else 10000)
-    q = args.q or (400 if args.quick else 2000)
-    ref_repeats = args.reference_repeats or (3 if args.quick else 1)
+    q = args.q or (300 if args.quick else 2000)
+    ref_repeats = args.reference_repeats or 1
     print(f"diverse anchor mining, Qp={qp}, Q={q}, D={args.d}, device={args.device}, torch threads={args.threads}")
     ref = measure("reference", qp, q, args.d, args.seed, args.device, ref_repeats, args.threads,
                   not args.unstable_reference)
