@@ -200,3 +200,18 @@ def test_hard_negatives_not_enough_clusters():
     with pytest.raises(NotEnoughClustersError, match="only 2 cluster"):
         hard_negatives(x[:3], x, [0, 0, 0], [i % 3 for i in range(20)], 3)
     assert hard_negatives(x[:3], x, [0, 1, 2], [i % 3 for i in range(20)], 0).indices.shape == (3, 0)
+
+
+def test_hard_negatives_when_the_own_cluster_fills_the_top_of_the_ranking():
+    # 100 near-duplicates of each anchor's direction in its own cluster: the first 64 ranks (the
+    # initial top-K) hold no usable negative, so the search must grow K.
+    g = torch.Generator().manual_seed(11)
+    anchor = torch.nn.functional.normalize(torch.randn(16, 1, generator=g), dim=0)
+    near = torch.nn.functional.normalize(anchor + 0.05 * torch.randn(16, 100, generator=g), dim=0)
+    far = torch.nn.functional.normalize(torch.randn(16, 200, generator=g), dim=0)
+    poolvecs = torch.cat([near, far], dim=1)
+    pcl = [0] * 100 + [1 + i % 40 for i in range(200)]
+    expected, _ = literal_negatives(anchor, poolvecs, [0], pcl, 5)
+    ours = hard_negatives(anchor.t(), poolvecs.t(), [0], pcl, 5)
+    assert ours.indices.tolist() == expected
+    assert all(i >= 100 for i in ours.indices.flatten().tolist())
