@@ -35,13 +35,23 @@ def test_scenes_are_deterministic_and_day_differs_from_night():
 
 def test_views_of_a_place_share_geometry():
     """Two views of one place are closer to each other than to a view of another place."""
-    rng = np.random.default_rng(1)
+    def shot(place, view):  # the same weather for every shot: only the geometry differs
+        return render(place, view, False, np.random.default_rng(1)).astype(int)
+
     p, q = make_place(5), make_place(6)
     v1, v2 = View(pan=0.40, zoom=1.0), View(pan=0.45, zoom=1.05)
-    same = np.abs(render(p, v1, False, rng).astype(int) - render(p, v2, False, rng)).mean()
-    other = np.abs(render(p, v1, False, rng).astype(int) - render(q, v1, False, rng)).mean()
+    same = np.abs(shot(p, v1) - shot(p, v2)).mean()
+    other = np.abs(shot(p, v1) - shot(q, v1)).mean()
     assert same < other
-    assert isinstance(random_view(rng), View)
+    assert isinstance(random_view(np.random.default_rng(1)), View)
+
+
+def test_day_shots_vary_in_lighting():
+    """Weather / exposure / white balance change per shot, so colour alone does not identify a place."""
+    place, view = make_place(5), View()
+    shots = [render(place, view, False, np.random.default_rng(s)).astype(float) for s in range(6)]
+    means = np.array([s.reshape(-1, 3).mean(0) for s in shots])
+    assert np.ptp(means, axis=0).max() > 10
 
 
 def test_scene_data_layout(tmp_path):
@@ -115,11 +125,54 @@ def test_svg_chart_handles_series_and_empty():
     assert "no data" in svg_line_chart({}, "empty")
 
 
+def test_stage_fingerprints_follow_only_their_settings():
+    from dsa_plugin.demo.pipeline import DemoSettings, stage_fingerprint
+
+    base = DemoSettings().to_dict()
+    finetune = {**base, "epochs": base["epochs"] + 1, "lr": 0.5}
+    assert stage_fingerprint(finetune, "data", "gan") == stage_fingerprint(base, "data", "gan")
+    assert stage_fingerprint(finetune, "data", "gan", "train") != stage_fingerprint(base, "data", "gan", "train")
+    gan = {**base, "gan_lr": base["gan_lr"] * 2}
+    assert stage_fingerprint(gan, "data", "gan") != stage_fingerprint(base, "data", "gan")
+    assert stage_fingerprint(gan, "data") == stage_fingerprint(base, "data")
+
+
+def test_cirtorch_backend_matches_the_plugin_network_and_loss():
+    pytest.importorskip("cirtorch")
+    import torch
+
+    from dsa_plugin.demo.finetune import contrastive_loss
+    from dsa_plugin.demo.pipeline import DemoSettings, _loss_fn, _net, resolve_backend
+    from dsa_plugin.models.gem import gem_small
+
+    assert resolve_backend("auto") == "cirtorch" and resolve_backend("plugin") == "plugin"
+    settings = DemoSettings(outputdim=16)
+    net = _net(settings, 0, "cirtorch")
+    assert type(net).__name__ == "ImageRetrievalNet"
+    plugin = gem_small(outputdim=16)
+    plugin.load_state_dict(net.state_dict())  # the same keys: checkpoints load into either
+    x = torch.rand(3, 3, 40, 56)
+    assert torch.allclose(net(x), plugin(x), atol=1e-5)
+    target = torch.tensor([-1, 1, 0, 0])
+    cols = torch.nn.functional.normalize(torch.randn(16, 4), dim=0)
+    loss = _loss_fn(settings, "cirtorch")
+    assert type(loss).__name__ == "ContrastiveLoss"
+    assert torch.allclose(loss(cols, target), contrastive_loss(cols, target, settings.margin), atol=1e-4)
+
+
+def test_unknown_backend_is_a_clear_error():
+    from dsa_plugin.demo.pipeline import BackendError, resolve_backend
+
+    with pytest.raises(BackendError, match="auto, plugin or cirtorch"):
+        resolve_backend("tf")
+
+
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     """One `dsa demo --quick` run (the CI smoke test), shared by the checks below."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    cmd = [sys.executable, "-m", "dsa_plugin", "demo", "--quick", "--out", str(out)]
+    # The plugin backend, as in CI (where cirtorch is not installed).
+    cmd = [sys.executable, "-m", "dsa_plugin", "demo", "--quick", "--backend", "plugin", "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     return out, cmd, first

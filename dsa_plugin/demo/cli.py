@@ -7,7 +7,7 @@ import dataclasses
 import sys
 
 from dsa_plugin.demo.data import DemoDataError
-from dsa_plugin.demo.pipeline import DemoSettings, run_demo
+from dsa_plugin.demo.pipeline import BackendError, DemoSettings, run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with labels.csv (file, domain, place_id[, role]) instead of the built-in scenes")
     p.add_argument("--seeds", default=None, help="comma-separated fine-tuning seeds (default: 0,1,2; --quick: 0)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per run")
+    p.add_argument("--backend", choices=("auto", "plugin", "cirtorch"), default="auto",
+                   help="network and contrastive loss for fine-tuning: cirtorch's ImageRetrievalNet + ContrastiveLoss, "
+                        "or the plugin's own GeM net and loss (default auto: cirtorch when importable)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    changes = {"out": args.out, "device": args.device, "data": args.data}
+    changes = {"out": args.out, "device": args.device, "data": args.data, "backend": args.backend}
     if args.seeds:
         try:
             changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)
-    except DemoDataError as err:
+    except (DemoDataError, BackendError) as err:
         print(f"dsa demo: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -36,14 +36,18 @@ class DemoSettings:
     gan_iterations: int = 300
     gan_crop: int = 64
     gan_resize_short: int = 96
+    gan_lr: float = 1e-3
+    gan_batch_size: int = 2
+    backend: str = "auto"  # auto (cirtorch when importable), plugin or cirtorch
     image_size: int = 128  # longer side of training / translated images
-    epochs: int = 6
-    qsize: int = 120
+    epochs: int = 8
+    qsize: int = 100
     poolsize: int = 240
     nnum: int = 3
     qpool_size: int = 240
-    lr: float = 1e-3
+    lr: float = 3e-3
     margin: float = 0.7
+    batch_size: int = 5
     outputdim: int = 128
     eval_image_size: int = 128
     eval_scales: tuple[float, ...] = (1.0, 2**-0.5, 0.5)
@@ -69,21 +73,42 @@ class DemoSettings:
         return dataclasses.asdict(self)
 
 
+# Which settings each stage depends on: a stage is redone only when one of these changed, so
+# e.g. new fine-tuning settings reuse the data, the GAN and the night cache.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "scenes"),
+    "gan": ("gan_iterations", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size", "device"),
+    "night-cache": ("image_size",),
+    "figures": ("image_size",),
+    "train": ("backend", "image_size", "epochs", "qsize", "poolsize", "nnum", "qpool_size", "lr", "margin",
+              "outputdim", "batch_size"),
+    "eval": ("eval_image_size", "eval_scales"),
+}
+
+
+def stage_fingerprint(settings: dict[str, Any], *groups: str) -> str:
+    """Hash of the settings that the stage groups (cumulative, see ``STAGE_KEYS``) depend on."""
+    relevant = {k: settings.get(k) for g in groups for k in STAGE_KEYS[g]}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class Stages:
     """Run-once stages keyed by name; results are JSON files under ``<out>/stages``."""
 
     def __init__(self, root: Path, settings: dict[str, Any], log: Callable[[str], None] = print) -> None:
         self.dir = root / "stages"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.settings = settings
         self.timings: dict[str, float] = {}
         self.log = log
 
-    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def run(self, name: str, fn: Callable[[], dict[str, Any]], groups: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Run ``fn`` unless ``<name>.json`` holds a result made with the same ``groups`` settings."""
+        fingerprint = stage_fingerprint(self.settings, *groups)
         marker = self.dir / f"{name}.json"
         if marker.is_file():
             saved = json.loads(marker.read_text())
-            if saved.get("fingerprint") == self.fingerprint:
+            if saved.get("fingerprint") == fingerprint:
                 self.timings[name] = saved["seconds"]
                 self.log(f"[demo] {name}: reused ({marker})")
                 return saved["result"]
@@ -93,7 +118,7 @@ class Stages:
         seconds = time.perf_counter() - t0
         self.timings[name] = seconds
         tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "seconds": seconds, "result": result}, default=str))
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds, "result": result}, default=str))
         os.replace(tmp, marker)
         self.log(f"[demo] {name}: done in {seconds:.1f}s")
         return result
@@ -119,7 +144,9 @@ def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, A
             "data.night": str(data.gan_night),
             "data.crop_size": settings.gan_crop,
             "data.resize_short": settings.gan_resize_short,
-            "data.epoch_size": settings.gan_iterations * 2,
+            "data.epoch_size": settings.gan_iterations * settings.gan_batch_size,
+            "optim.lr": settings.gan_lr,
+            "train.batch_size": settings.gan_batch_size,
             "train.max_iterations": settings.gan_iterations,
             "train.sample_every": max(settings.gan_iterations // 2, 1),
             "train.seed": 0,
@@ -176,11 +203,51 @@ def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: 
     return {"figures": [[str(path), "held-out places: day | G(day) | CLAHE(G(day)) | real night"]]}
 
 
-def _net(settings: DemoSettings, seed: int):
+class BackendError(ValueError):
+    """The requested fine-tuning backend is unknown or not installed."""
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` → ``cirtorch`` when it is importable, else ``plugin``; an explicit choice is checked."""
+    if backend not in ("auto", "plugin", "cirtorch"):
+        raise BackendError(f"backend must be auto, plugin or cirtorch, got {backend!r}")
+    if backend == "plugin":
+        return backend
+    try:
+        import cirtorch.layers.loss  # noqa: F401
+        import cirtorch.networks.imageretrievalnet  # noqa: F401
+    except ImportError as err:
+        if backend == "cirtorch":
+            raise BackendError(f"--backend cirtorch: cirtorch is not importable ({err}); install "
+                             "cnnimageretrieval-pytorch or use --backend plugin") from err
+        return "plugin"
+    return "cirtorch"
+
+
+def _net(settings: DemoSettings, seed: int, backend: str = "plugin"):
+    """The small GeM network; with the cirtorch backend wrapped in cirtorch's ImageRetrievalNet.
+
+    Both have the state-dict keys ``features.N.*`` and ``pool.p``, so a checkpoint of either loads
+    into the other (evaluation always uses the plugin's class).
+    """
     from dsa_plugin.models.gem import gem_small
 
     torch.manual_seed(seed)
-    return gem_small(outputdim=settings.outputdim)
+    net = gem_small(outputdim=settings.outputdim)
+    if backend != "cirtorch":
+        return net
+    from cirtorch.layers.pooling import GeM
+    from cirtorch.networks.imageretrievalnet import ImageRetrievalNet
+
+    return ImageRetrievalNet(list(net.features.children()), None, GeM(), None, dict(net.meta))
+
+
+def _loss_fn(settings: DemoSettings, backend: str):
+    if backend != "cirtorch":
+        return None  # finetune's own contrastive_loss (the same formula)
+    from cirtorch.layers.loss import ContrastiveLoss
+
+    return ContrastiveLoss(margin=settings.margin)
 
 
 def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str) -> dict[str, Any]:
@@ -188,7 +255,8 @@ def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed
     from dsa_plugin.tuples import NightTuplesDataset
 
     device = torch.device(settings.device)
-    net = _net(settings, seed).to(device)
+    backend = resolve_backend(settings.backend)
+    net = _net(settings, seed, backend).to(device)
     dataset = NightTuplesDataset(
         mode="train",
         pkl_path=str(data.db_pkl),
@@ -201,11 +269,13 @@ def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed
     )
     torch.manual_seed(seed)
     history = finetune(
-        net, dataset, settings.epochs, device, lr=settings.lr, margin=settings.margin, desc=f"{label} seed {seed}"
+        net, dataset, settings.epochs, device, lr=settings.lr, margin=settings.margin, batch_size=settings.batch_size,
+        loss_fn=_loss_fn(settings, backend), desc=f"{label} seed {seed}",
     )
     path = out / f"{label}_seed{seed}.pth"
-    save_network(path, net.cpu(), {"architecture": "gem_small", "outputdim": settings.outputdim})
-    return {"checkpoint": str(path), "history": history, "stats": _jsonable(getattr(dataset, "stats", {}))}
+    save_network(path, net.cpu(), {"architecture": "gem_small", "outputdim": settings.outputdim, "backend": backend})
+    return {"checkpoint": str(path), "history": history, "backend": backend,
+            "stats": _jsonable(getattr(dataset, "stats", {}))}
 
 
 def _eval_stage(settings: DemoSettings, data: DemoData, checkpoint: str, clahe: bool) -> dict[str, Any]:
@@ -229,12 +299,16 @@ def _jsonable(obj: Any) -> Any:
 def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or continue) the demo; returns the summary that the report and the CLI print."""
     out = Path(settings.out)
-    stages = Stages(out, settings.to_dict(), log)
+    backend = resolve_backend(settings.backend)
+    stages = Stages(out, {**settings.to_dict(), "backend": backend}, log)
     t_start = time.perf_counter()
-    data = DemoData(**{k: Path(v) for k, v in stages.run("data", lambda: _data_stage(settings, out / "data")).items()})
-    gan = stages.run("gan", lambda: _gan_stage(settings, data, out / "gan"))
-    cache = stages.run("night-cache", lambda: _cache_stage(settings, data, gan["generator"], out / "night-cache"))
-    figures = stages.run("figures", lambda: _figures_stage(settings, data, gan["generator"], out / "figures"))
+    data = DemoData(**{k: Path(v) for k, v in stages.run(
+        "data", lambda: _data_stage(settings, out / "data"), ("data",)).items()})
+    gan = stages.run("gan", lambda: _gan_stage(settings, data, out / "gan"), ("data", "gan"))
+    cache = stages.run("night-cache", lambda: _cache_stage(settings, data, gan["generator"], out / "night-cache"),
+                       ("data", "gan", "night-cache"))
+    figures = stages.run("figures", lambda: _figures_stage(settings, data, gan["generator"], out / "figures"),
+                         ("data", "gan", "figures"))
     variants = {
         "baseline": (DSAConfig(), False),
         "dsa": (
@@ -255,9 +329,11 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
             trained = stages.run(
                 f"train-{name}-seed{seed}",
                 lambda: _train_stage(settings, data, config, seed, out / "models", name),
+                ("data", "gan", "night-cache", "train"),
             )
             scores = stages.run(
-                f"eval-{name}-seed{seed}", lambda: _eval_stage(settings, data, trained["checkpoint"], clahe)
+                f"eval-{name}-seed{seed}", lambda: _eval_stage(settings, data, trained["checkpoint"], clahe),
+                ("data", "gan", "night-cache", "train", "eval"),
             )
             runs[name][seed] = {"train": trained, "eval": scores}
     summary = summarise(runs)
@@ -265,7 +341,7 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
     summary["timings"] = stages.timings
     summary["gan"] = gan
     summary["cache"] = cache
-    summary["settings"] = settings.to_dict()
+    summary["settings"] = {**settings.to_dict(), "backend": f"{settings.backend} -> {backend}"}
     summary["figures"] = figures["figures"]
     from dsa_plugin.demo.report import render_demo_report
 

@@ -4,9 +4,10 @@ A *place* is a street: a row of buildings with window grids, a distant skyline, 
 lane marks, street lamps and trees, all drawn from one seed. A *view* moves the camera along
 the street, zooms and tilts a little. The same place renders
 
-- by **day**: blue sky, sunlit facades with a shadow side, shadows cast on the road, dark glass;
-- by **night**: dark sky, dark facades, a random subset of windows lit, lamps with glow,
-  sensor noise.
+- by **day**: blue sky, sunlit facades with a shadow side, shadows cast on the road, dark glass,
+  with per-shot weather (sunny to overcast), exposure and white balance;
+- by **night**: a sky glowing towards the horizon (light pollution) behind dark facades, a random
+  subset of windows lit, lamps with glow, sensor noise.
 
 Geometry (what retrieval must recognise) is shared between day and night; appearance is not,
 which is exactly the gap Dark Side Augmentation closes.
@@ -91,7 +92,8 @@ def make_place(seed: int) -> Place:
 
 
 def random_view(rng: np.random.Generator) -> View:
-    return View(pan=float(rng.uniform(0.1, 0.7)), zoom=float(rng.uniform(1.0, 1.35)), tilt=float(rng.uniform(-0.05, 0.05)))
+    # Views overlap enough that every pair of shots of a place shows mostly the same buildings.
+    return View(pan=float(rng.uniform(0.3, 0.5)), zoom=float(rng.uniform(1.0, 1.2)), tilt=float(rng.uniform(-0.03, 0.03)))
 
 
 def render(
@@ -124,7 +126,11 @@ def render(
     if night:
         img += rng.normal(0, 0.022, img.shape).astype(np.float32)  # sensor noise at high gain
     else:
-        img *= rng.uniform(0.9, 1.08)  # time of day / exposure
+        # Weather, time of day, white balance: colour alone must not identify a place, so a
+        # network has to learn the geometry (which is also what survives the night).
+        gray = img.mean(axis=2, keepdims=True)
+        img = img + rng.uniform(0.0, 0.35) * (gray - img)  # sunny ... overcast
+        img *= rng.uniform(0.75, 1.15) * (1 + rng.normal(0, 0.05, 3)).astype(np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -132,8 +138,8 @@ def _sky(img, ground, place, night):
     h = img.shape[0]
     t = np.linspace(0, 1, max(ground, 1))[:, None]
     tint = np.array(place.sky_tint, np.float32)
-    if night:
-        top, bottom = np.array([0.02, 0.03, 0.08]), np.array([0.10, 0.09, 0.16])
+    if night:  # light pollution: the sky glows towards the horizon, so silhouettes stay visible
+        top, bottom = np.array([0.03, 0.04, 0.10]), np.array([0.30, 0.22, 0.26])
     else:
         top, bottom = np.array([0.30, 0.52, 0.88]) + tint, np.array([0.70, 0.80, 0.93]) + tint
     img[:ground] = (top * (1 - t) + bottom * t)[:, None, :]
@@ -146,7 +152,7 @@ def _skyline(img, ground, place, view, night, rng, to_px, to_py):
     xs = np.arange(w)
     world = view.pan + xs / w / view.zoom
     heights = np.interp(world, np.linspace(0, WORLD_WIDTH, place.skyline.size), place.skyline)
-    color = np.array([0.05, 0.05, 0.08]) if night else np.array([0.55, 0.62, 0.72])
+    color = np.array([0.12, 0.10, 0.14]) if night else np.array([0.55, 0.62, 0.72])
     for x, hgt in zip(xs, heights):
         y = max(to_py(hgt * 0.8), 0)
         img[y:ground, x] = color
@@ -164,7 +170,7 @@ def _building(img, b, place, night, rng, to_px, to_py, ground):
         return
     facade = np.array(b.color, np.float32)
     if night:
-        facade = facade * 0.07 + 0.02
+        facade = facade * 0.12 + 0.02  # faint ambient light: darker than the glowing sky
     xa, xb, ya = max(x0, 0), min(x1, w), max(y0, 0)
     img[ya:ground, xa:xb] = facade
     # Roof shapes give each building a silhouette that survives the night.
@@ -188,7 +194,7 @@ def _building(img, b, place, night, rng, to_px, to_py, ground):
     margin_x, margin_y = (x1 - x0) / (b.cols * 2 + 1), (ground - y0) / (b.rows * 2 + 1.5)
     if margin_x < 1 or margin_y < 1:
         return
-    lit = rng.random((b.rows, b.cols)) < rng.uniform(0.25, 0.6)
+    lit = rng.random((b.rows, b.cols)) < rng.uniform(0.45, 0.85)
     for r in range(b.rows):
         for c in range(b.cols):
             wx0 = int(x0 + margin_x * (2 * c + 1))
