@@ -37,7 +37,6 @@ setup(
     entry_points={"console_scripts": ["dsa=dsa_plugin.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: MIT License",
         "Topic :: Scientific/Engineering :: Image Recognition",
     ],
 )
