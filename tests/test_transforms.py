@@ -153,32 +153,47 @@ def test_clahe_dtype_grid_and_module():
     assert torch.equal(clahe(x, grid_size=8), clahe(x, grid_size=(8, 8)))
 
 
+class DiffStats:
+    """Running mean and tail of |got - want| in units of 1/255 (p99.9 <= 1 <=> at most 0.1% above 1)."""
+
+    def __init__(self):
+        self.n, self.total, self.above, self.max = 0, 0.0, 0, 0.0
+
+    def add(self, got: np.ndarray, want: np.ndarray) -> None:
+        d = np.abs(got.astype(np.float64) - want) * 255
+        self.n += d.size
+        self.total += float(d.sum())
+        self.above += int((d > 1.0).sum())
+        self.max = max(self.max, float(d.max()))
+
+    def check(self, name: str) -> None:
+        mean, tail = self.total / self.n, self.above / self.n
+        assert mean <= 0.25, f"{name}: mean {mean:.4f}/255"
+        assert tail <= 0.001, f"{name}: {tail:.4%} of values differ by more than 1/255 (max {self.max:.3f}/255)"
+
+
 def test_clahe_on_real_photos_both_forms(amos_dir, amos_labels):
-    """Must show: all 399 photos, native size; tensor batches and the PIL transform vs OpenCV."""
-    by_size: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
-    pils = []
+    """Must show: all 399 photos at native size vs OpenCV as tensor batches; the PIL transform (the same
+    computation, one image at a time, rounded to uint8) on every 4th photo to keep the test short."""
+    by_size: dict[tuple[int, int], list[Image.Image]] = defaultdict(list)
     for row in amos_labels:
         with Image.open(amos_dir / row["file"]) as im:
             pil = im.convert("RGB")
-        pils.append(pil)
-        arr = np.asarray(pil, dtype=np.float32) / 255.0
-        by_size[arr.shape[:2]].append(arr)
+        by_size[(pil.height, pil.width)].append(pil)
     assert sum(map(len, by_size.values())) == 399
-    diffs_t, diffs_p = [], []
-    for imgs in by_size.values():
-        out = clahe(to_batch(imgs))
-        for o, img in zip(out, imgs):
-            diffs_t.append(np.abs(to_hwc(o) - reference_clahe(img)).ravel())
+    tensor, pil_form = DiffStats(), DiffStats()
     transform = CLAHETransform()
-    for pil in pils[::8]:
-        want = reference_clahe(np.asarray(pil, dtype=np.float32) / 255.0)
-        got = np.asarray(transform(pil), dtype=np.float32) / 255.0
-        # a PIL result is rounded to uint8: compare with the reference rounded the same way
-        diffs_p.append(np.abs(got - np.round(want * 255) / 255).ravel())
-    for name, diffs in (("tensor", diffs_t), ("PIL", diffs_p)):
-        d = np.concatenate(diffs) * 255
-        assert d.mean() <= 0.25, f"{name}: mean {d.mean():.4f}/255"
-        assert np.quantile(d, 0.999) <= 1.0, f"{name}: p99.9 {np.quantile(d, 0.999):.4f}/255"
+    for pils in by_size.values():  # one batch per webcam size
+        arrs = [np.asarray(p, dtype=np.float32) / np.float32(255.0) for p in pils]
+        refs = [reference_clahe(a) for a in arrs]
+        for o, want in zip(clahe(to_batch(arrs)), refs):
+            tensor.add(to_hwc(o), want)
+        for p, want in list(zip(pils, refs))[::4]:
+            # a PIL result is rounded to uint8: compare with the reference rounded the same way
+            pil_form.add(np.asarray(transform(p)) / 255.0, np.round(want * 255) / 255.0)
+    assert tensor.n > 399 * 3 * 250 * 500 and pil_form.n > 399 // 4 * 3 * 250 * 500
+    tensor.check("tensor")
+    pil_form.check("PIL")
 
 
 # ---------------------------------------------------------------------------------------------
