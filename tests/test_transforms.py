@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import pickle
 from collections import defaultdict
 
 import numpy as np
@@ -216,6 +216,21 @@ def test_transform_returns_the_type_it_got():
     x = CLAHETransform(as_tensor=True)(Image.fromarray(u8))
     assert x.shape == (3, 30, 41)
     np.testing.assert_allclose(to_hwc(x), f, atol=1e-6)
+    clone = pickle.loads(pickle.dumps(t))  # DataLoader workers receive it pickled
+    assert (np.asarray(clone(Image.fromarray(u8))) == a).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_clahe_on_cuda_matches_cpu():
+    rng = np.random.default_rng(6)
+    x = to_batch([smooth_random(rng, 61, 90) for _ in range(3)])
+    got = clahe(x.cuda())
+    assert got.is_cuda and got.shape == x.shape
+    want = clahe(x)
+    assert (got.cpu() - want).abs().max() <= 1e-4  # same integer pipeline; float ops may round differently
+    h = CLAHE()(x.cuda().half())
+    assert h.dtype == torch.float16
+    assert (h.float().cpu() - clahe(x.half().float())).abs().max() <= 1e-3  # half output rounding
 
 
 def test_transform_converts_other_modes_and_works_in_compose():
