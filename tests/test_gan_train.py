@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dsa_plugin.gan import ResumeError, load_config, train
+from dsa_plugin.gan import ResumeError, train
 from dsa_plugin.gan.scalars import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +112,7 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, daynight):
     assert again.summary["iterations_this_run"] == 0
 
 
+@pytest.mark.slow
 def test_kill_9_then_same_command_resumes(tmp_path, daynight):
     from dsa_plugin.checkpoints import load_checkpoint
 
@@ -167,6 +168,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path, daynight):
     over = tiny_overrides(*daynight, **{"train.epochs": 2, "train.batch_size": 1})  # 8 // (1 x 2) = 4 its/epoch
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",

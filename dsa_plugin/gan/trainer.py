@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 import warnings
