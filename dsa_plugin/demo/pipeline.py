@@ -38,6 +38,7 @@ class DemoSettings:
     gan_resize_short: int = 96
     gan_lr: float = 1e-3
     gan_batch_size: int = 2
+    gan_edge_weight: float = 5.0  # loss.edge: weight of the edge-consistency term (the paper's 5)
     backend: str = "auto"  # auto (cirtorch when importable), plugin or cirtorch
     image_size: int = 128  # longer side of training / translated images
     epochs: int = 8
@@ -77,7 +78,8 @@ class DemoSettings:
 # e.g. new fine-tuning settings reuse the data, the GAN and the night cache.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("data", "scenes"),
-    "gan": ("gan_iterations", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size", "device"),
+    "gan": ("gan_iterations", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size", "gan_edge_weight",
+            "device"),
     "night-cache": ("image_size",),
     "figures": ("image_size",),
     "train": ("backend", "image_size", "epochs", "qsize", "poolsize", "nnum", "qpool_size", "lr", "margin",
@@ -146,6 +148,7 @@ def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, A
             "data.resize_short": settings.gan_resize_short,
             "data.epoch_size": settings.gan_iterations * settings.gan_batch_size,
             "optim.lr": settings.gan_lr,
+            "loss.edge": settings.gan_edge_weight,
             "train.batch_size": settings.gan_batch_size,
             "train.max_iterations": settings.gan_iterations,
             "train.sample_every": max(settings.gan_iterations // 2, 1),
