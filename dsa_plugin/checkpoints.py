@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from dsa_plugin.io import atomic_write
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
            "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
@@ -334,31 +335,8 @@ def generator_model_params(generator: nn.Module) -> dict:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the target directory, fsync, then ``os.replace``: readers
-    see the old file or the complete new one, never a truncated file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.io`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_network(path: str | os.PathLike, module: nn.Module, model_params: Mapping | None = None,

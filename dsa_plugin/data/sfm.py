@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dsa_plugin.io import atomic_write
+
 SPLIT_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 
 
@@ -83,11 +85,7 @@ def write_sfm_db(pkl_path: str | os.PathLike, splits: dict[str, dict[str, list]]
         missing = [k for k in SPLIT_KEYS if k not in part]
         if missing:
             raise SfMFormatError(f"split '{split}' lacks key(s) {missing}")
-    tmp = pkl_path.with_name(pkl_path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(splits, f)
-    os.replace(tmp, pkl_path)
-    return pkl_path
+    return atomic_write(pkl_path, lambda f: pickle.dump(splits, f))
 
 
 def make_tiny_sfm_db(

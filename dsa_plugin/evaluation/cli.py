@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
+from dsa_plugin.io import atomic_write_text
 
 
 def _scales(text: str) -> list[float]:
@@ -146,11 +146,7 @@ def _run(argv: list[str] | None) -> int:
             out["folders"].append(r)
             print(format_folder(r, label=Path(label).name if args.checkpoint else label))
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(out, indent=2, default=float) + "\n")
-        os.replace(tmp, path)
+        path = atomic_write_text(args.out, json.dumps(out, indent=2, default=float) + "\n")
         print(f">> results written to {path}")
     return 0
 

@@ -10,6 +10,8 @@ import os
 import pickle
 from pathlib import Path
 
+from dsa_plugin.io import atomic_write
+
 # (module, name) pairs numpy arrays and scalars need to unpickle, across numpy 1.x and 2.x.
 _ALLOWED = {
     ("numpy", "ndarray"),
@@ -64,10 +66,4 @@ def load_pickle(path: str | os.PathLike) -> object:
 
 def dump_pickle(obj: object, path: str | os.PathLike) -> Path:
     """Pickle ``obj`` atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))

@@ -31,11 +31,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.io import atomic_write_text
 
 HOW_SRC_ENV = "HOW_SRC"
 DSA_SECTION = "dsa"
@@ -305,7 +305,7 @@ class EpochReporter:
         if self.exp_path is None:
             return
         report = {"config": self.dataset.config.to_dict(), "epochs": self.epochs}
-        _atomic_write_text(Path(self.exp_path) / STATS_FILE, json.dumps(report, indent=2, default=_jsonable))
+        atomic_write_text(Path(self.exp_path) / STATS_FILE, json.dumps(report, indent=2, default=_jsonable))
 
 
 def night_images_served(dataset) -> int:
@@ -335,14 +335,6 @@ def _jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def install_dsa(dsa: dict[str, Any] | DSAConfig | None, globals: dict[str, Any]) -> DSAConfig | None:

@@ -18,7 +18,6 @@ that exists is complete and is skipped on the next run. Under ``torchrun`` each 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dsa_plugin.io import atomic_write, atomic_write_text
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
 MANIFEST = "manifest.json"
@@ -83,30 +83,8 @@ def entry_file(name: str, fmt: str) -> str:
     return f"{name[-2:]}/{name}.{fmt}"
 
 
-# ---------------------------------------------------------------------------------------------
-# atomic file writes
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename onto ``path``: a killed run never leaves a truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-
-    _atomic_write(path, write)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def save_night(path: Path, night01: Tensor, fmt: str) -> None:
@@ -118,17 +96,17 @@ def save_night(path: Path, night01: Tensor, fmt: str) -> None:
         pixels = (night01 * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         img = Image.fromarray(pixels, mode="RGB")
 
-        def write(tmp):
-            img.save(tmp, format="PNG", compress_level=3)
+        def write(f):
+            img.save(f, format="PNG", compress_level=3)
 
     elif fmt == "pt":
 
-        def write(tmp):
-            torch.save(night01.contiguous().clone(), tmp)
+        def write(f):
+            torch.save(night01.contiguous().clone(), f)
 
     else:
         raise ValueError(f"unknown cache format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def load_night(path: str | os.PathLike, fmt: str) -> Tensor:

@@ -1,0 +1,87 @@
+"""Atomic file writes: readers see the old file or the complete new one, never a truncated file.
+
+The data goes to a temporary file in the target's folder (``.<name>.<random>.tmp``, so a rename
+never crosses file systems), is flushed and fsynced, then renamed over the target with
+``os.replace`` (atomic on POSIX and Windows). A failure or ``KeyboardInterrupt`` while writing
+removes the temporary file and leaves the target untouched.
+
+Example:
+    >>> import pickle
+    >>> atomic_write("db.pkl", lambda f: pickle.dump({"a": 1}, f))  # doctest: +SKIP
+    PosixPath('db.pkl')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+
+# os.open applies the umask to this, so the file gets the same permissions as one made by open()
+# (tempfile.mkstemp would make it 0600, unreadable for other users of a shared data folder).
+_FILE_MODE = 0o666
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, _FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable; not possible on every platform (e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write_fn(f)`` with a binary file object, then atomically move the result onto ``path``.
+
+    Creates missing parent folders. Returns ``path`` as a :class:`~pathlib.Path`.
+
+    Example:
+        >>> import torch
+        >>> atomic_write("net.pth", lambda f: torch.save({"w": torch.zeros(2)}, f))  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _open_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`); no newline translation."""
+    return atomic_write_bytes(path, text.encode(encoding))
