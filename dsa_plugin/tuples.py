@@ -32,7 +32,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm
 
 from dsa_plugin.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
+from dsa_plugin.images import load_rgb, pil_to_tensor01
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
 
 try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
@@ -54,31 +54,7 @@ _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 # --------------------------------------------------------------------------------------------
-# image helpers (dsa_plugin.images when present; a local fallback keeps this module standalone)
-
-
-def _load_rgb(path: str, max_size: int | None):
-    try:
-        from dsa_plugin.images import load_rgb
-    except ImportError:
-        from PIL import Image
-
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img = img.convert("RGB")
-        if max_size is not None:
-            img.thumbnail((max_size, max_size), Image.LANCZOS)
-        return img
-    return load_rgb(path, max_size)
-
-
-def _pil_to_tensor01(img) -> Tensor:
-    try:
-        from dsa_plugin.images import pil_to_tensor01
-    except ImportError:
-        arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-    return pil_to_tensor01(img)
+# image helpers
 
 
 def _tensor01_to_pil(x: Tensor):
@@ -128,14 +104,14 @@ class _ImageList(Dataset):
 
 def _load01(path: str, imsize: int | None, loader: Callable | None) -> Tensor:
     if loader is None:
-        img = _load_rgb(path, imsize)
+        img = load_rgb(path, imsize)
     else:
         from PIL import Image
 
         img = loader(path)
         if imsize is not None:
             img.thumbnail((imsize, imsize), Image.LANCZOS)
-    return _pil_to_tensor01(img)
+    return pil_to_tensor01(img)
 
 
 def _columns(out: Tensor, batch: int, dim: int | None) -> Tensor:

@@ -25,13 +25,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dsa_plugin.images import ImageLoadError, load_rgb, pil_to_tensor01
+
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 #: the standard multi-scale setting [1, 1/sqrt(2), 1/2]
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 
 
-class ImageReadError(OSError):
-    """An image could not be opened or decoded (names the file)."""
+#: An image could not be opened or decoded (names the file); the name this module has always exported.
+ImageReadError = ImageLoadError
 
 
 def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None) -> Image.Image:
@@ -39,13 +41,9 @@ def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Seq
 
     Without a bbox the image is thumbnailed (LANCZOS, shrink only) to ``image_size`` on its
     longest side. With a bbox the crop is thumbnailed to ``image_size * max(crop) / max(full)``:
-    the factor the whole image would get.
+    the factor the whole image would get. Decoding and mode handling: :func:`dsa_plugin.images.load_rgb`.
     """
-    try:
-        with Image.open(path) as f:
-            img = f.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise ImageReadError(f"cannot read image {path}: {e}") from None
+    img = load_rgb(path)
     full = max(img.size)
     if bbox is not None:
         img = img.crop(tuple(bbox))
@@ -53,12 +51,6 @@ def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Seq
         target = image_size * max(img.size) / full if bbox is not None else image_size
         img.thumbnail((target, target), Image.Resampling.LANCZOS)
     return img
-
-
-def pil_to_tensor01(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> ``[3, H, W]`` float32 in [0, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def _clahe_opencv(x01: torch.Tensor, clip_limit: float = 1.0, grid_size: tuple[int, int] = (8, 8)) -> torch.Tensor:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dsa_plugin.images import load_rgb, pil_to_tensor01
 from dsa_plugin.io import atomic_write, atomic_write_text
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
@@ -112,12 +113,10 @@ def save_night(path: Path, night01: Tensor, fmt: str) -> None:
 def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
     """Read a stored night image back as a float32 ``3 x H x W`` tensor in [0, 1]."""
     if fmt == "png":
-        import numpy as np
         from PIL import Image
 
         with Image.open(path) as img:
-            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
+            return pil_to_tensor01(img)
     if fmt == "pt":
         return torch.load(path, map_location="cpu", weights_only=True)
     raise ValueError(f"unknown cache format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -129,8 +128,6 @@ def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
 
 def load_image01(path: str | os.PathLike, image_size: int | None) -> Tensor:
     """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it (``images.load_rgb``)."""
-    from dsa_plugin.images import load_rgb, pil_to_tensor01
-
     return pil_to_tensor01(load_rgb(path, max_size=image_size))
 
 
