@@ -13,7 +13,6 @@ from torch import nn
 
 from dsa_plugin.evaluation.descriptors import (
     DEFAULT_SCALES,
-    clahe_batch,
     descriptor_rows,
     extract_descriptors,
     load_image,
@@ -22,6 +21,7 @@ from dsa_plugin.evaluation.descriptors import (
     pil_to_tensor01,
 )
 from dsa_plugin.models.gem import gem_small
+from dsa_plugin.transforms import clahe
 from test_eval_helpers import make_folder, make_test_set, place_image
 
 
@@ -121,7 +121,7 @@ def test_batched_extraction_equals_one_by_one(tmp_path):
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
     # the literal pipeline: load, CLAHE, normalise, multi-scale
     x = pil_to_tensor01(load_image(paths[2]))[None]
-    x = clahe_batch(x)
+    x = clahe(x)
     mean, std = torch.tensor(net.meta["mean"]).view(1, 3, 1, 1), torch.tensor(net.meta["std"]).view(1, 3, 1, 1)
     with torch.no_grad():
         ref = literal_multiscale(net, (x - mean) / std, DEFAULT_SCALES, float(net.pool.p))
@@ -130,12 +130,25 @@ def test_batched_extraction_equals_one_by_one(tmp_path):
     assert (no_clahe - batched).abs().max() > 1e-4
 
 
-def test_clahe_fallback_agrees_with_transforms():
-    pytest.importorskip("cv2")
-    from dsa_plugin.evaluation.descriptors import _clahe_opencv
+def _clahe_opencv(x01: torch.Tensor, clip_limit: float = 1.0, grid_size=(8, 8)) -> torch.Tensor:
+    """CLAHE on the L channel of Lab as the reference applies it (OpenCV, L truncated to uint8)."""
+    import cv2
+    import numpy as np
 
+    op = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=tuple(grid_size))
+    out = []
+    for img in x01.detach().cpu().permute(0, 2, 3, 1).numpy().astype(np.float32):
+        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+        L = (lab[..., 0] / 100.0 * 255.0).astype(np.uint8)
+        lab[..., 0] = op.apply(L).astype(np.float32) / 255.0 * 100.0
+        out.append(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=x01.device, dtype=x01.dtype)
+
+
+def test_evaluation_clahe_agrees_with_opencv():
+    pytest.importorskip("cv2")
     x = pil_to_tensor01(place_image(1, True, 0, (64, 48)))[None]
-    torch.testing.assert_close(clahe_batch(x), _clahe_opencv(x), atol=2 / 255, rtol=0)
+    torch.testing.assert_close(clahe(x), _clahe_opencv(x), atol=2 / 255, rtol=0)
 
 
 def test_how_like_networks_get_scales_and_batch_one(tmp_path):

@@ -19,12 +19,12 @@ import os
 import warnings
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dsa_plugin import transforms
 from dsa_plugin.images import ImageLoadError, load_rgb, pil_to_tensor01
 
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -51,42 +51,6 @@ def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Seq
         target = image_size * max(img.size) / full if bbox is not None else image_size
         img.thumbnail((target, target), Image.Resampling.LANCZOS)
     return img
-
-
-def _clahe_opencv(x01: torch.Tensor, clip_limit: float = 1.0, grid_size: tuple[int, int] = (8, 8)) -> torch.Tensor:
-    """CLAHE on the L channel of Lab as the reference applies it (OpenCV, L truncated to uint8)."""
-    try:
-        import cv2
-    except ImportError as e:  # pragma: no cover - cv2 ships with the test extras
-        raise ImportError("CLAHE needs dsa_plugin.transforms or opencv-python-headless (pip install opencv-python-headless)") from e
-    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=tuple(grid_size))
-    out = []
-    for img in x01.detach().cpu().permute(0, 2, 3, 1).numpy().astype(np.float32):
-        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
-        L = (lab[..., 0] / 100.0 * 255.0).astype(np.uint8)
-        lab[..., 0] = clahe.apply(L).astype(np.float32) / 255.0 * 100.0
-        out.append(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=x01.device, dtype=x01.dtype)
-
-
-def clahe_batch(x01: torch.Tensor, clip_limit: float = 1.0) -> torch.Tensor:
-    """CLAHE of ``[B, 3, H, W]`` RGB in [0, 1] on the tensor's device.
-
-    On the CPU OpenCV itself (the reference's implementation, ~10x faster there than the
-    tensor version); on accelerators ``dsa_plugin.transforms.clahe`` (same numbers, no host copy).
-    """
-    if x01.device.type == "cpu":
-        try:
-            import cv2  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            return _clahe_opencv(x01, clip_limit)
-    try:
-        from dsa_plugin.transforms import clahe
-    except ImportError:
-        return _clahe_opencv(x01, clip_limit)
-    return clahe(x01, clip_limit=clip_limit)
 
 
 def network_mean_std(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -266,7 +230,7 @@ def extract_descriptors(
         for idx, batch in _batches_by_size(iter(loader), batch_size):
             x = batch.to(device, non_blocking=True)
             if clahe:
-                x = clahe_batch(x, clip_limit)
+                x = transforms.clahe(x, clip_limit=clip_limit)
             x = (x - mean_t) / std_t
             if p != 1.0 and not warned:
                 # a non-integer power of negative entries is NaN: such outputs are not GeM descriptors
