@@ -64,7 +64,7 @@ def build_hed(cfg: GanConfig) -> HED:
            "detector, not the paper's edge detector). Set model.hed_weights to the pretrained HED "
            "(hed_sniklaus_github.pth, path or URL) for the paper's setting.")
     warnings.warn(msg, RandomHEDWarning, stacklevel=2)
-    hed = HED() if cfg.model.hed_width == 1.0 else slim_hed(cfg.model.hed_width)
+    hed = HED(width=cfg.model.hed_width)
     # kaiming keeps activations at a usable scale through the 13 convs (torch's default init
     # shrinks them so much that every edge map is almost constant).
     init_weights(hed, "kaiming", cfg.model.init_gain, generator=_seeded(cfg.train.seed))
@@ -94,23 +94,6 @@ def calibrate_random_hed(hed: HED, seed: int = 0, target_std: float = 2.0, targe
     gain = target_std / max(float(logits.std()), 1e-8)
     fusion.weight.mul_(gain)
     fusion.bias.fill_(target_mean - gain * float(logits.mean()))
-    return hed
-
-
-def slim_hed(width: float) -> HED:
-    """A HED whose VGG blocks have ``width`` x the channels (same module names, so the same
-    parameter groups); for fast random-init smoke runs only, it cannot load the pretrained file."""
-    hed = HED()
-    chans = [max(4, round(c * width)) for c in (64, 128, 256, 512, 512)]
-    depth = (2, 2, 3, 3, 3)
-    c_in = 3
-    for k, (c, n) in enumerate(zip(chans, depth), start=1):
-        layers: list[nn.Module] = [nn.MaxPool2d(2, 2)] if k > 1 else []
-        for _ in range(n):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(True)]
-            c_in = c
-        setattr(hed, f"vgg{k}", nn.Sequential(*layers))
-        setattr(hed, f"score{k}", nn.Conv2d(c, 1, 1))
     return hed
 
 

@@ -71,18 +71,21 @@ class HED(nn.Module):
         torch.Size([1, 1, 36, 44])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        self.vgg1 = _vgg_block(3, [64, 64], pool=False)
-        self.vgg2 = _vgg_block(64, [128, 128], pool=True)
-        self.vgg3 = _vgg_block(128, [256, 256, 256], pool=True)
-        self.vgg4 = _vgg_block(256, [512, 512, 512], pool=True)
-        self.vgg5 = _vgg_block(512, [512, 512, 512], pool=True)
-        self.score1 = nn.Conv2d(64, 1, kernel_size=1)
-        self.score2 = nn.Conv2d(128, 1, kernel_size=1)
-        self.score3 = nn.Conv2d(256, 1, kernel_size=1)
-        self.score4 = nn.Conv2d(512, 1, kernel_size=1)
-        self.score5 = nn.Conv2d(512, 1, kernel_size=1)
+        # width != 1 gives a slimmer detector with the same module names (and parameter groups),
+        # for fast random-init runs; only width 1 matches the pretrained HED file.
+        c1, c2, c3, c4, c5 = (max(4, round(c * width)) for c in (64, 128, 256, 512, 512))
+        self.vgg1 = _vgg_block(3, [c1, c1], pool=False)
+        self.vgg2 = _vgg_block(c1, [c2, c2], pool=True)
+        self.vgg3 = _vgg_block(c2, [c3, c3, c3], pool=True)
+        self.vgg4 = _vgg_block(c3, [c4, c4, c4], pool=True)
+        self.vgg5 = _vgg_block(c4, [c5, c5, c5], pool=True)
+        self.score1 = nn.Conv2d(c1, 1, kernel_size=1)
+        self.score2 = nn.Conv2d(c2, 1, kernel_size=1)
+        self.score3 = nn.Conv2d(c3, 1, kernel_size=1)
+        self.score4 = nn.Conv2d(c4, 1, kernel_size=1)
+        self.score5 = nn.Conv2d(c5, 1, kernel_size=1)
         self.fusion = nn.Sequential(nn.Conv2d(5, 1, kernel_size=1))
         self.meta = {"in_channels": 3, "out_channels": 1}
 
