@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageLoadError", "load_rgb", "to_rgb", "pil_to_tensor01"]
+__all__ = ["ImageLoadError", "load_rgb", "to_rgb", "pil_to_tensor01", "tensor01_to_pil"]
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _PLAIN_MODES = {"L", "1", "CMYK", "YCbCr", "RGBX"}
@@ -120,3 +120,18 @@ def pil_to_tensor01(img) -> Tensor:
     """
     arr = np.asarray(to_rgb(img), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor01_to_pil(x: Tensor):
+    """``3 x H x W`` tensor in [0, 1] (any device) -> PIL RGB; clamped, then rounded to 8 bits.
+
+    The inverse of :func:`pil_to_tensor01` for 8-bit images: ``tensor01_to_pil(pil_to_tensor01(img))``
+    gives ``img`` back pixel for pixel.
+    """
+    from PIL import Image
+
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected a [3, H, W] tensor, got {shape}")
+    u8 = torch.round(x.detach().cpu().float().clamp(0, 1) * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(u8, "RGB")

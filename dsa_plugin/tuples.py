@@ -39,8 +39,9 @@ from tqdm.auto import tqdm
 
 from dsa_plugin.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
-from dsa_plugin.images import load_rgb, pil_to_tensor01
+from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
+from dsa_plugin.transforms import IMAGENET_MEAN_STD, normalize
 
 try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
     from cirtorch.datasets.traindataset import TuplesDataset as _TuplesBase  # type: ignore
@@ -50,24 +51,10 @@ except Exception:  # noqa: BLE001 - cirtorch absent or broken on this Python: a 
 #: Labels of the reference (REFERENCE_FACTS §3.2): tuples, then what mining appends ("-mine").
 ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
 ANCHOR_POOL_MINE, ANCHOR_MINE, NEGATIVE_POOL_MINE = "anc-pool-mine", "anc-mine", "neg-pool-mine"
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 # --------------------------------------------------------------------------------------------
 # image helpers
-
-
-def _tensor01_to_pil(x: Tensor):
-    from PIL import Image
-
-    u8 = torch.round(x.detach().cpu().clamp(0, 1) * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(u8, "RGB")
-
-
-def _normalize(x: Tensor, mean_std) -> Tensor:
-    mean = torch.tensor(mean_std[0], dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(mean_std[1], dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - mean) / std
 
 
 def _plain_normalize(transform) -> tuple[bool, Any]:
@@ -253,7 +240,7 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         self.print_freq = 100
 
         self._plain, found = _plain_normalize(transform)
-        self.mean_std = tuple(tuple(float(v) for v in part) for part in (mean_std or found or _IMAGENET))
+        self.mean_std = tuple(tuple(float(v) for v in part) for part in (mean_std or found or IMAGENET_MEAN_STD))
         self.qpool_size = self._qpool_size()
         self.sampler = sampler if sampler is not None else self._default_sampler()
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
@@ -331,13 +318,13 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         """[B, 3, H, W] in [0, 1] -> network input (CLAHE, then mean/std), on x01's device."""
         if self.config.clahe:
             x01 = self._clahe(x01)
-        return _normalize(x01, self.mean_std)
+        return normalize(x01, self.mean_std)
 
     def _custom(self, x01: Tensor) -> Tensor:
         """Non-plain transform: the (night, CLAHE) image as uint8 PIL through ``self.transform``."""
         if self.config.clahe:
             x01 = self._clahe(x01[None])[0]
-        return self.transform(_tensor01_to_pil(x01))
+        return self.transform(tensor01_to_pil(x01))
 
     def _image(self, index: int, label: str) -> Tensor:
         """One image of a tuple as 1 x 3 x H x W network input (CPU)."""

@@ -112,3 +112,15 @@ def test_missing_unreadable_truncated_files_name_the_path(tmp_path):
 def test_type_errors():
     with pytest.raises(TypeError, match="PIL image"):
         to_rgb(np.zeros((3, 3, 3), np.uint8))
+
+
+def test_tensor01_to_pil_inverts_pil_to_tensor01_and_clamps():
+    from dsa_plugin.images import tensor01_to_pil
+
+    arr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    back = tensor01_to_pil(pil_to_tensor01(Image.fromarray(arr)))
+    assert back.mode == "RGB" and np.array_equal(np.asarray(back), arr)
+    x = torch.tensor([-0.5, 0.5, 1.5]).view(3, 1, 1)  # 0.5 * 255 = 127.5 rounds half to even
+    assert np.asarray(tensor01_to_pil(x)).ravel().tolist() == [0, 128, 255]
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        tensor01_to_pil(torch.zeros(1, 3, 2, 2))

@@ -13,10 +13,16 @@ from dsa_plugin.config import DSAConfig
 from dsa_plugin.data import SfMFormatError, load_sfm_db, make_tiny_sfm_db
 from dsa_plugin.mining import diverse_anchors
 from dsa_plugin.night.selection import is_night
-from dsa_plugin.tuples import NightTuplesDataset, _load01, _normalize
+from dsa_plugin.tuples import NightTuplesDataset, _load01
 
 IMSIZE = 32
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _normalize(x, mean_std):
+    """Literal per-channel ``(x - mean) / std``, independent of the code under test."""
+    mean, std = (torch.tensor(v, dtype=x.dtype).view(3, 1, 1) for v in mean_std)
+    return (x - mean) / std
 
 
 class TinyGeM(nn.Module):

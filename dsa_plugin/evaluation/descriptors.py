@@ -26,8 +26,8 @@ from torch import nn
 
 from dsa_plugin import transforms
 from dsa_plugin.images import ImageLoadError, load_rgb, pil_to_tensor01
+from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
-IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 #: the standard multi-scale setting [1, 1/sqrt(2), 1/2]
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.images import load_rgb, pil_to_tensor01
+from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
 from dsa_plugin.io import atomic_write, atomic_write_text
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
@@ -92,10 +92,7 @@ def save_night(path: Path, night01: Tensor, fmt: str) -> None:
     """Store one ``3 x H x W`` [0, 1] image losslessly: 8-bit PNG (rounded) or a float32 tensor."""
     night01 = night01.detach().to("cpu", torch.float32)
     if fmt == "png":
-        from PIL import Image
-
-        pixels = (night01 * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        img = Image.fromarray(pixels, mode="RGB")
+        img = tensor01_to_pil(night01)
 
         def write(f):
             img.save(f, format="PNG", compress_level=3)
