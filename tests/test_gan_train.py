@@ -145,7 +145,7 @@ def test_kill_9_then_same_command_resumes(tmp_path, daynight):
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    from dsa_plugin.gan.io import atomic_torch_save
+    from dsa_plugin.checkpoints import atomic_save as atomic_torch_save
 
     path = tmp_path / "state.pth"
     atomic_torch_save({"x": torch.ones(3)}, path)

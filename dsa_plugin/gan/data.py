@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dsa_plugin.images import to_rgb
+
 log = logging.getLogger("dsa_plugin.gan")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -98,9 +100,9 @@ def load_image(path: str, resize_short: int | None = None) -> torch.Tensor:
                 f = resize_short / min(img.size)
                 size = (max(resize_short, round(img.size[0] * f)), max(resize_short, round(img.size[1] * f)))
                 img.draft("RGB", size)  # JPEG: decode at a reduced scale first (fast, result >= size)
-                img = img.convert("RGB").resize(size, Image.LANCZOS)
+                img = to_rgb(img).resize(size, Image.LANCZOS)
             else:
-                img = img.convert("RGB")
+                img = to_rgb(img)
             arr = np.asarray(img, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None

@@ -36,7 +36,8 @@ import torch
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.distributed import DistContext
-from dsa_plugin.gan.io import atomic_torch_save, atomic_write_text
+from dsa_plugin.checkpoints import atomic_save
+from dsa_plugin.io import atomic_write_text
 from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers, build_schedulers
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
@@ -195,7 +196,7 @@ class Trainer:
             save_network(self.ckpt_dir / f"{name}_last.pth", net)
             if epoch_snapshot is not None:
                 save_network(self.ckpt_dir / f"{name}_epoch_{epoch_snapshot:02d}.pth", net)
-        atomic_torch_save(self._state(), self.state_path)
+        atomic_save(self._state(), self.state_path)
         self.last_saved = self.iteration
 
     # ------------------------------------------------------------------ loop
