@@ -178,7 +178,9 @@ def _mean_std(transform: Any) -> tuple[list[float], list[float]]:
     for t in getattr(transform, "transforms", []) or []:
         if hasattr(t, "mean") and hasattr(t, "std"):
             return list(map(float, t.mean)), list(map(float, t.std))
-    return [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    from dsa_plugin.transforms import IMAGENET_MEAN_STD
+
+    return list(IMAGENET_MEAN_STD.mean), list(IMAGENET_MEAN_STD.std)
 
 
 def _with_clahe(transform: Any) -> Any:
