@@ -168,13 +168,11 @@ class NightTranslator(nn.Module):
         """Translate one PIL image; returns a PIL RGB image of size 4ceil(W/4) x 4ceil(H/4)."""
         from PIL import Image
 
-        from dsa_plugin.images import pil_to_tensor01
+        from dsa_plugin.images import pil_to_tensor01, tensor01_to_pil, to_rgb
 
         if not isinstance(img, Image.Image):
             raise TranslatorError(f"translate_pil expects a PIL image, got {type(img).__name__}")
-        y = self.translate(pil_to_tensor01(img.convert("RGB")).unsqueeze(0))[0]
-        array = (y * 255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(array, mode="RGB")
+        return tensor01_to_pil(self.translate(pil_to_tensor01(to_rgb(img)).unsqueeze(0))[0])
 
     def to_network_input(
         self,
