@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         size = (272, 362) if not args.quick else (96, 128)
         speeds = {f"{device.type}_fp32_b1": images_per_s(translator, size, 1, 1 if args.quick else 3)}
         if device.type == "cuda":
-            speeds[f"cuda_fp32_b8"] = images_per_s(translator, size, 8, 5)
+            speeds["cuda_fp32_b8"] = images_per_s(translator, size, 8, 5)
             amp = NightTranslator(translator.generator, device=device, amp=True)
             speeds["cuda_amp_b1"] = images_per_s(amp, size, 1, 5)
             speeds["cuda_amp_b8"] = images_per_s(amp, size, 8, 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dsa_plugin.config import ConfigError
 from dsa_plugin.gan.config import GanConfig, load_config, preset

@@ -12,7 +12,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dsa_plugin.gan.config import load_config
 from dsa_plugin.gan.networks import build_networks, build_optimizers

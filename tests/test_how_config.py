@@ -6,7 +6,6 @@ Tests that need HOW's source read it from $HOW_SRC (or an importable `how`) and 
 from __future__ import annotations
 
 import collections
-import os
 import pickle
 import shutil
 import subprocess

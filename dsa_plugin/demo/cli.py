@@ -72,7 +72,7 @@ def format_summary(summary: dict) -> str:
         "-" * 64,
         f"DSA night->day gain {summary['night_gain']:+.1f} points, day->day change {-summary['day_drop']:+.1f}: "
         f"the paper's claim {verdict} here.",
-        f"stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items()),
+        "stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items()),
         f"total {summary['total_seconds']:.0f}s   report: {summary['report']}",
     ]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from dsa_plugin.data.sfm import cid_to_path, write_sfm_db
 from dsa_plugin.demo.scenes import make_place, random_view, render
+from dsa_plugin.io import atomic_write
 
 DB_NAME = "demo-sfm"
 
@@ -64,9 +65,7 @@ def _cid(*parts: object) -> str:
 
 def _save_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
 
 
 def _db_split(images: list[tuple[str, int]], ims_root: Path, copy) -> dict[str, list]:

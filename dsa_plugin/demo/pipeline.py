@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import torch
 from dsa_plugin.config import DSAConfig
 from dsa_plugin.demo.data import DemoData, SceneSpec, write_folder_data, write_scene_data
 from dsa_plugin.demo.finetune import finetune
+from dsa_plugin.io import atomic_write_text
 
 
 @dataclass
@@ -119,9 +119,7 @@ class Stages:
         result = fn()
         seconds = time.perf_counter() - t0
         self.timings[name] = seconds
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds, "result": result}, default=str))
-        os.replace(tmp, marker)
+        atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "seconds": seconds, "result": result}, default=str))
         self.log(f"[demo] {name}: done in {seconds:.1f}s")
         return result
 

@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from dsa_plugin.io import atomic_write_text
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -124,9 +126,7 @@ def write_report(
     ]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
     out = report_dir / "index.html"
-    tmp = out.with_name("index.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, page)
     return out
 
 
