@@ -19,7 +19,6 @@ setup(
     install_requires=[
         "torch>=2.1,<2.15",
         "torchvision>=0.16,<0.30",
-        "kornia>=0.7",
         "numpy>=1.24",
         "pyyaml>=6.0",
         "pillow>=9.5",
