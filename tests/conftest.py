@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 AMOS = Path(os.environ.get("DSA_AMOS_DIR", REPO.parent / "shared" / "data" / "amos-daynight"))
@@ -33,3 +34,13 @@ def tiny_db(tmp_path: Path) -> Path:
 
     make_tiny_sfm_db(tmp_path)
     return tmp_path
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test with one torch thread: tiny tensors gain nothing from intra-op threads, and on a
+    busy 2-core machine the thread hand-offs stall badly. Use via ``pytest.mark.usefixtures``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,6 +17,8 @@ from dsa_plugin.gan.config import load_config
 from dsa_plugin.gan.networks import build_networks, build_optimizers
 from dsa_plugin.gan.steps import make_step
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # ------------------------------------------------------------------------------------------------
 # literal reference
 
@@ -134,13 +136,6 @@ def reference_cyclegan_iteration(GX, GY, DX, DY, opts, real_X, real_Y, w_cycle=1
 # helpers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convs: threading only adds overhead (and stalls badly on a busy shared CPU).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_cfg(variant, **extra):

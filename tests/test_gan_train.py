@@ -20,16 +20,9 @@ from dsa_plugin.gan import ResumeError, train
 from dsa_plugin.gan.scalars import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convs: threading only adds overhead (and stalls badly on a busy shared CPU).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_domain(folder: Path, n: int, bright: bool, size=(44, 36)) -> Path:

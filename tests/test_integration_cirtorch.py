@@ -26,7 +26,7 @@ pytest.importorskip("cirtorch.examples.train", reason="cirtorch (cnnimageretriev
 from dsa_plugin.integrations import compat  # noqa: E402
 from dsa_plugin.integrations import cirtorch as dsa_cirtorch  # noqa: E402
 
-pytestmark = pytest.mark.toolkit
+pytestmark = [pytest.mark.toolkit, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = REPO / "patches" / "cirtorch-train.patch"
@@ -38,13 +38,6 @@ TUPLE = 2 + NNUM
 # ------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: intra-op threads only add contention for these tiny tensors.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

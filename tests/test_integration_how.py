@@ -34,14 +34,8 @@ dsa_how.import_how(HOW_ROOT)
 
 DB_NAME = "retrieval-SfM-120k"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny forward passes are dominated by thread hand-offs on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
