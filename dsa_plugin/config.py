@@ -28,6 +28,8 @@ class DSAConfig:
         similar_exclude: lower quantile of the band (drop the most dissimilar, 0.2).
         similar_include: upper quantile of the band (drop the most similar, 0.8).
         clahe: apply CLAHE (L of Lab, clip 1.0, 8x8 tiles) to every image.
+        clahe_grid: CLAHE tiles per side (8, the paper's at ~1024 px). Small images need fewer:
+            at 128 px an 8x8 grid equalises 16 px tiles and mostly amplifies noise.
         device: device for translation and descriptor extraction (``None``: the network's device).
     """
 
@@ -40,6 +42,7 @@ class DSAConfig:
     similar_exclude: float = 0.2
     similar_include: float = 0.8
     clahe: bool = False
+    clahe_grid: int = 8
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -54,6 +57,8 @@ class DSAConfig:
             raise ConfigError(
                 f"similar_include ({self.similar_include}) must be >= similar_exclude ({self.similar_exclude})"
             )
+        if self.clahe_grid < 1:
+            raise ConfigError(f"clahe_grid must be a positive number of tiles per side, got {self.clahe_grid}")
         if self.qpool_size < 1:
             raise ConfigError(f"qpool_size must be a positive integer, got {self.qpool_size}")
         if not self.night_label:
@@ -95,7 +100,7 @@ class DSAConfig:
         if self.diverse_anchors:
             parts.append(f"_diverse{self.qpool_size}_{self.similar_exclude:g}-{self.similar_include:g}")
         if self.clahe:
-            parts.append("_clahe")
+            parts.append("_clahe" if self.clahe_grid == 8 else f"_clahe{self.clahe_grid}")
         return "".join(parts)
 
 
@@ -109,6 +114,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "similar_exclude": (float, int),
     "similar_include": (float, int),
     "clahe": (bool,),
+    "clahe_grid": (int,),
     "device": (str, type(None)),
 }
 

@@ -312,7 +312,7 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
     def _clahe(self, x: Tensor) -> Tensor:
         from dsa_plugin.transforms import clahe
 
-        return clahe(x)
+        return clahe(x, grid_size=self.config.clahe_grid)
 
     def _finish(self, x01: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> network input (CLAHE, then mean/std), on x01's device."""

@@ -70,6 +70,8 @@ def test_every_flag_reaches_the_config(tmp_path):
     assert config == DSAConfig(generator=str(gen), night_ratio=0.5, night_label="anchor", diverse_anchors=True,
                                qpool_size=40, similar_exclude=0.1, similar_include=0.9, clahe=True, device="cpu")
     assert config.tag() == "_dsa_night0.5_anchor_diverse40_0.1-0.9_clahe"
+    small = dsa_config_from_args(p.parse_args(["exp", "--dsa-clahe", "--dsa-clahe-grid", "2"]), p)
+    assert small.clahe_grid == 2 and small.tag() == "_clahe2"
 
 
 @pytest.mark.parametrize(
@@ -80,6 +82,7 @@ def test_every_flag_reaches_the_config(tmp_path):
         (["--dsa-similar-exclude", "0.8", "--dsa-similar-include", "0.2"],
          "--dsa-similar-include (0.2) must be >= --dsa-similar-exclude (0.8)"),
         (["--dsa-qpool-size", "0"], "--dsa-qpool-size must be a positive integer"),
+        (["--dsa-clahe-grid", "0"], "--dsa-clahe-grid must be a positive number of tiles"),
         (["--dsa-diverse-anchors", "--dsa-qpool-size", "100", "--query-size", "2000"],
          "--dsa-qpool-size (100) must be >= --query-size (2000)"),
         (["--dsa-generator", "/nonexistent/gen.pth"], "--dsa-generator: file not found: /nonexistent/gen.pth"),

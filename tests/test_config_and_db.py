@@ -27,6 +27,8 @@ def test_unknown_key_names_it_and_the_valid_ones():
         ({"similar_exclude": 0.9, "similar_include": 0.1}, "must be >= similar_exclude"),
         ({"device": "gpu0"}, "device must be"),
         ({"diverse_anchors": "yes"}, "diverse_anchors must be bool"),
+        ({"clahe_grid": 0}, "clahe_grid must be a positive number of tiles"),
+        ({"clahe_grid": 2.5}, "clahe_grid must be int"),
     ],
 )
 def test_bad_values_are_rejected(values, message):
@@ -37,6 +39,7 @@ def test_bad_values_are_rejected(values, message):
 def test_tag_reflects_settings():
     tag = DSAConfig(generator="g.pth", diverse_anchors=True, clahe=True).tag()
     assert "night0.25_anc" in tag and "diverse10000" in tag and tag.endswith("_clahe")
+    assert DSAConfig(clahe=True, clahe_grid=2).tag() == "_clahe2"
 
 
 def test_tiny_db_roundtrip(tiny_db):

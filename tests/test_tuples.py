@@ -163,15 +163,18 @@ def test_night_anchors_in_mining_and_tuples(tiny_db):
     assert ds.night_served - served_before == len(expected)
 
 
-def test_clahe_on_every_image(tiny_db):
+@pytest.mark.parametrize("grid", [8, 2])
+def test_clahe_on_every_image(tiny_db, grid):
     from dsa_plugin.transforms import clahe
 
-    ds = make(tiny_db, config=DSAConfig(clahe=True), mean_std=((0.5,) * 3, (0.5,) * 3))
+    ds = make(tiny_db, config=DSAConfig(clahe=True, clahe_grid=grid), mean_std=((0.5,) * 3, (0.5,) * 3))
     ds.create_epoch_tuples(TinyGeM())
     images, _ = ds[0]
     for img, idx in zip(images, [ds.qidxs[0], ds.pidxs[0], *ds.nidxs[0]]):
         x01 = _load01(ds.images[idx], IMSIZE, None)
-        torch.testing.assert_close(img, (clahe(x01[None]) - 0.5) / 0.5)
+        torch.testing.assert_close(img, (clahe(x01[None], grid_size=(grid, grid)) - 0.5) / 0.5)
+        if grid != 8:  # the grid really reaches the images
+            assert not torch.allclose(img, (clahe(x01[None]) - 0.5) / 0.5)
 
 
 def test_transform_mean_std_and_custom_transform(tiny_db):

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--scales", type=_scales, default=list(DEFAULT_SCALES), help="multi-scale factors (default 1,1/sqrt2,1/2)")
     pipe.add_argument("--single-scale", action="store_true", help="shortcut for --scales 1")
     pipe.add_argument("--no-clahe", action="store_true", help="skip CLAHE at test time (default: CLAHE clip 1.0, 8x8)")
+    pipe.add_argument("--clahe-grid", type=int, default=8, metavar="N",
+                      help="CLAHE tiles per side (default: %(default)s; fewer for small images)")
     pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     pipe.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -121,7 +123,7 @@ def _run(argv: list[str] | None) -> int:
     net, label = _network(args)
     kw = dict(
         device=args.device, image_size=args.image_size, scales=[1.0] if args.single_scale else args.scales,
-        clahe=not args.no_clahe, batch_size=args.batch_size, progress=not args.no_progress,
+        clahe=not args.no_clahe, clahe_grid=args.clahe_grid, batch_size=args.batch_size, progress=not args.no_progress,
     )
     out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}
     if args.learn_whitening:

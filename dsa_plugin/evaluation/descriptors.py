@@ -187,6 +187,7 @@ def extract_descriptors(
     scales: Sequence[float] = DEFAULT_SCALES,
     clahe: bool = True,
     clip_limit: float = 1.0,
+    clahe_grid: int = 8,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     power: float | None = None,
     device: str | torch.device = "cpu",
@@ -203,7 +204,7 @@ def extract_descriptors(
         image_size: longest side after thumbnail (None: original size).
         bbxs: per-image ``(x1, y1, x2, y2)`` crop or None (query boxes).
         scales: multi-scale factors; ``(1,)`` for single scale.
-        clahe: apply CLAHE (clip ``clip_limit``, 8x8 tiles) before normalisation.
+        clahe: apply CLAHE (clip ``clip_limit``, ``clahe_grid`` x ``clahe_grid`` tiles) before normalisation.
         mean_std: input normalisation (default: the network's, see :func:`network_mean_std`).
         power: multi-scale power-mean exponent (default: :func:`multiscale_power`).
         batch_size: images of equal size per forward pass (HOW networks always use 1).
@@ -230,7 +231,7 @@ def extract_descriptors(
         for idx, batch in _batches_by_size(iter(loader), batch_size):
             x = batch.to(device, non_blocking=True)
             if clahe:
-                x = transforms.clahe(x, clip_limit=clip_limit)
+                x = transforms.clahe(x, clip_limit=clip_limit, grid_size=(clahe_grid, clahe_grid))
             x = (x - mean_t) / std_t
             if p != 1.0 and not warned:
                 # a non-integer power of negative entries is NaN: such outputs are not GeM descriptors

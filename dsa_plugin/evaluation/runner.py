@@ -40,11 +40,13 @@ def evaluate_retrieval_set(
     image_size: int | None = 1024,
     scales: Sequence[float] = DEFAULT_SCALES,
     clahe: bool = True,
+    clahe_grid: int = 8,
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict:
     """Describe db and queries of ``rset``, rank, and evaluate with its protocol (JSON-friendly dict)."""
-    kw = dict(device=device, image_size=image_size, scales=scales, clahe=clahe, batch_size=batch_size, progress=progress)
+    kw = dict(device=device, image_size=image_size, scales=scales, clahe=clahe, clahe_grid=clahe_grid,
+              batch_size=batch_size, progress=progress)
     t0 = time.perf_counter()
     db = extract_descriptors(net, rset.images, desc=f"{rset.name} db", **kw)
     if rset.all_vs_all:
@@ -79,6 +81,7 @@ def evaluate_folder(
     image_size: int | None = 1024,
     scales: Sequence[float] = DEFAULT_SCALES,
     clahe: bool = True,
+    clahe_grid: int = 8,
     role: str | None = None,
     query_domain: str = "night",
     db_domain: str = "day",
@@ -107,7 +110,7 @@ def evaluate_folder(
         ds.indices(d)  # clear error for an unknown domain before any work
     t0 = time.perf_counter()
     X = extract_descriptors(
-        net, ds.files, device=device, image_size=image_size, scales=scales, clahe=clahe,
+        net, ds.files, device=device, image_size=image_size, scales=scales, clahe=clahe, clahe_grid=clahe_grid,
         batch_size=batch_size, progress=progress, desc=f"{Path(folder).name}",
     )
     w = _whitening_for(net, whitening)
@@ -120,6 +123,7 @@ def evaluate_folder(
         "num_images": len(ds.files),
         "settings": {
             "image_size": image_size, "scales": [float(s) for s in scales], "clahe": bool(clahe),
+            "clahe_grid": int(clahe_grid),
             "whitened": w is not None, "device": str(device),
         },
         "seconds_descriptors": round(seconds, 3),

@@ -183,7 +183,7 @@ def _mean_std(transform: Any) -> tuple[list[float], list[float]]:
     return list(IMAGENET_MEAN_STD.mean), list(IMAGENET_MEAN_STD.std)
 
 
-def _with_clahe(transform: Any) -> Any:
+def _with_clahe(transform: Any, grid: int = 8) -> Any:
     """cirtorch's test transform with CLAHE first, on the float image as the reference does.
 
     ``Compose([ToTensor(), Normalize])`` becomes ``Compose([CLAHETransform(as_tensor=True),
@@ -196,8 +196,8 @@ def _with_clahe(transform: Any) -> Any:
 
     steps = list(getattr(transform, "transforms", [transform]))
     if steps and isinstance(steps[0], T.ToTensor):
-        return T.Compose([CLAHETransform(as_tensor=True), *steps[1:]])
-    return T.Compose([CLAHETransform(), *steps])
+        return T.Compose([CLAHETransform(grid_size=(grid, grid), as_tensor=True), *steps[1:]])
+    return T.Compose([CLAHETransform(grid_size=(grid, grid)), *steps])
 
 
 def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callable[..., Any]:
@@ -230,12 +230,12 @@ def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callab
     return tuples_dataset
 
 
-def _extract_vectors_factory(original: Callable[..., Any], clahe: bool) -> Callable[..., Any]:
+def _extract_vectors_factory(original: Callable[..., Any], clahe: bool, grid: int = 8) -> Callable[..., Any]:
     """cirtorch's ``extract_vectors`` with CLAHE in front of the test transform (when asked)."""
 
     def extract_vectors(net: Any, images: Any, image_size: Any, transform: Any, *args: Any, **kwargs: Any) -> Any:
         if clahe and transform is not None:
-            transform = _with_clahe(transform)
+            transform = _with_clahe(transform, grid)
         if transform is not None:
             transform = compat.WithRuntimeFixes(transform)
         return original(net, images, image_size, transform, *args, **kwargs)
@@ -339,7 +339,7 @@ def dsa_session(
             _set(stack, namespace, "TuplesDataset", _tuple_factory(run, upstream, data_root))
         if "extract_vectors" in namespace:
             original = getattr(namespace["extract_vectors"], "__wrapped__", namespace["extract_vectors"])
-            _set(stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe))
+            _set(stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe, config.clahe_grid))
         if "save_checkpoint" in namespace:
             original = getattr(namespace["save_checkpoint"], "__wrapped__", namespace["save_checkpoint"])
             _set(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))

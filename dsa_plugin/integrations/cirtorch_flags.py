@@ -78,6 +78,8 @@ def add_dsa_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="upper quantile of the diverse-anchor band (default: %(default)s)")
     g.add_argument("--dsa-clahe", action="store_true",
                    help="CLAHE (L of Lab, clip 1, 8x8) on every training, mining and test image")
+    g.add_argument("--dsa-clahe-grid", metavar="N", type=int, default=_DEFAULTS.clahe_grid,
+                   help="CLAHE tiles per side (default: %(default)s; fewer for small images)")
     g.add_argument("--dsa-device", metavar="DEVICE", type=_device, default=None,
                    help="cpu, cuda or cuda:N for translation and mining; `cpu` also keeps the "
                         "toolkit itself on the CPU (default: cuda when available)")
