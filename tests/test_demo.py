@@ -137,6 +137,48 @@ def test_stage_fingerprints_follow_only_their_settings():
     assert stage_fingerprint(gan, "data") == stage_fingerprint(base, "data")
 
 
+def test_stage_markers_are_reused_only_with_the_same_settings(tmp_path):
+    from dsa_plugin.demo.pipeline import DemoSettings, Stages
+
+    settings = DemoSettings().to_dict()
+    logged: list[str] = []
+    stages = Stages(tmp_path, settings, logged.append)
+    assert stages.cached("train-x", ("data", "train")) is None
+    stages.record("train-x", ("data", "train"), {"map": 0.5}, 3.0)
+    again = Stages(tmp_path, settings, logged.append)
+    assert again.cached("train-x", ("data", "train")) == {"map": 0.5} and again.timings["train-x"] == 3.0
+    changed = Stages(tmp_path, {**settings, "epochs": settings["epochs"] + 1}, logged.append)
+    assert changed.cached("train-x", ("data", "train")) is None
+    assert Stages(tmp_path, {**settings, "jobs": 7}, logged.append).cached("train-x", ("data", "train")) == {"map": 0.5}
+    calls = []
+    assert again.run("other", lambda: calls.append(1) or {"v": 1}) == {"v": 1}
+    assert again.run("other", lambda: calls.append(1) or {"v": 2}) == {"v": 1} and calls == [1]
+
+
+def test_batched_description_equals_one_image_at_a_time():
+    """``describe`` groups same-size images into one forward: same descriptors, same gradients."""
+    import torch
+
+    from dsa_plugin.demo.finetune import contrastive_loss, describe
+    from dsa_plugin.models.gem import gem_small
+
+    torch.manual_seed(0)
+    net = gem_small(outputdim=16)
+    images = [torch.rand(1, 3, 32, 48), torch.rand(1, 3, 40, 40), torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)]
+    target = torch.tensor([-1, 1, 0, 0])
+
+    batched = describe(net, images, 16, torch.device("cpu"))
+    contrastive_loss(batched, target).backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    single = torch.cat([net(im) for im in images], dim=1)
+    contrastive_loss(single, target).backward()
+
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    for g, p in zip(grads, net.parameters()):
+        torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_cirtorch_backend_matches_the_plugin_network_and_loss():
     pytest.importorskip("cirtorch")
     import torch
@@ -204,6 +246,26 @@ def test_rerun_reuses_finished_stages(quick_demo):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "gan: reused" in again.stdout and "train-dsa-seed0: reused" in again.stdout
     assert "eval-dsa-seed0: done" in again.stdout
+
+
+@pytest.mark.slow
+def test_parallel_and_in_process_fine_tuning_agree(quick_demo, tmp_path):
+    """The fixture fine-tuned in 2 spawned workers (1 thread each); one thread in-process gives the same numbers."""
+    out, cmd, _ = quick_demo
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    for marker in (copy / "stages").glob("*-seed0.json"):
+        marker.unlink()
+    argv = [*cmd[: cmd.index("--out")], "--out", str(copy), "--jobs", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "gan: reused" in again.stdout and "train-dsa-seed0 ..." in again.stdout
+    first = json.loads((out / "summary.json").read_text())["table"]
+    second = json.loads((copy / "summary.json").read_text())["table"]
+    for variant in ("baseline", "dsa"):
+        for key in ("night->day", "day->day"):
+            assert second[variant][key]["per_seed"] == pytest.approx(first[variant][key]["per_seed"], abs=1e-6)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

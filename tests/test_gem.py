@@ -90,3 +90,25 @@ def test_load_gem_reference_embedding_file(tmp_path):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(x), vgg.eval()(x))
+
+
+def test_standardized_small_net_ignores_exposure_and_colour_cast(tmp_path):
+    from dsa_plugin.evaluation.networks import network_from_checkpoint
+    from dsa_plugin.models.gem import standardize
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 40, 56) * 4 - 2
+    gain, offset = torch.tensor([0.3, 0.5, 0.2]).view(1, 3, 1, 1), torch.tensor([-1.0, 0.4, 0.1]).view(1, 3, 1, 1)
+    torch.testing.assert_close(standardize(x * gain + offset, eps=0.0), standardize(x, eps=0.0), atol=1e-4, rtol=1e-4)
+
+    net = gem_small(outputdim=16, standardize=True).eval()
+    plain = gem_small(outputdim=16).eval()
+    assert net.meta["standardize"] and "standardize" not in plain.meta
+    moved = (net(x) - net(x * gain + offset)).abs().max()
+    assert moved < 0.01 and (plain(x) - plain(x * gain + offset)).abs().max() > 10 * moved
+    # the Standardize layer shifts the conv keys by one; checkpoints with or without params load back
+    assert "features.1.weight" in net.state_dict() and "features.0.weight" not in net.state_dict()
+    save_network(tmp_path / "n.pth", net, {"architecture": "gem_small", "outputdim": 16, "standardize": True})
+    for obj in (torch.load(tmp_path / "n.pth", weights_only=True), net.state_dict()):
+        loaded = network_from_checkpoint(obj).eval()
+        torch.testing.assert_close(loaded(x), net(x))

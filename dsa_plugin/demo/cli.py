@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with labels.csv (file, domain, place_id[, role]) instead of the built-in scenes")
     p.add_argument("--seeds", default=None, help="comma-separated fine-tuning seeds (default: 0,1,2; --quick: 0)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per run")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="fine-tuning runs in parallel, one CPU thread each (default: 2; 1 runs them in this process)")
     p.add_argument("--backend", choices=("auto", "plugin", "cirtorch"), default="auto",
                    help="network and contrastive loss for fine-tuning: cirtorch's ImageRetrievalNet + ContrastiveLoss, "
                         "or the plugin's own GeM net and loss (default auto: cirtorch when importable)")
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs < 1:
             build_parser().error(f"--epochs must be >= 1, got {args.epochs}")
         changes["epochs"] = args.epochs
+    if args.jobs is not None:
+        if args.jobs < 1:
+            build_parser().error(f"--jobs must be >= 1, got {args.jobs}")
+        changes["jobs"] = args.jobs
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)

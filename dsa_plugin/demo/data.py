@@ -50,7 +50,7 @@ class DemoData:
 class SceneSpec:
     """Size of the procedural default data."""
 
-    train_places: int = 40
+    train_places: int = 160
     val_places: int = 6
     eval_places: int = 16
     views: int = 6

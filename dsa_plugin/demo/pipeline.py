@@ -33,15 +33,16 @@ class DemoSettings:
     device: str = "cpu"
     seeds: tuple[int, ...] = (0, 1, 2)
     scenes: SceneSpec = field(default_factory=SceneSpec)
-    gan_iterations: int = 300
+    gan_iterations: int = 600
     gan_crop: int = 64
     gan_resize_short: int = 96
     gan_lr: float = 1e-3
     gan_batch_size: int = 2
     gan_edge_weight: float = 5.0  # loss.edge: weight of the edge-consistency term (the paper's 5)
     backend: str = "auto"  # auto (cirtorch when importable), plugin or cirtorch
+    jobs: int = 2  # fine-tuning runs in parallel, one CPU thread each (1: in this process)
     image_size: int = 128  # longer side of training / translated images
-    epochs: int = 8
+    epochs: int = 12
     qsize: int = 100
     poolsize: int = 240
     nnum: int = 3
@@ -50,7 +51,13 @@ class DemoSettings:
     margin: float = 0.7
     batch_size: int = 5
     outputdim: int = 128
+    # The small network starts from random weights: a Standardize first layer gives it the
+    # invariance to exposure and colour cast that the paper's pretrained backbones bring.
+    standardize: bool = True
     eval_image_size: int = 128
+    # CLAHE tiles per side: the paper's 8x8 grid on ~1024 px images makes ~128 px tiles; on the
+    # demo's 128 px images one tile of that size keeps CLAHE an exposure fix, not a noise amplifier.
+    clahe_grid: int = 1
     eval_scales: tuple[float, ...] = (1.0, 2**-0.5, 0.5)
 
     @classmethod
@@ -81,10 +88,10 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "gan": ("gan_iterations", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size", "gan_edge_weight",
             "device"),
     "night-cache": ("image_size",),
-    "figures": ("image_size",),
+    "figures": ("image_size", "clahe_grid"),
     "train": ("backend", "image_size", "epochs", "qsize", "poolsize", "nnum", "qpool_size", "lr", "margin",
-              "outputdim", "batch_size"),
-    "eval": ("eval_image_size", "eval_scales"),
+              "outputdim", "batch_size", "clahe_grid", "standardize"),
+    "eval": ("eval_image_size", "eval_scales", "clahe_grid"),
 }
 
 
@@ -104,23 +111,34 @@ class Stages:
         self.timings: dict[str, float] = {}
         self.log = log
 
-    def run(self, name: str, fn: Callable[[], dict[str, Any]], groups: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Run ``fn`` unless ``<name>.json`` holds a result made with the same ``groups`` settings."""
-        fingerprint = stage_fingerprint(self.settings, *groups)
+    def cached(self, name: str, groups: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The saved result of stage ``name`` if it was made with the same ``groups`` settings."""
         marker = self.dir / f"{name}.json"
         if marker.is_file():
             saved = json.loads(marker.read_text())
-            if saved.get("fingerprint") == fingerprint:
+            if saved.get("fingerprint") == stage_fingerprint(self.settings, *groups):
                 self.timings[name] = saved["seconds"]
                 self.log(f"[demo] {name}: reused ({marker})")
                 return saved["result"]
+        return None
+
+    def record(self, name: str, groups: tuple[str, ...], result: dict[str, Any], seconds: float) -> None:
+        """Save a finished stage (atomically: a killed run never leaves half a marker)."""
+        self.timings[name] = seconds
+        fingerprint = stage_fingerprint(self.settings, *groups)
+        atomic_write_text(self.dir / f"{name}.json",
+                          json.dumps({"fingerprint": fingerprint, "seconds": seconds, "result": result}, default=str))
+        self.log(f"[demo] {name}: done in {seconds:.1f}s")
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]], groups: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Run ``fn`` unless ``<name>.json`` holds a result made with the same ``groups`` settings."""
+        saved = self.cached(name, groups)
+        if saved is not None:
+            return saved
         self.log(f"[demo] {name} ...")
         t0 = time.perf_counter()
         result = fn()
-        seconds = time.perf_counter() - t0
-        self.timings[name] = seconds
-        atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "seconds": seconds, "result": result}, default=str))
-        self.log(f"[demo] {name}: done in {seconds:.1f}s")
+        self.record(name, groups, result, time.perf_counter() - t0)
         return result
 
 
@@ -196,7 +214,8 @@ def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: 
         fake = translator.translate(x.to(settings.device)).cpu()[..., : x.shape[-2], : x.shape[-1]]
         real = pil_to_tensor01(load_rgb(data.eval_dir / night["file"], settings.image_size)).unsqueeze(0)
         real = torch.nn.functional.interpolate(real, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        lines.append(torch.cat([x, fake, clahe(fake.clamp(0, 1)), real], dim=-1)[0])
+        grid = (settings.clahe_grid, settings.clahe_grid)
+        lines.append(torch.cat([x, fake, clahe(fake.clamp(0, 1), grid_size=grid), real], dim=-1)[0])
     grid = torch.cat(lines, dim=-2).clamp(0, 1).permute(1, 2, 0).numpy()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "translation_eval_places.png"
@@ -234,7 +253,7 @@ def _net(settings: DemoSettings, seed: int, backend: str = "plugin"):
     from dsa_plugin.models.gem import gem_small
 
     torch.manual_seed(seed)
-    net = gem_small(outputdim=settings.outputdim)
+    net = gem_small(outputdim=settings.outputdim, standardize=settings.standardize)
     if backend != "cirtorch":
         return net
     from cirtorch.layers.pooling import GeM
@@ -251,7 +270,8 @@ def _loss_fn(settings: DemoSettings, backend: str):
     return ContrastiveLoss(margin=settings.margin)
 
 
-def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str) -> dict[str, Any]:
+def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str,
+                 progress: bool = True) -> dict[str, Any]:
     from dsa_plugin.checkpoints import save_network
     from dsa_plugin.tuples import NightTuplesDataset
 
@@ -267,14 +287,16 @@ def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed
         poolsize=settings.poolsize,
         config=config,
         seed=seed,
+        progress=progress,
     )
     torch.manual_seed(seed)
     history = finetune(
         net, dataset, settings.epochs, device, lr=settings.lr, margin=settings.margin, batch_size=settings.batch_size,
-        loss_fn=_loss_fn(settings, backend), desc=f"{label} seed {seed}",
+        loss_fn=_loss_fn(settings, backend), desc=f"{label} seed {seed}", progress=progress,
     )
     path = out / f"{label}_seed{seed}.pth"
-    save_network(path, net.cpu(), {"architecture": "gem_small", "outputdim": settings.outputdim, "backend": backend})
+    save_network(path, net.cpu(), {"architecture": "gem_small", "outputdim": settings.outputdim,
+                                    "standardize": settings.standardize, "backend": backend})
     return {"checkpoint": str(path), "history": history, "backend": backend,
             "stats": _jsonable(getattr(dataset, "stats", {}))}
 
@@ -288,13 +310,66 @@ def _eval_stage(settings: DemoSettings, data: DemoData, checkpoint: str, clahe: 
     net.load_state_dict(state)
     result = evaluate_folder(
         net, data.eval_dir, device=settings.device, image_size=settings.eval_image_size,
-        scales=settings.eval_scales, clahe=clahe, progress=False,
+        scales=settings.eval_scales, clahe=clahe, clahe_grid=settings.clahe_grid, progress=False,
     )
     return {k: result[k] for k in ("night->day", "day->day")}
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+
+
+TRAIN_GROUPS = ("data", "gan", "night-cache", "train")
+EVAL_GROUPS = (*TRAIN_GROUPS, "eval")
+
+
+@dataclass
+class _Run:
+    """One fine-tuning + evaluation of a variant for a seed (picklable: it may run in a worker)."""
+
+    settings: DemoSettings
+    data: DemoData
+    name: str
+    config: DSAConfig
+    clahe: bool
+    seed: int
+    out: Path
+    trained: dict[str, Any] | None = None  # already trained (only the evaluation is missing)
+    progress: bool = True
+
+
+def _fit(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
+    t0 = time.perf_counter()
+    trained = run.trained or _train_stage(run.settings, run.data, run.config, run.seed, run.out, run.name, run.progress)
+    t1 = time.perf_counter()
+    scores = _eval_stage(run.settings, run.data, trained["checkpoint"], run.clahe)
+    return trained, t1 - t0, scores, time.perf_counter() - t1
+
+
+def _fit_in_worker(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
+    torch.set_num_threads(1)  # one thread per run: on a small CPU, oversubscribed threads crawl
+    return _fit(run)
+
+
+def _fit_all(runs: list[_Run], jobs: int, log: Callable[[str], None]):
+    """Yield ``(run, result)`` as runs finish: in this process, or in ``jobs`` spawned workers."""
+    if jobs <= 1 or len(runs) <= 1:
+        for run in runs:
+            log(f"[demo] {'eval' if run.trained else 'train'}-{run.name}-seed{run.seed} ...")
+            yield run, _fit(run)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    log(f"[demo] fine-tuning {len(runs)} runs, {jobs} at a time: " + ", ".join(f"{r.name}-seed{r.seed}" for r in runs))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_fit_in_worker, dataclasses.replace(run, progress=False)): run for run in runs}
+        with tqdm(total=len(runs), desc="fine-tune + evaluate", unit="run") as bar:
+            for future in as_completed(futures):
+                bar.update()
+                yield futures[future], future.result()
 
 
 def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -319,24 +394,28 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
                 diverse_anchors=True,
                 qpool_size=settings.qpool_size,
                 clahe=True,
+                clahe_grid=settings.clahe_grid,
                 device=settings.device,
             ),
             True,
         ),
     }
     runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in variants}
+    todo = []
     for seed in settings.seeds:
         for name, (config, clahe) in variants.items():
-            trained = stages.run(
-                f"train-{name}-seed{seed}",
-                lambda: _train_stage(settings, data, config, seed, out / "models", name),
-                ("data", "gan", "night-cache", "train"),
-            )
-            scores = stages.run(
-                f"eval-{name}-seed{seed}", lambda: _eval_stage(settings, data, trained["checkpoint"], clahe),
-                ("data", "gan", "night-cache", "train", "eval"),
-            )
-            runs[name][seed] = {"train": trained, "eval": scores}
+            trained = stages.cached(f"train-{name}-seed{seed}", TRAIN_GROUPS)
+            scores = stages.cached(f"eval-{name}-seed{seed}", EVAL_GROUPS) if trained is not None else None
+            if scores is None:
+                todo.append(_Run(settings, data, name, config, clahe, seed, out / "models", trained))
+            else:
+                runs[name][seed] = {"train": trained, "eval": scores}
+    for run, (trained, t_train, scores, t_eval) in _fit_all(todo, settings.jobs, log):
+        if run.trained is None:
+            stages.record(f"train-{run.name}-seed{run.seed}", TRAIN_GROUPS, trained, t_train)
+        stages.record(f"eval-{run.name}-seed{run.seed}", EVAL_GROUPS, scores, t_eval)
+        runs[run.name][run.seed] = {"train": trained, "eval": scores}
+    runs = {name: dict(sorted(per_seed.items())) for name, per_seed in runs.items()}
     summary = summarise(runs)
     summary["total_seconds"] = time.perf_counter() - t_start
     summary["timings"] = stages.timings

@@ -1,13 +1,15 @@
 """Procedural day/night street scenes: the demo's built-in data (no downloads, no copied photos).
 
-A *place* is a street: a row of buildings with window grids, a distant skyline, a road with
-lane marks, street lamps and trees, all drawn from one seed. A *view* moves the camera along
-the street, zooms and tilts a little. The same place renders
+A *place* is a street of a district: where the horizon lies, how tall and how densely the
+buildings stand, and per building its colour, roof, window shape (square, tall, wide, arched,
+round, paired), grid and facade material (plain, floor bands, pilasters); a distant skyline, a
+road with lane marks, street lamps and trees, all drawn from one seed. A *view* moves the camera
+along the street, zooms and tilts a little. The same place renders
 
-- by **day**: blue sky, sunlit facades with a shadow side, shadows cast on the road, dark glass,
-  with per-shot weather (sunny to overcast), exposure and white balance;
-- by **night**: a sky glowing towards the horizon (light pollution) behind dark facades, a random
-  subset of windows lit, lamps with glow, sensor noise.
+- by **day**: blue sky, sunlit facades with a shadow side, shadows cast on the road, glass that
+  mirrors the sky, with per-shot weather (sunny to overcast), exposure, white balance and grain;
+- by **night**: a sky glowing towards the horizon (light pollution) behind dim, warm facades lit
+  from the street, a random subset of the windows lit (warm or cool), lamps with glow, sensor noise.
 
 Geometry (what retrieval must recognise) is shared between day and night; appearance is not,
 which is exactly the gap Dark Side Augmentation closes.
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOW_LIGHT = np.array([1.0, 0.78, 0.42], np.float32)
+COOL_LIGHT = np.array([0.75, 0.85, 1.0], np.float32)
+WINDOW_STYLES = ("square", "tall", "wide", "arched", "round", "paired")
 WORLD_WIDTH = 1.8  # a place is wider than one view, so views can pan along the street
 
 
@@ -38,6 +42,8 @@ class Building:
     cols: int  # window grid
     rows: int
     roof: int  # 0 flat, 1 stepped, 2 spire
+    style: int  # window shape: square, tall, wide, arched, round, paired (WINDOW_STYLES)
+    material: int  # 0 plain, 1 floor bands, 2 pilasters
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Place:
     trees: tuple[float, ...]
     sky_tint: tuple[float, float, float]
     sun_left: bool  # which side of each building is lit
+    night_light: float  # how much street light reaches the facades at night
+    horizon: float  # the ground line, as a fraction of the image height from the top
 
 
 @dataclass(frozen=True)
@@ -63,23 +71,31 @@ class View:
 def make_place(seed: int) -> Place:
     """A random street drawn from ``seed`` (the same seed always gives the same place)."""
     rng = np.random.default_rng([seed, 0xD5A])
+    # The district sets the coarse layout that stays recognisable at night: where the horizon
+    # is, how tall the buildings are and how densely they stand.
+    horizon = rng.uniform(0.62, 0.88)
+    height_lo = rng.uniform(0.12, 0.45)
+    height_hi = height_lo + rng.uniform(0.08, 0.3)
+    max_gap = rng.uniform(0.0, 0.2)
     buildings = []
     x = rng.uniform(-0.05, 0.05)
     while x < WORLD_WIDTH:
         width = rng.uniform(0.14, 0.34)
-        base = rng.uniform(0.35, 0.85, size=3)
+        base = rng.uniform(0.3, 0.75, size=3)
         buildings.append(
             Building(
                 x0=x,
                 x1=x + width,
-                top=rng.uniform(0.25, 0.62),
+                top=rng.uniform(height_lo, height_hi) * horizon / 0.78,
                 color=tuple(base * rng.uniform(0.7, 1.0)),
-                cols=int(rng.integers(2, 6)),
-                rows=int(rng.integers(3, 9)),
+                cols=int(rng.integers(2, 5)),
+                rows=int(rng.integers(3, 7)),
                 roof=int(rng.integers(0, 3)),
+                style=int(rng.integers(0, len(WINDOW_STYLES))),
+                material=int(rng.integers(0, 3)),
             )
         )
-        x += width + rng.uniform(0.0, 0.06)
+        x += width + rng.uniform(0.0, max_gap)
     return Place(
         seed=seed,
         buildings=tuple(buildings),
@@ -88,12 +104,14 @@ def make_place(seed: int) -> Place:
         trees=tuple(np.sort(rng.uniform(0, WORLD_WIDTH, int(rng.integers(1, 5))))),
         sky_tint=tuple(rng.uniform(-0.08, 0.08, 3)),
         sun_left=bool(rng.integers(0, 2)),
+        night_light=float(rng.uniform(0.35, 0.55)),
+        horizon=float(horizon),
     )
 
 
 def random_view(rng: np.random.Generator) -> View:
     # Views overlap enough that every pair of shots of a place shows mostly the same buildings.
-    return View(pan=float(rng.uniform(0.3, 0.5)), zoom=float(rng.uniform(1.0, 1.2)), tilt=float(rng.uniform(-0.03, 0.03)))
+    return View(pan=float(rng.uniform(0.36, 0.44)), zoom=float(rng.uniform(1.0, 1.1)), tilt=float(rng.uniform(-0.02, 0.02)))
 
 
 def render(
@@ -105,7 +123,7 @@ def render(
     """
     h, w = size
     img = np.zeros((h, w, 3), np.float32)
-    ground = int(round(h * (0.78 + view.tilt)))
+    ground = int(round(h * (place.horizon + view.tilt)))
     view_width = 1.0 / view.zoom
 
     def to_px(xw: float) -> int:
@@ -131,6 +149,7 @@ def render(
         gray = img.mean(axis=2, keepdims=True)
         img = img + rng.uniform(0.0, 0.35) * (gray - img)  # sunny ... overcast
         img *= rng.uniform(0.75, 1.15) * (1 + rng.normal(0, 0.05, 3)).astype(np.float32)
+        img += rng.normal(0, 0.015, img.shape).astype(np.float32)  # film grain: no perfectly flat areas
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -163,14 +182,30 @@ def _skyline(img, ground, place, view, night, rng, to_px, to_py):
             img[y, x] = [0.9, 0.8, 0.5]
 
 
+def _window_mask(u: np.ndarray, v: np.ndarray, style: int) -> np.ndarray:
+    """Where a window of ``style`` is, in its cell's coordinates ``u, v`` in [0, 1)."""
+    du, dv = np.abs(u - 0.5), np.abs(v - 0.5)
+    if style == 0:  # square
+        return (du < 0.3) & (dv < 0.3)
+    if style == 1:  # tall and narrow
+        return (du < 0.2) & (dv < 0.42)
+    if style == 2:  # wide band
+        return (du < 0.45) & (dv < 0.2)
+    if style == 3:  # arched
+        return ((du < 0.27) & (v > 0.45) & (v < 0.88)) | ((u - 0.5) ** 2 + (v - 0.45) ** 2 < 0.27**2)
+    if style == 4:  # round
+        return du**2 + dv**2 < 0.32**2
+    return ((np.abs(u - 0.3) < 0.12) | (np.abs(u - 0.7) < 0.12)) & (dv < 0.38)  # paired
+
+
 def _building(img, b, place, night, rng, to_px, to_py, ground):
     h, w = img.shape[:2]
     x0, x1, y0 = to_px(b.x0), to_px(b.x1), to_py(b.top)
     if x1 <= 0 or x0 >= w or x1 - x0 < 2:
         return
     facade = np.array(b.color, np.float32)
-    if night:
-        facade = facade * 0.12 + 0.02  # faint ambient light: darker than the glowing sky
+    if night:  # lit by the street: dim, desaturated and warm, but the facade is still there
+        facade = (0.6 * facade + 0.4 * facade.mean()) * place.night_light * np.array([1.0, 0.85, 0.65], np.float32)
     xa, xb, ya = max(x0, 0), min(x1, w), max(y0, 0)
     img[ya:ground, xa:xb] = facade
     # Roof shapes give each building a silhouette that survives the night.
@@ -183,6 +218,34 @@ def _building(img, b, place, night, rng, to_px, to_py, ground):
             yy = y0 - k
             if 0 <= yy < h:
                 img[yy, max(cx - (x1 - x0) // 10 + k // 3, 0) : min(cx + (x1 - x0) // 10 - k // 3 + 1, w)] = facade
+    # Windows: a grid of cells over the facade, each holding one window of the building's style;
+    # by night a random subset is lit. Cell coordinates move and scale with the camera.
+    top = y0 + (ground - y0) * 0.06
+    cell_w, cell_h = (x1 - x0) / b.cols, (ground - top) / (b.rows + 0.6)  # the last 0.6 row: the door level
+    if cell_w < 2 or cell_h < 2 or ya >= ground or xa >= xb:
+        return
+    yy, xx = np.mgrid[ya:ground, xa:xb].astype(np.float32)
+    fx, fy = (xx + 0.5 - x0) / cell_w, (yy + 0.5 - top) / cell_h
+    col, row = np.floor(fx).astype(int), np.floor(fy).astype(int)
+    inside = (fy >= 0) & (row < b.rows) & (col >= 0) & (col < b.cols)
+    mask = inside & _window_mask(fx - col, fy - row, b.style)
+    region = img[ya:ground, xa:xb]
+    if b.material and not night:  # floor bands / pilasters, drawn in cell coordinates too
+        band = ((fy - row) > 0.88) if b.material == 1 else ((fx - col) > 0.88)
+        region[band & inside] *= 0.8
+    if night:
+        lit = rng.random((b.rows, b.cols)) < rng.uniform(0.6, 0.9)
+        cool = rng.random((b.rows, b.cols)) < 0.2
+        level = rng.uniform(0.45, 0.75, (b.rows, b.cols))
+        r, c = np.clip(row, 0, b.rows - 1), np.clip(col, 0, b.cols - 1)
+        colour = np.where(cool[r, c][..., None], COOL_LIGHT, WINDOW_LIGHT) * level[r, c][..., None]
+        on = mask & lit[r, c]
+        region[on] = colour[on]
+        region[mask & ~lit[r, c]] = (0.03, 0.03, 0.05)
+    else:
+        # Glass mirrors the bright sky: windows are lighter than the facade by day as by night.
+        glass = np.array([0.62, 0.72, 0.85], np.float32)
+        region[mask] = glass - 0.15 * (fy[mask, None] / max(b.rows, 1))
     if not night:  # the shadow side of the facade, and the shadow it casts on the road
         shade = max((x1 - x0) // 5, 1)
         sx = slice(max(x0, 0), max(min(x0 + shade, w), 0)) if not place.sun_left else slice(max(x1 - shade, 0), min(x1, w))
@@ -190,23 +253,6 @@ def _building(img, b, place, night, rng, to_px, to_py, ground):
         drop = max((ground - y0) // 4, 1)
         cast = slice(max(x1, 0), min(x1 + drop, w)) if place.sun_left else slice(max(x0 - drop, 0), max(min(x0, w), 0))
         img[ground : min(ground + max(h // 12, 1), h), cast] *= 0.55
-    # Windows: a fixed grid per building; by night a random subset is lit.
-    margin_x, margin_y = (x1 - x0) / (b.cols * 2 + 1), (ground - y0) / (b.rows * 2 + 1.5)
-    if margin_x < 1 or margin_y < 1:
-        return
-    lit = rng.random((b.rows, b.cols)) < rng.uniform(0.45, 0.85)
-    for r in range(b.rows):
-        for c in range(b.cols):
-            wx0 = int(x0 + margin_x * (2 * c + 1))
-            wy0 = int(y0 + margin_y * (2 * r + 1))
-            wx1, wy1 = int(wx0 + margin_x), int(wy0 + margin_y)
-            if wx1 <= 0 or wx0 >= w or wy1 <= 0:
-                continue
-            region = img[max(wy0, 0) : wy1, max(wx0, 0) : min(wx1, w)]
-            if night:
-                region[:] = WINDOW_LIGHT * rng.uniform(0.7, 1.0) if lit[r, c] else (0.03, 0.03, 0.05)
-            else:
-                region[:] = [0.16, 0.22, 0.32] if (r + c) % 3 else [0.32, 0.42, 0.55]
 
 
 def _road(img, ground, place, night, to_px):
@@ -240,7 +286,7 @@ def _lamp(img, x, ground, zoom, night, h):
     img[max(top, 0) : ground, x] = [0.08, 0.08, 0.08] if night else [0.2, 0.2, 0.22]
     if night:  # sodium glow around the lamp head and a pool of light on the road
         yy, xx = np.mgrid[:h, :w]
-        sigma = max(h * 0.05 * zoom, 1.5)
+        sigma = max(h * 0.035 * zoom, 1.5)
         glow = np.exp(-((yy - top) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
         pool = np.exp(-(((yy - ground - h * 0.05) / (sigma * 0.8)) ** 2 + ((xx - x) / (sigma * 2.5)) ** 2) / 2)
-        img += (glow[..., None] * [1.0, 0.72, 0.35] + pool[..., None] * [0.45, 0.33, 0.18]).astype(np.float32)
+        img += (glow[..., None] * [0.5, 0.36, 0.18] + pool[..., None] * [0.2, 0.15, 0.08]).astype(np.float32)

@@ -37,7 +37,8 @@ def available_architectures() -> list[str]:
     return ["gem_small", *_TV_RESNETS, *_TV_VGGS]
 
 
-def build_gem_network(arch: str, outputdim: int | None = None, mean_std=IMAGENET_MEAN_STD) -> GeMNet:
+def build_gem_network(arch: str, outputdim: int | None = None, mean_std=IMAGENET_MEAN_STD,
+                      standardize: bool = False) -> GeMNet:
     """A randomly initialised GeM network: ``gem_small`` or torchvision ``resnetN`` / ``vggN`` features.
 
     Example:
@@ -46,7 +47,9 @@ def build_gem_network(arch: str, outputdim: int | None = None, mean_std=IMAGENET
     """
     name = arch.lower().removeprefix("gem_")
     if name == "small":
-        return gem_small(outputdim=outputdim or 128, mean_std=mean_std)
+        return gem_small(outputdim=outputdim or 128, mean_std=mean_std, standardize=standardize)
+    if standardize:
+        raise CheckpointError(f"standardize=True is only supported for gem_small, not {arch!r}")
     if name == "vgg16" and mean_std == IMAGENET_MEAN_STD:
         return gem_vgg16()
     if name == "resnet101" and mean_std == IMAGENET_MEAN_STD:
@@ -87,7 +90,7 @@ def _infer_arch(sd: Mapping[str, torch.Tensor]) -> str:
     convs = sorted({int(k.split(".")[1]) for k in keys if k.startswith("features.") and k.endswith(".weight")})
     if convs and convs[-1] == 28 and len(convs) == 13:
         return "vgg16"
-    if convs and len(convs) == 4 and "features.6.weight" in keys:
+    if convs and len(convs) == 4 and ("features.6.weight" in keys or "features.7.weight" in keys):
         return "gem_small"
     raise CheckpointError(f"cannot infer the architecture from the state dict keys (first: {sorted(keys)[:5]})")
 
@@ -115,6 +118,7 @@ def network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
     mean_std = IMAGENET_MEAN_STD
     outputdim = None
     arch = None
+    params: Mapping[str, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("network_params"), Mapping):
         params = obj["network_params"].get("model") or {}
         arch = _arch_from_params(params)
@@ -123,13 +127,17 @@ def network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
         meta = obj["meta"]
         _check_cirtorch_meta(meta, source)
         arch = meta.get("architecture")
+        params = meta
         if "mean" in meta and "std" in meta:
             mean_std = (tuple(meta["mean"]), tuple(meta["std"]))
     arch = arch or _infer_arch(sd)
-    if arch.lower().removeprefix("gem_") == "small" and outputdim is None:
-        last = sd.get("features.6.weight")
+    small = arch.lower().removeprefix("gem_") == "small"
+    # a parameter-free Standardize layer first shifts gem_small's conv keys by one (features.1, 3, 5, 7)
+    standardize = small and bool(params.get("standardize", "features.6.weight" not in sd))
+    if small and outputdim is None:
+        last = sd.get("features.7.weight" if standardize else "features.6.weight")
         outputdim = int(last.shape[0]) if last is not None else None
-    net: nn.Module = build_gem_network(arch, outputdim=outputdim, mean_std=mean_std)
+    net: nn.Module = build_gem_network(arch, outputdim=outputdim, mean_std=mean_std, standardize=standardize)
     if "whiten.weight" in sd:
         w = sd["whiten.weight"]
         net = WhitenedGeMNet(net, dim_in=w.shape[1], dim_out=w.shape[0])

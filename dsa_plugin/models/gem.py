@@ -14,7 +14,7 @@ from torch import nn
 
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
-__all__ = ["gem", "GeM", "l2n", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
+__all__ = ["gem", "GeM", "l2n", "standardize", "Standardize", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
 
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -32,6 +32,31 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
 def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """L2-normalise along dim 1 as cirtorch does (``x / (||x|| + eps)``)."""
     return x / (torch.norm(x, p=2, dim=1, keepdim=True) + eps)
+
+
+def standardize(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
+    """Per image and channel, zero mean and unit standard deviation over H, W.
+
+    ``[B, C, H, W] -> [B, C, H, W]``. Global exposure and colour cast cancel out, an invariance a
+    pretrained backbone brings and a small network trained from scratch for minutes does not.
+
+    Example:
+        >>> y = standardize(torch.rand(2, 3, 8, 8) * 0.2 + 0.1)
+        >>> bool(y.mean((2, 3)).abs().max() < 1e-5)
+        True
+    """
+    return (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + eps)
+
+
+class Standardize(nn.Module):
+    """:func:`standardize` as a (parameter-free) layer, e.g. the first of a ``features`` stack."""
+
+    def __init__(self, eps: float = 1e-2) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return standardize(x, self.eps)
 
 
 class GeM(nn.Module):
@@ -77,14 +102,21 @@ class GeMNet(nn.Module):
 
 
 def gem_small(outputdim: int = 128, mean_std: tuple = IMAGENET_MEAN_STD,
-              device: str | torch.device | None = None) -> GeMNet:
-    """A 4-conv GeM network, fast on CPU, for demos and tests (random init)."""
+              device: str | torch.device | None = None, standardize: bool = False) -> GeMNet:
+    """A 4-conv GeM network, fast on CPU, for demos and tests (random init).
+
+    ``standardize=True`` puts a :class:`Standardize` layer first (``features.0``; the convolutions
+    then are ``features.1, 3, 5, 7``) and records ``meta["standardize"]``.
+    """
     widths = [3, 32, 64, 128]
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [Standardize()] if standardize else []
     for cin, cout in zip(widths[:-1], widths[1:]):
         layers += [nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
     layers += [nn.Conv2d(widths[-1], outputdim, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-    return GeMNet(nn.Sequential(*layers), outputdim, mean_std, architecture="small").to(device or "cpu")
+    net = GeMNet(nn.Sequential(*layers), outputdim, mean_std, architecture="small").to(device or "cpu")
+    if standardize:
+        net.meta["standardize"] = True
+    return net
 
 
 def _on(device: str | torch.device | None):
