@@ -135,6 +135,11 @@ def test_stage_fingerprints_follow_only_their_settings():
     gan = {**base, "gan_lr": base["gan_lr"] * 2}
     assert stage_fingerprint(gan, "data", "gan") != stage_fingerprint(base, "data", "gan")
     assert stage_fingerprint(gan, "data") == stage_fingerprint(base, "data")
+    # the baseline never uses the GAN: new GAN settings keep its runs, not the DSA runs
+    from dsa_plugin.demo.pipeline import _groups
+
+    assert stage_fingerprint(gan, *_groups("baseline", "eval")) == stage_fingerprint(base, *_groups("baseline", "eval"))
+    assert stage_fingerprint(gan, *_groups("dsa", "eval")) != stage_fingerprint(base, *_groups("dsa", "eval"))
 
 
 def test_stage_markers_are_reused_only_with_the_same_settings(tmp_path):
@@ -191,7 +196,7 @@ def test_cirtorch_backend_matches_the_plugin_network_and_loss():
     settings = DemoSettings(outputdim=16)
     net = _net(settings, 0, "cirtorch")
     assert type(net).__name__ == "ImageRetrievalNet"
-    plugin = gem_small(outputdim=16)
+    plugin = gem_small(outputdim=16, standardize=settings.standardize)
     plugin.load_state_dict(net.state_dict())  # the same keys: checkpoints load into either
     x = torch.rand(3, 3, 40, 56)
     assert torch.allclose(net(x), plugin(x), atol=1e-5)
@@ -246,6 +251,21 @@ def test_rerun_reuses_finished_stages(quick_demo):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "gan: reused" in again.stdout and "train-dsa-seed0: reused" in again.stdout
     assert "eval-dsa-seed0: done" in again.stdout
+
+
+@pytest.mark.slow
+def test_new_gan_settings_retrain_the_gan_and_only_the_dsa_runs(quick_demo, tmp_path):
+    from dsa_plugin.demo.pipeline import DemoSettings, run_demo
+
+    out, _, _ = quick_demo
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    logged: list[str] = []
+    settings = DemoSettings.quick(out=str(copy), backend="plugin", gan_iterations=8, jobs=1)
+    run_demo(settings, log=logged.append)
+    text = "\n".join(logged)
+    assert "gan ..." in text and "train-baseline-seed0: reused" in text and "train-dsa-seed0 ..." in text
+    assert len([d for d in (copy / "gan").iterdir() if d.is_dir()]) == 2  # the first GAN is kept beside
 
 
 @pytest.mark.slow
