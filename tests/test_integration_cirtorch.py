@@ -196,8 +196,8 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     clahe_transforms = []
     with_clahe = dsa_cirtorch._with_clahe
 
-    def spy_with_clahe(transform):
-        out = with_clahe(transform)
+    def spy_with_clahe(transform, grid=8):
+        out = with_clahe(transform, grid)
         clahe_transforms.append(out)
         return out
 
@@ -265,6 +265,7 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     # 4. CLAHE at test time, and checkpoints with the DSA settings in a DSA-named directory.
     assert len(clahe_transforms) == 2  # oxford5k database and queries
     assert type(clahe_transforms[0].transforms[0]).__name__ == "CLAHETransform"
+    assert tuple(clahe_transforms[0].transforms[0].grid_size) == (8, 8)  # --dsa-clahe-grid's default
     tag = "_dsa_night0.5_anc_diverse12_0.2-0.8_clahe"
     (export_dir,) = export.iterdir()
     assert export_dir.name.endswith("_imsize64" + tag)
