@@ -2,8 +2,8 @@
 
 It consumes any dataset with cirtorch's ``TuplesDataset`` contract (``create_epoch_tuples(net)``,
 items ``([q, p, n1..nN], target)``) — the plugin's ``NightTuplesDataset`` here — and trains with
-cirtorch's contrastive loss, tuple by tuple with the loss summed over a batch as cirtorch does.
-When cirtorch is installed the demo uses its network and loss instead (see ``pipeline``).
+cirtorch's contrastive loss, per tuple and summed over a batch as cirtorch does (the images of a
+batch share forward passes by size, which leaves the gradients unchanged). When cirtorch is installed the demo uses its network and loss instead (see ``pipeline``).
 """
 
 from __future__ import annotations
