@@ -378,7 +378,11 @@ def _fit_all(runs: list[_Run], jobs: int, log: Callable[[str], None]):
 
 
 def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or continue) the demo; returns the summary that the report and the CLI print."""
+    """Run (or continue) the demo; returns the summary that the report and the CLI print.
+
+    With ``settings.jobs > 1`` the fine-tuning runs go to spawned processes: call this from a
+    script under ``if __name__ == "__main__":`` (the usual rule for ``multiprocessing``).
+    """
     out = Path(settings.out)
     backend = resolve_backend(settings.backend)
     stages = Stages(out, {**settings.to_dict(), "backend": backend}, log)
