@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from dsa_plugin.io import atomic_write, atomic_write_bytes, atomic_write_text
+from dsa_plugin.io import atomic_write, atomic_write_bytes, atomic_write_text, remove_stale_temps
 
 
 def test_writes_bytes_and_text_creating_parents(tmp_path):
@@ -38,3 +38,13 @@ def test_permissions_follow_umask_like_open(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_stale_temps_of_killed_writers_are_removed(tmp_path):
+    atomic_write_text(tmp_path / "kept.pth", "x")
+    stale = tmp_path / ".generator_X_epoch_03.pth.50f6892c.tmp"  # what a SIGKILLed save leaves
+    stale.write_bytes(b"half")
+    (tmp_path / "notes.tmp").write_text("not ours: no leading dot")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pth", "notes.tmp"]
+    assert remove_stale_temps(tmp_path / "missing") == []

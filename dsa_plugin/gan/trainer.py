@@ -37,7 +37,7 @@ from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, 
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.distributed import DistContext
 from dsa_plugin.checkpoints import atomic_save
-from dsa_plugin.io import atomic_write_text
+from dsa_plugin.io import atomic_write_text, remove_stale_temps
 from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers, build_schedulers
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
@@ -119,6 +119,9 @@ class Trainer:
         self.resumed_from: int | None = None
         self.elapsed_before = 0.0
         if resume and self.state_path.is_file():
+            if self.ctx.is_main:
+                for path in remove_stale_temps(self.ckpt_dir):
+                    log.info("removed %s, left by a killed save", path.name)
             self._load_state()
         elif not resume and self.ctx.is_main and self.state_path.is_file():
             log.info("resume disabled: starting over in %s", self.out)
