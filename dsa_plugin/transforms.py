@@ -426,6 +426,11 @@ def _chunk_pixels(device: torch.device) -> int:
     return 1 << 17 if device.type == "cpu" else 1 << 24
 
 
+def tile_grid(grid_size: tuple[int, int] | int) -> tuple[int, int]:
+    """CLAHE tiles as ``(rows, cols)``: one int means a square grid."""
+    return (grid_size, grid_size) if isinstance(grid_size, int) else (int(grid_size[0]), int(grid_size[1]))
+
+
 def clahe(x: Tensor, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = (8, 8), *,
           check_range: bool = True) -> Tensor:
     """CLAHE on the L channel of Lab, exactly as the reference applies it with OpenCV (any device).
@@ -447,7 +452,7 @@ def clahe(x: Tensor, clip_limit: float = 1.0, grid_size: tuple[int, int] | int =
         torch.Size([2, 3, 64, 48])
     """
     _check_batch(x, check_range)
-    gy, gx = (grid_size, grid_size) if isinstance(grid_size, int) else (int(grid_size[0]), int(grid_size[1]))
+    gy, gx = tile_grid(grid_size)
     if gy < 1 or gx < 1:
         raise ValueError(f"grid_size must be positive, got {grid_size!r}")
     dtype = x.dtype
@@ -482,7 +487,7 @@ class CLAHE(nn.Module):
     def __init__(self, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = (8, 8), check_range: bool = True):
         super().__init__()
         self.clip_limit = float(clip_limit)
-        self.grid_size = grid_size
+        self.grid_size = tile_grid(grid_size)
         self.check_range = check_range
 
     def forward(self, x: Tensor) -> Tensor:
@@ -504,7 +509,7 @@ class CLAHETransform:
 
     def __init__(self, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = (8, 8), as_tensor: bool = False):
         self.clip_limit = float(clip_limit)
-        self.grid_size = grid_size
+        self.grid_size = tile_grid(grid_size)
         self.as_tensor = as_tensor
         _packed_lab_table()  # built here, before DataLoader workers fork, so that they share it
 

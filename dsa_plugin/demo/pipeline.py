@@ -216,8 +216,7 @@ def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: 
         fake = translator.translate(x.to(settings.device)).cpu()[..., : x.shape[-2], : x.shape[-1]]
         real = pil_to_tensor01(load_rgb(data.eval_dir / night["file"], settings.image_size)).unsqueeze(0)
         real = torch.nn.functional.interpolate(real, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        tiles = (settings.clahe_grid, settings.clahe_grid)
-        lines.append(torch.cat([x, fake, clahe(fake.clamp(0, 1), grid_size=tiles), real], dim=-1)[0])
+        lines.append(torch.cat([x, fake, clahe(fake.clamp(0, 1), grid_size=settings.clahe_grid), real], dim=-1)[0])
     grid = torch.cat(lines, dim=-2).clamp(0, 1).permute(1, 2, 0).numpy()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "translation_eval_places.png"

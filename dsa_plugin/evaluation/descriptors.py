@@ -231,7 +231,7 @@ def extract_descriptors(
         for idx, batch in _batches_by_size(iter(loader), batch_size):
             x = batch.to(device, non_blocking=True)
             if clahe:
-                x = transforms.clahe(x, clip_limit=clip_limit, grid_size=(clahe_grid, clahe_grid))
+                x = transforms.clahe(x, clip_limit=clip_limit, grid_size=clahe_grid)
             x = (x - mean_t) / std_t
             if p != 1.0 and not warned:
                 # a non-integer power of negative entries is NaN: such outputs are not GeM descriptors

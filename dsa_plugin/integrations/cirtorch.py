@@ -196,8 +196,8 @@ def _with_clahe(transform: Any, grid: int = 8) -> Any:
 
     steps = list(getattr(transform, "transforms", [transform]))
     if steps and isinstance(steps[0], T.ToTensor):
-        return T.Compose([CLAHETransform(grid_size=(grid, grid), as_tensor=True), *steps[1:]])
-    return T.Compose([CLAHETransform(grid_size=(grid, grid)), *steps])
+        return T.Compose([CLAHETransform(grid_size=grid, as_tensor=True), *steps[1:]])
+    return T.Compose([CLAHETransform(grid_size=grid), *steps])
 
 
 def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callable[..., Any]:

@@ -195,7 +195,7 @@ class ClaheCompose:
     ``plain``.
     """
 
-    def __init__(self, plain: Callable, clip_limit: float = 1.0, grid_size: tuple[int, int] = (8, 8)):
+    def __init__(self, plain: Callable, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = 8):
         from torchvision import transforms as T
 
         from dsa_plugin.transforms import CLAHETransform
@@ -220,7 +220,7 @@ class ClaheCompose:
 def build_transform(how_net, runtime: dict[str, Any], clahe: bool, grid: int = 8) -> Callable:
     """HOW's ``build_transforms(runtime)``, with CLAHE (``grid`` x ``grid`` tiles) in front when ``clahe``."""
     plain = how_net.build_transforms(runtime)
-    return ClaheCompose(plain, grid_size=(grid, grid)) if clahe else plain
+    return ClaheCompose(plain, grid_size=grid) if clahe else plain
 
 
 def plain_transform(transform: Callable | None) -> Callable | None:
@@ -353,7 +353,7 @@ def install_dsa(dsa: dict[str, Any] | DSAConfig | None, globals: dict[str, Any])
     from how.networks import how_net
 
     if config.clahe:
-        globals["transform"] = ClaheCompose(plain_transform(globals["transform"]), grid_size=(config.clahe_grid,) * 2)
+        globals["transform"] = ClaheCompose(plain_transform(globals["transform"]), grid_size=config.clahe_grid)
     check_device(config, globals.get("device"))
     globals["tuples_dataset"] = NightTuplesFactory(
         config, _mean_std_of(globals["transform"]), data_root=globals.get("root_path"),
@@ -507,7 +507,7 @@ def how_runtime(modules: dict[str, Any], config: DSAConfig | None, num_workers: 
             stack.enter_context(_patched(how_net, "NUM_WORKERS", num_workers))
         stack.enter_context(_patched(train, "train", _train_without_dsa_kwarg(train.train, state)))
         clahe = config is not None and config.clahe
-        stack.enter_context(_patched(how_net, "build_transforms", _transform_builder(how_net.build_transforms, clahe, config.clahe_grid if clahe else 8)))
+        stack.enter_context(_patched(how_net, "build_transforms", _transform_builder(how_net.build_transforms, clahe, config.clahe_grid if config is not None else 8)))
         if config is not None and config.enabled:
             state["config"] = config
             stack.enter_context(_patched(train, "TuplesDataset", _DeferredFactory(state)))
@@ -528,7 +528,7 @@ def _transform_builder(build: Callable, clahe: bool, grid: int = 8) -> Callable:
     @functools.wraps(build)
     def build_transforms(runtime):
         transform = build(runtime)
-        return WithRuntimeFixes(ClaheCompose(transform, grid_size=(grid, grid)) if clahe else transform)
+        return WithRuntimeFixes(ClaheCompose(transform, grid_size=grid) if clahe else transform)
 
     return build_transforms
 
