@@ -88,6 +88,16 @@ def _folder(tmp_path: Path, rows: list[tuple[str, str, str]], header=("file", "d
     return root
 
 
+def test_relative_output_folder_gives_readable_gan_lists(tmp_path, monkeypatch):
+    """`dsa demo` with its default relative --out: every GAN list entry must open from anywhere."""
+    monkeypatch.chdir(tmp_path)
+    data = write_scene_data("dsa-demo/data", TINY)
+    monkeypatch.chdir("/")
+    for listing in (tmp_path / data.gan_day, tmp_path / data.gan_night):
+        entries = listing.read_text().split()
+        assert entries and all(Path(e).is_absolute() and Path(e).is_file() for e in entries)
+
+
 def test_folder_without_labels_is_rejected(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DemoDataError, match="no labels.csv"):

@@ -86,6 +86,8 @@ def _db_split(images: list[tuple[str, int]], ims_root: Path, copy) -> dict[str, 
 
 
 def _write_lists(root: Path, day: list[Path], night: list[Path]) -> tuple[Path, Path]:
+    # Absolute paths: the GAN reader resolves relative entries against the list's own folder.
+    day, night = [p.absolute() for p in day], [p.absolute() for p in night]
     gan = root / "gan"
     gan.mkdir(parents=True, exist_ok=True)
     for name, paths in (("day.txt", day), ("night.txt", night)):
