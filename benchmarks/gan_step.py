@@ -6,8 +6,10 @@ with the teacher recomputed under autograd (and back-propagated into), the loggi
 pass, and parameter gradients of D and the student in the G step. Ours computes the teacher once
 without autograd, skips the logging pass and freezes D / the student in the G step. Both start
 from identical weights and see the same batches; iterations are timed alternately (medians).
-On CPU the speed-up uses the process's CPU time (use --threads 1: then it is exactly the work
-done, whatever else runs on the machine); wall time is printed too. On CUDA: wall time.
+On CPU the speed-up uses the process's CPU time with one torch thread by default (exactly the
+work done, whatever else runs on the machine) and OpenMP's passive waiting (set before torch
+loads, so that with ``--threads N`` waiting threads do not bill spinning as CPU time); wall time
+is printed too. On CUDA: wall time.
 Peak memory is measured in a fresh process per implementation (growth of the resident-set
 high-water mark over the steps, beyond the memory held after setup, on CPU;
 ``torch.cuda.max_memory_allocated`` on CUDA).
@@ -22,13 +24,22 @@ import argparse
 import copy
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import torch
+# CPU time is the measure on CPU; with OpenMP's default (active) waiting, a thread that waits at a
+# barrier for a descheduled sibling spins and bills CPU time, so on a loaded machine the figure
+# measured the neighbours (0.87x at the default 2 threads). Passive waiting makes CPU time the work
+# done at any thread count. It must be set before torch loads OpenMP: re-execute once if unset.
+if __name__ == "__main__" and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -126,10 +137,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per implementation (default 5, quick 3)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default on CPU: 1, the repeatable comparison on a shared machine)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.device == "cpu":
+        torch.set_num_threads(args.threads or 1)
     size = args.size or (96 if args.quick else 256)
     repeats = args.repeats or (3 if args.quick else 5)
 
@@ -159,7 +171,8 @@ def main(argv=None) -> int:
 
     speedup = med["baseline"] / med["ours"]
     print(f"HEDN GAN iteration, {size}x{size}, batch {args.batch}, full-size networks, device {args.device}, "
-          f"{repeats} timed iterations each (median), torch threads {torch.get_num_threads()}")
+          f"{repeats} timed iterations each (median), torch threads {torch.get_num_threads()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"{'implementation':<30}{'cpu s/it':>10}{'wall s/it':>11}{'it/s':>8}{'peak MB':>10}")
     for name, label in (("baseline", "literal reference order"), ("ours", "dsa_plugin HedNGanStep")):
         m = f"{mem[name]:.0f}" if mem[name] is not None else "-"
@@ -172,6 +185,7 @@ def main(argv=None) -> int:
                       "ours_wall_s": round(wall["ours"], 4), "baseline_wall_s": round(wall["baseline"], 4),
                       "speedup": round(speedup, 3), "speedup_wall": round(wall["baseline"] / wall["ours"], 3),
                       "peak_mem_mb": mem, "size": size, "batch": args.batch, "repeats": repeats,
+                      "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "device": args.device, "quick": args.quick}))
     return 0
 

@@ -11,8 +11,9 @@ Differences from cirtorch that do not change results: descriptors are extracted 
 equal-size images (cirtorch: one at a time), on the network's device (no ``.cuda()``), and all
 sampling uses a private ``torch.Generator`` seeded with ``seed + epoch`` (the toolkits reseed the
 global RNG every epoch). With diverse anchors, the anchor descriptors from the anchor pool are
-reused for negative mining instead of being extracted a second time (same images, same night
-rule, eval mode: the same descriptors).
+reused for negative mining instead of being extracted a second time, and so are the pool's day
+descriptors for negative-pool images that were in the anchor pool (same images, same night rule,
+eval mode: the same descriptors, up to float rounding of a different batch).
 
 Example:
     >>> ds = NightTuplesDataset("retrieval-SfM-120k", "train", imsize=362, nnum=5, qsize=2000,
@@ -166,7 +167,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             ``config`` (``NightSource``, or a stand-in in tests).
         sampler: the anchor sampler; default from ``config`` (diverse or random).
         reuse_anchor_descriptors: with diverse anchors, reuse the pool descriptors of the chosen
-            anchors for negative mining instead of extracting them again.
+            anchors for negative mining, and of the pool's day images for the negative pool,
+            instead of extracting them again.
         check_files: fail at construction, listing the first missing image files.
         progress: tqdm bars during mining.
 
@@ -254,6 +256,7 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         self.night_served = 0
         self.stats: dict[str, Any] = {}
         self._batch_safe: dict[int, bool] = {}
+        self._last_reused = 0
 
     # ---------------------------------------------------------------- construction helpers
 
@@ -326,15 +329,40 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             x01 = self._clahe(x01[None])[0]
         return self.transform(tensor01_to_pil(x01))
 
-    def _image(self, index: int, label: str) -> Tensor:
-        """One image of a tuple as 1 x 3 x H x W network input (CPU)."""
+    def _image01(self, index: int, label: str) -> Tensor:
+        """One image of a tuple in [0, 1], 3 x H x W, night when the rule selects it (CPU)."""
         x01 = _load01(self.images[index], self.imsize, self.loader)
         if self._is_night(index, label):
             x01 = self._night(index, x01)
             self.night_served += 1
+        return x01
+
+    def _image(self, index: int, label: str) -> Tensor:
+        """One image of a tuple as 1 x 3 x H x W network input (CPU)."""
+        x01 = self._image01(index, label)
         if not self._plain:
             return self._custom(x01).unsqueeze(0)
         return self._finish(x01[None])
+
+    def _tuple_images(self, items: list[tuple[int, str]]) -> list[Tensor]:
+        """The images of one tuple as 1 x 3 x H x W network inputs.
+
+        Plain path: equal-size images go through CLAHE and normalisation in one call (CLAHE works
+        per image, so the result is the same as one call per image; on CPU the per-call cost of
+        a small image is a large part of its CLAHE time).
+        """
+        if not self._plain:
+            return [self._image(index, label) for index, label in items]
+        images = [self._image01(index, label) for index, label in items]
+        out: list[Tensor | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, x in enumerate(images):
+            groups.setdefault(tuple(x.shape), []).append(i)
+        for members in groups.values():
+            done = self._finish(torch.stack([images[i] for i in members]))
+            for k, i in enumerate(members):
+                out[i] = done[k : k + 1]
+        return out  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- cirtorch's contract
 
@@ -346,8 +374,9 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             raise RuntimeError("no tuples yet: call dataset.create_epoch_tuples(net) before iterating")
         if not 0 <= index < len(self.qidxs):
             raise IndexError(f"tuple index {index} out of range 0..{len(self.qidxs) - 1}")
-        output = [self._image(self.qidxs[index], ANCHOR), self._image(self.pidxs[index], POSITIVE)]
-        output += [self._image(n, NEGATIVE) for n in self.nidxs[index]]
+        items = [(self.qidxs[index], ANCHOR), (self.pidxs[index], POSITIVE)]
+        items += [(n, NEGATIVE) for n in self.nidxs[index]]
+        output = self._tuple_images(items)
         target = torch.Tensor([-1, 1] + [0] * len(self.nidxs[index]))
         return output, target
 
@@ -473,6 +502,23 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
                           "extracting one image at a time", stacklevel=4)
         return singles
 
+    def _negative_pool_vecs(self, idxs2images: list[int], day_vecs: dict[int, int], day_matrix: Tensor | None,
+                            net: torch.nn.Module, device) -> Tensor:
+        """Descriptors of the negative pool; images already extracted as day this epoch are not extracted again."""
+        reuse = [j for j, i in enumerate(idxs2images) if i in day_vecs] if day_matrix is not None else []
+        self._last_reused = len(reuse)
+        if not reuse:
+            return self.extract(idxs2images, NEGATIVE_POOL_MINE, net, device)
+        reused = set(reuse)
+        todo = [j for j in range(len(idxs2images)) if j not in reused]
+        poolvecs = torch.empty(day_matrix.shape[0], len(idxs2images), dtype=day_matrix.dtype, device=day_matrix.device)
+        cols = torch.tensor([day_vecs[idxs2images[j]] for j in reuse], device=day_matrix.device)
+        poolvecs[:, torch.tensor(reuse, device=day_matrix.device)] = day_matrix[:, cols]
+        if todo:
+            fresh = self.extract([idxs2images[j] for j in todo], NEGATIVE_POOL_MINE, net, device)
+            poolvecs[:, torch.tensor(todo, device=day_matrix.device)] = fresh.to(poolvecs.device, poolvecs.dtype)
+        return poolvecs
+
     def _epoch_generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed + self.epoch)
 
@@ -491,6 +537,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
                                  "night_anchors_mining": 0, "images_extracted": 0}
         npairs = len(self.qpool)
         qvecs = None
+        day_vecs: dict[int, int] = {}  # image index -> column of day_matrix holding its day descriptor
+        day_matrix: Tensor | None = None
         if self.sampler.needs_descriptors:
             order = torch.randperm(npairs, generator=gen)[: self.qpool_size]
             t0 = time.perf_counter()
@@ -505,6 +553,13 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             chosen = order[picks]
             if self.reuse_anchor_descriptors:
                 qvecs = pool_vecs[:, picks.to(pool_vecs.device)]
+                # Pool images extracted as day are the negative pool's images too (same image,
+                # label never night there, eval mode): their columns serve the negative pool.
+                for col, i in enumerate(order.tolist()):
+                    image = self.qpool[i]
+                    if image not in day_vecs and not self._is_night(image, ANCHOR_POOL_MINE):
+                        day_vecs[image] = col
+                day_matrix = pool_vecs
             stats["qpool_size"] = len(order)
         else:
             chosen = torch.randperm(npairs, generator=gen)[: self.qsize]
@@ -527,9 +582,10 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
                 stats["night_anchors_mining"] += self._last_extract["night"]
                 stats["images_extracted"] += len(self.qidxs)
             t0 = time.perf_counter()
-            poolvecs = self.extract(idxs2images, NEGATIVE_POOL_MINE, net, device)
+            poolvecs = self._negative_pool_vecs(idxs2images, day_vecs, day_matrix, net, device)
             timings["extract_pool_s"] = time.perf_counter() - t0
-            stats["images_extracted"] += len(idxs2images)
+            stats["images_extracted"] += len(idxs2images) - self._last_reused
+            stats["descriptors_reused"] = self._last_reused
             t0 = time.perf_counter()
             found = hard_negatives(
                 qvecs.t(), poolvecs.t(),

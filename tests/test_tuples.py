@@ -297,3 +297,33 @@ def test_nets_that_are_not_batch_safe_fall_back_to_one_by_one(tiny_db, net_cls):
         got = ds.extract(idx, "neg-pool-mine", net_cls())
     want = torch.cat([ds.extract([i], "neg-pool-mine", net_cls(), batch_size=1) for i in idx], dim=1)
     torch.testing.assert_close(got, want)
+
+
+def test_pool_day_descriptors_serve_the_negative_pool(tiny_db):
+    """With diverse anchors, negative-pool images that were in the anchor pool as day are not
+    extracted again; the tuples equal those of a run that extracts everything."""
+    config = DSAConfig(diverse_anchors=True, qpool_size=15, night_ratio=0.5)
+    kw = dict(config=config, qsize=6, night_source=InvertNight())
+    reused, fresh = make(tiny_db, **kw), make(tiny_db, reuse_anchor_descriptors=False, **kw)
+    d_reused = reused.create_epoch_tuples(TinyGeM())
+    d_fresh = fresh.create_epoch_tuples(TinyGeM())
+    assert reused.stats["descriptors_reused"] > 0 and fresh.stats["descriptors_reused"] == 0
+    assert reused.stats["images_extracted"] == fresh.stats["images_extracted"] - 6 - reused.stats["descriptors_reused"]
+    assert (reused.qidxs, reused.pidxs, reused.nidxs) == (fresh.qidxs, fresh.pidxs, fresh.nidxs)
+    assert d_reused == pytest.approx(d_fresh, abs=1e-5)
+    check_negatives(reused)
+
+
+def test_tuple_images_batched_clahe_equals_one_call_per_image(tiny_db):
+    from dsa_plugin.transforms import clahe, normalize
+
+    ds = make(tiny_db, config=DSAConfig(clahe=True, night_ratio=0.5), night_source=InvertNight())
+    ds.create_epoch_tuples(TinyGeM())
+    for i in range(3):
+        images, _ = ds[i]
+        labels = ["anc", "pos"] + ["neg"] * ds.nnum
+        for img, idx, label in zip(images, [ds.qidxs[i], ds.pidxs[i], *ds.nidxs[i]], labels):
+            x01 = _load01(ds.images[idx], IMSIZE, None)
+            if label == "anc" and is_night(ds.names[idx], "anc", 0.5):
+                x01 = 1.0 - x01
+            assert torch.equal(img, normalize(clahe(x01[None]), IMAGENET))

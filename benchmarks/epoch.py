@@ -1,0 +1,361 @@
+#!/usr/bin/env python
+"""One cirtorch-style training epoch, three ways on the same data: what DSA costs inside an epoch.
+
+An epoch is what cirtorch's ``train()`` does (REFERENCE_FACTS-free summary): ``create_epoch_tuples``
+(anchor choice, descriptor extraction in eval mode, hard negatives), then every tuple through the
+network in train mode, one image per forward pass, contrastive loss, backward, an optimizer step
+every 5 tuples. Only the dataset differs between the rows:
+
+(a) ``plain``: the toolkit's plain ``TuplesDataset`` behaviour, no DSA: cirtorch's own class when it
+    is importable (``.cuda()`` calls made no-ops on CPU), else the plugin's ``NightTuplesDataset``
+    with DSA off and one image per forward pass, which gives cirtorch's tuples bit for bit.
+(b) ``dsa``: the plugin's loader with DSA on: diverse anchors, night anchors read from a night
+    cache built beforehand (``dsa translate``; its build time is reported apart), CLAHE on every
+    image, batched extraction, anchor-pool descriptors reused for hard-negative mining.
+(c) ``reference``: DSA the reference's way: the generator run online on every selected anchor
+    every time it is used (anchor pool, anchor re-extraction, training), the reference's
+    diverse-anchor loop (``literal_reference`` of benchmarks/mining.py), anchors re-extracted,
+    one image per forward pass.
+
+Sizes keep the reference's proportions per epoch (Q tuples : Qp anchor pool : P negative pool =
+2000 : 10000 : 22000, 5 negatives, 25 % night anchors) scaled down to the AMOS photos
+(``../shared/data/amos-daynight``, one webcam = one cluster; procedural images when absent).
+Network: ResNet-101 GeM (cirtorch's default architecture, random init); ``--net small`` is a
+4-conv toy network against which CPU CLAHE and JPEG decoding weigh as much as the network (not what
+anyone trains). Generator: the full 9-block, ngf-64 ResnetGenerator (random weights: speed
+does not depend on them).
+
+Timing: on CPU the process's CPU time, children included (DataLoader workers), with one torch
+thread (``--threads``): on a shared machine wall time measures the neighbours. (a) and (b) are
+repeated alternately and the medians taken. On CUDA: wall time. ``overhead`` = (b)/(a) (< 1.10 is
+the target), ``speedup`` = (c)/(b).
+
+    python benchmarks/epoch.py --quick          # < 2 min on 2 CPU cores
+    python benchmarks/epoch.py                  # all 327 AMOS training images at 256 px, Q=12 (CPU)
+    python benchmarks/epoch.py --device cuda --net resnet101
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from dsa_plugin.config import DSAConfig  # noqa: E402
+from dsa_plugin.mining import AnchorSampler  # noqa: E402
+from dsa_plugin.tuples import NightTuplesDataset  # noqa: E402
+
+AMOS = Path(os.environ.get("DSA_AMOS_DIR", REPO.parent / "shared" / "data" / "amos-daynight"))
+DB_NAME = "retrieval-SfM-120k"  # cirtorch's TuplesDataset only accepts names starting with "retrieval-SfM"
+MARGIN = 0.85  # cirtorch's contrastive margin for ResNet-101
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def make_db(tmp: Path, quick: bool) -> tuple[Path, str]:
+    """A retrieval-SfM-format db (data root) from the AMOS photos, or from procedural images."""
+    root = tmp / "data"
+    if (AMOS / "labels.csv").is_file():
+        from dsa_plugin.tuples_amos import make_amos_sfm_db
+
+        source = AMOS
+        if quick:  # every fifth photo (all 17 places): ~65 training images
+            with open(AMOS / "labels.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            source = tmp / "amos-subset"
+            source.mkdir()
+            for part in ("day", "night"):
+                os.symlink(AMOS / part, source / part)
+            with open(source / "labels.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(sorted(rows, key=lambda r: r["file"])[::5])
+        make_amos_sfm_db(source, root, name=DB_NAME)
+        return root, f"AMOS day/night photos ({AMOS}{', every fifth' if quick else ''})"
+    from dsa_plugin.data import make_tiny_sfm_db
+
+    clusters, per = (16, 8) if quick else (24, 16)
+    make_tiny_sfm_db(root, name=DB_NAME, clusters=clusters, images_per_cluster=per, size=(270, 360))
+    return root, f"procedural images ({clusters} clusters x {per}, 360x270; AMOS photos not found at {AMOS})"
+
+
+# --------------------------------------------------------------------------------------------
+# (c)'s anchor sampler: the reference loop itself
+
+
+class LiteralReferenceSampler(AnchorSampler):
+    """The reference's diverse-anchor loop as written (benchmarks/mining.py), global RNG seeded per call."""
+
+    def __init__(self, similar_exclude: float = 0.2, similar_include: float = 0.8) -> None:
+        super().__init__()
+        self.similar_exclude, self.similar_include = similar_exclude, similar_include
+
+    def select(self, descriptors: Tensor, num: int, generator: torch.Generator | None = None) -> Tensor:
+        from mining import literal_reference
+
+        seed = int(torch.randint(0, 2**31, (1,), generator=generator).item())
+        torch.manual_seed(seed)  # the reference draws from the global RNG
+        picks = literal_reference(descriptors.t().contiguous(), num, self.similar_exclude, self.similar_include)
+        return torch.tensor(picks, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------
+# the epoch
+
+
+def make_net(kind: str, device: str) -> torch.nn.Module:
+    from dsa_plugin.models.gem import gem_resnet101, gem_small, gem_vgg16
+
+    torch.manual_seed(0)
+    net = {"small": lambda: gem_small(128), "vgg16": gem_vgg16, "resnet101": gem_resnet101}[kind]()
+    # cirtorch's create_epoch_tuples prints net.meta_repr()
+    net.meta_repr = lambda: f"     architecture: {net.meta['architecture']}\n"  # type: ignore[attr-defined]
+    return net.to(device)
+
+
+def _set_batchnorm_eval(module: torch.nn.Module) -> None:
+    if "BatchNorm" in type(module).__name__:
+        module.eval()  # cirtorch freezes BatchNorm statistics while fine-tuning
+
+
+def train_epoch(dataset, net: torch.nn.Module, device: str, batch: int = 5, workers: int = 0) -> dict[str, float]:
+    """cirtorch's ``train()``: mining, then each tuple image by image, backward per tuple, a step per batch."""
+    from dsa_plugin.demo.finetune import collate_tuples, contrastive_loss
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-6, weight_decay=5e-4)
+    t0, c0 = time.perf_counter(), cpu_time()
+    dataset.create_epoch_tuples(net)
+    sync(device)
+    t1, c1 = time.perf_counter(), cpu_time()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                         collate_fn=collate_tuples, drop_last=True,
+                                         generator=torch.Generator().manual_seed(0))
+    net.train()
+    net.apply(_set_batchnorm_eval)
+    optimizer.zero_grad()
+    dim = net.meta["outputdim"]
+    for inputs, targets in loader:
+        for images, target in zip(inputs, targets):
+            output = torch.zeros(dim, len(images), device=device)
+            for i, image in enumerate(images):
+                output[:, i] = net(image.to(device)).squeeze()
+            contrastive_loss(output, target.to(device), MARGIN).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    sync(device)
+    t2, c2 = time.perf_counter(), cpu_time()
+    return {"mining_s": t1 - t0, "train_s": t2 - t1, "mining_cpu_s": c1 - c0, "train_cpu_s": c2 - c1,
+            "wall_s": t2 - t0, "cpu_s": c2 - c0}
+
+
+def cpu_time() -> float:
+    """CPU time of this process and of its finished children (DataLoader workers are joined)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def cirtorch_dataset(root: Path, imsize: int, q: int, pool: int, mean_std) -> Any | None:
+    """cirtorch's own TuplesDataset on ``root`` when cirtorch is importable, else None."""
+    try:
+        from cirtorch.datasets import traindataset
+    except Exception:  # noqa: BLE001 - absent or broken on this Python: the plugin's equivalent is used
+        return None
+    from torchvision import transforms as T
+
+    from dsa_plugin.integrations import compat
+
+    compat.apply_runtime_fixes()
+    traindataset.get_data_root = lambda: str(root)  # cirtorch reads its db from its own folder otherwise
+    transform = T.Compose([T.ToTensor(), T.Normalize(*mean_std)])
+    ds = traindataset.TuplesDataset(DB_NAME, "train", imsize=imsize, nnum=5, qsize=q, poolsize=pool, transform=transform)
+    ds.print_freq = 10**9
+    return ds
+
+
+class Variant:
+    """A named way to build the epoch's dataset."""
+
+    def __init__(self, key: str, label: str, build: Callable[[], Any], workers: int = 0) -> None:
+        self.key, self.label, self.build, self.workers = key, label, build, workers
+        self.runs: list[dict[str, float]] = []
+
+
+def run_variant(variant: Variant, net0: torch.nn.Module, device: str, quiet: bool = True) -> dict[str, float]:
+    from contextlib import redirect_stdout
+    import io
+
+    from dsa_plugin.integrations import compat
+
+    net = copy.deepcopy(net0)
+    ds = variant.build()
+    torch.manual_seed(0)  # cirtorch draws its tuples from the global RNG
+    with warnings.catch_warnings(), compat.cuda_noop(not device.startswith("cuda")), \
+            redirect_stdout(io.StringIO() if quiet else sys.stdout):
+        warnings.simplefilter("ignore")
+        result = train_epoch(ds, net, device, workers=variant.workers)
+    result["timings"] = dict(getattr(ds, "stats", {}).get("timings", {}))
+    result["images_extracted"] = getattr(ds, "stats", {}).get("images_extracted")
+    result["night_anchors"] = len(getattr(ds, "night_anchor_indices", []))
+    source = getattr(ds, "_night_source", None)
+    result["generator_runs"] = source.stats.get("online", 0) if source is not None else 0
+    variant.runs.append(result)
+    return result
+
+
+def warm_up(ds: NightTuplesDataset, net: torch.nn.Module, device: str) -> None:
+    """Thread pools, CLAHE tables, the first convolution calls: outside every timing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.extract(range(min(4, len(ds.images))), "neg-pool-mine", net, device=device)
+    sync(device)
+
+
+def median_of(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/epoch.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a fifth of the photos at 112 px, Q=5 (< 2 min on 2 CPU cores)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--net", choices=["small", "vgg16", "resnet101"], default=None,
+                        help="network (default resnet101)")
+    parser.add_argument("--imsize", type=int, default=None, help="longer image side (CPU 256, CUDA 362; quick 112)")
+    parser.add_argument("--qsize", type=int, default=None, help="tuples Q (CPU 12, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
+    parser.add_argument("--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (2; quick 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: see the module doc)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (b) and (c) (cirtorch uses 8)")
+    parser.add_argument("--baseline", choices=["auto", "cirtorch", "plugin"], default="auto",
+                        help="(a): cirtorch's TuplesDataset when importable (auto), or the plugin's with DSA off")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available on this machine")
+    net_kind = args.net or "resnet101"
+    imsize = args.imsize or (112 if args.quick else 362 if cuda else 256)
+    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 12))
+    repeats = args.repeats or (1 if args.quick else 2)
+
+    from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.night import NightCache, NightSource, NightTranslator, build_night_cache
+    from dsa_plugin.night.cache import anchor_images_from_db
+    from dsa_plugin.data.sfm import db_paths
+
+    with tempfile.TemporaryDirectory(prefix="dsa-bench-epoch-") as tmp_name:
+        tmp = Path(tmp_name)
+        root, origin = make_db(tmp, args.quick)
+        pkl, ims = db_paths(root, DB_NAME)
+        probe = NightTuplesDataset(DB_NAME, "train", imsize=imsize, qsize=q, poolsize=10**9, data_root=root, progress=False)
+        qp = min(5 * q, len(probe.qpool))
+        pool = min(11 * q, len(probe.images))
+        mean_std = probe.mean_std
+
+        torch.manual_seed(0)
+        translator = NightTranslator(ResnetGenerator(ngf=64, n_blocks=9, norm="batch"), device=args.device)
+        anchors = [p for p in anchor_images_from_db(pkl, ims, splits=("train",))]
+        t0 = time.perf_counter()
+        build_night_cache(tmp / "cache", anchors, translator, image_size=imsize, progress=False, workers=0)
+        build_s = time.perf_counter() - t0
+        cache_size = len(NightCache.open(tmp / "cache", generator=translator.fingerprint, image_size=imsize))
+
+        common = dict(imsize=imsize, nnum=5, qsize=q, poolsize=pool, data_root=root, seed=0, progress=False)
+        dsa_cfg = DSAConfig(diverse_anchors=True, clahe=True, qpool_size=qp, night_cache=str(tmp / "cache"),
+                            device=args.device)
+
+        def build_plain():
+            if args.baseline != "plugin":
+                ds = cirtorch_dataset(root, imsize, q, pool, mean_std)
+                if ds is not None:
+                    return ds
+                if args.baseline == "cirtorch":
+                    raise SystemExit("--baseline cirtorch: cirtorch is not importable (put it on PYTHONPATH)")
+            return NightTuplesDataset(DB_NAME, "train", batch_size=1, **common)
+
+        def build_dsa():
+            return NightTuplesDataset(DB_NAME, "train", config=dsa_cfg, num_workers=args.workers, **common)
+
+        def build_reference():
+            ref_cfg = DSAConfig(diverse_anchors=True, clahe=True, qpool_size=qp, device=args.device)
+            return NightTuplesDataset(DB_NAME, "train", config=ref_cfg, night_source=NightSource(translator),
+                                      sampler=LiteralReferenceSampler(), reuse_anchor_descriptors=False,
+                                      batch_size=1, num_workers=args.workers, **common)
+
+        baseline_kind = "cirtorch TuplesDataset" if args.baseline != "plugin" and cirtorch_dataset(
+            root, imsize, q, pool, mean_std) is not None else "NightTuplesDataset, DSA off, batch 1"
+        plain = Variant("plain", f"(a) plain: {baseline_kind}", build_plain)
+        dsa = Variant("dsa", "(b) DSA, plugin: cache + diverse + CLAHE", build_dsa, args.workers)
+        reference = Variant("reference", "(c) DSA, reference way: online G + literal loop", build_reference, args.workers)
+
+        net0 = make_net(net_kind, args.device)
+        warm_up(build_dsa(), net0, args.device)
+        for r in range(repeats):
+            for v in ((plain, dsa) if r % 2 == 0 else (dsa, plain)):
+                run_variant(v, net0, args.device)
+        run_variant(reference, net0, args.device)
+
+    key = "wall_s" if cuda else "cpu_s"
+    rows = []
+    for v in (plain, dsa, reference):
+        rows.append({"variant": v.key, "label": v.label, "runs": len(v.runs),
+                     "seconds": median_of(v.runs, key), "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
+                     "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")), "wall_s": median_of(v.runs, "wall_s"),
+                     "images_extracted": v.runs[-1]["images_extracted"], "night_anchors": v.runs[-1]["night_anchors"],
+                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"]})
+    by = {r["variant"]: r for r in rows}
+    overhead = by["dsa"]["seconds"] / by["plain"]["seconds"]
+    speedup = by["reference"]["seconds"] / by["dsa"]["seconds"]
+
+    measure = "wall time" if cuda else f"process CPU time, {args.threads} torch thread(s)"
+    print(f"one training epoch, {origin}; {len(probe.images)} training images, imsize {imsize}; "
+          f"Q={q} tuples, Qp={qp}, P={pool}, 5 negatives; net {net_kind}; device {args.device}; {measure}, median")
+    print(f"night cache: {cache_size} night anchors, built once in {build_s:.1f} s (not part of the epoch)")
+    print(f"{'variant':52s} {'epoch s':>8s} {'mining s':>9s} {'train s':>8s} {'wall s':>8s} {'extracted':>9s} {'G runs':>6s} {'runs':>4s}")
+    for r in rows:
+        print(f"{r['label']:52s} {r['seconds']:8.2f} {r['mining_s']:9.2f} {r['train_s']:8.2f} {r['wall_s']:8.2f} "
+              f"{str(r['images_extracted']):>9s} {r['generator_runs']:6d} {r['runs']:4d}")
+    for r in rows:
+        if r["timings"]:
+            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
+            print(f"  {r['variant']} mining, wall s: {parts}")
+    print(f"overhead (b)/(a) = {overhead:.3f} (target <= 1.10); speedup (c)/(b) = {speedup:.2f}x (target > 1)")
+    print(json.dumps({
+        "benchmark": "epoch", "overhead": round(overhead, 3), "speedup": round(speedup, 2),
+        "plain_s": round(by["plain"]["seconds"], 3), "ours_s": round(by["dsa"]["seconds"], 3),
+        "baseline_s": round(by["reference"]["seconds"], 3),
+        "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timings"} for r in rows],
+        "cache_build_s": round(build_s, 2), "cache_images": cache_size, "timing": "wall" if cuda else "cpu",
+        "size": {"images": len(probe.images), "imsize": imsize, "qsize": q, "qpool": qp, "poolsize": pool, "nnum": 5},
+        "net": net_kind, "baseline": baseline_kind, "threads": args.threads, "source": origin,
+        "device": args.device, "quick": args.quick,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
