@@ -92,11 +92,19 @@ def format_summary(summary: dict) -> str:
     for name, row in t.items():
         cells = [f"{row[k]['mean']:.1f} ± {row[k]['spread']:.1f}" for k in ("night->day", "day->day")]
         lines.append(f"{name:<12}{cells[0]:>20}{cells[1]:>20}")
+    for name, row in (summary.get("pretrained") or {}).items():
+        cells = [f"{100 * row[k]['map']:.1f}" for k in ("night->day", "day->day")]
+        lines.append(f"{'pretrained' + (' +CLAHE' if name == 'dsa' else ''):<16}{cells[0]:>16}{cells[1]:>20}")
     verdict = "holds" if summary["claim_holds"] else "does NOT hold"
+    paired = summary.get("paired", {})
+    per_seed = lambda key: " / ".join(f"{d:+.1f}" for d in paired.get(key, []))  # noqa: E731
     lines += [
         "-" * 64,
-        f"DSA night->day gain {summary['night_gain']:+.1f} points, day->day change {-summary['day_drop']:+.1f}: "
-        f"the paper's claim {verdict} here.",
+        f"DSA - baseline per seed {summary.get('seeds', [])}: night->day {per_seed('night->day')}, "
+        f"day->day {per_seed('day->day')}",
+        f"DSA night->day gain {summary['night_gain']:+.1f} points (better on {summary.get('seeds_won', 0)} of "
+        f"{len(summary.get('seeds', []))} seeds), day->day change {-summary['day_drop']:+.1f}: "
+        f"the paper's claim {verdict} here (asked: every seed better, mean gain >= 3, day->day >= -1).",
         "stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items()),
         f"total {summary['total_seconds']:.0f}s   report: {summary['report']}",
     ]
