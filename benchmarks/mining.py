@@ -40,11 +40,11 @@ import torch
 
 def literal_reference(qvecs: torch.Tensor, qsize: int, similar_exclude: float = 0.2, similar_include: float = 0.8,
                       stable: bool = True) -> list[int]:
-    """The reference loop as written (REFERENCE_FACTS §3.7): growing matrix, full argsort, global RNG.
+    """The reference loop as written (docs/reference.md §diverse-anchors): growing matrix, full argsort, global RNG.
 
     ``stable=True`` only defines the order of exact ties (the reference's argsort is unstable, and at
     Qp=10,000 float32 max-similarities do tie exactly now and then, which makes the unstable
-    version's picks implementation-defined, REFERENCE_FACTS §6.11). It costs the same (0.90 vs
+    version's picks implementation-defined, docs/reference.md §ties). It costs the same (0.90 vs
     0.81 ms per 10,000-item argsort here); ``--unstable-reference`` runs the call as written.
     """
     qpool_size = qvecs.shape[1]

@@ -1,6 +1,6 @@
 """Checkpoint I/O compatible with the reference (gandtr / mdir) files.
 
-The reference writes every network as a dict with exactly four keys (REFERENCE_FACTS §2.6)::
+The reference writes every network as a dict with exactly four keys (docs/reference.md §checkpoint-format)::
 
     {"type": "SingleNetwork", "frozen": bool,
      "network_params": {"model": {constructor kwargs incl. "architecture"}, "runtime": {...}},

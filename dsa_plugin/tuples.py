@@ -2,7 +2,7 @@
 
 Per epoch, :meth:`NightTuplesDataset.create_epoch_tuples` picks anchors (uniformly at random as
 cirtorch, or by diverse anchor mining), extracts their descriptors with the selected anchors
-turned into synthetic night (the md5 rule, REFERENCE_FACTS §3.2), mines ``nnum`` hard negatives
+turned into synthetic night (the md5 rule, docs/reference.md §md5-selection), mines ``nnum`` hard negatives
 per anchor from a random pool, and stores ``qidxs``/``pidxs``/``nidxs``. ``__getitem__`` returns
 cirtorch's ``([anchor, positive, n1..nN], target)`` with the anchor as night when selected and
 CLAHE on every image. Works with cirtorch's ``collate_tuples`` and with HOW's training loop.
@@ -48,7 +48,7 @@ try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cir
 except Exception:  # noqa: BLE001 - cirtorch absent or broken on this Python: a plain Dataset.
     _TuplesBase = Dataset
 
-#: Labels of the reference (REFERENCE_FACTS §3.2): tuples, then what mining appends ("-mine").
+#: Labels of the reference (docs/reference.md §md5-selection): tuples, then what mining appends ("-mine").
 ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
 ANCHOR_POOL_MINE, ANCHOR_MINE, NEGATIVE_POOL_MINE = "anc-pool-mine", "anc-mine", "neg-pool-mine"
 

@@ -19,7 +19,7 @@ def literal_diverse(qvecs, qsize, similar_exclude, similar_include, deterministi
     """The reference loop, literally (growing matrix, full argsort), on a D x Qp matrix.
 
     The one deliberate difference: a *stable* argsort (the reference's is unstable; ties are
-    implementation-defined there, REFERENCE_FACTS §6.11).
+    implementation-defined there, docs/reference.md §ties).
     """
     qpool_size = qvecs.shape[1]
     idx = 0

@@ -1,4 +1,4 @@
-"""Architectures: state-dict keys/shapes exactly as REFERENCE_FACTS §2.1-2.4, sizes, counts, init."""
+"""Architectures: state-dict keys/shapes exactly as docs/reference.md §state-dicts, sizes, counts, init."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import torch
 from dsa_plugin.models import (HED, HEDPreprocess, NLayerDiscriminator, ResnetGenerator, build_generator,
                                hed_preprocess, init_weights)
 
-# ---- expected layouts, written out from REFERENCE_FACTS §2 (not derived from our modules) ----
+# ---- expected layouts, written out from docs/reference.md §state-dicts (not derived from our modules) ----
 
 
 def _bn(prefix: str, c: int) -> list[tuple[str, tuple]]:

@@ -1,4 +1,4 @@
-"""The md5 night rule selects exactly the reference's images (REFERENCE_FACTS §3.2)."""
+"""The md5 night rule selects exactly the reference's images (docs/reference.md §md5-selection)."""
 
 import hashlib
 import random

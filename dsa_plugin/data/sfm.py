@@ -1,4 +1,4 @@
-"""The retrieval-SfM-120k training-db layout used by cirtorch and HOW (TOOLKITS.md).
+"""The retrieval-SfM-120k training-db layout used by cirtorch and HOW (docs/toolkits.md §sfm-format).
 
 ``<root>/train/<name>/<name>.pkl`` holds ``{'train': S, 'val': S}``; each split S has ``cids``
 (image ids), ``cluster`` (landmark id per image) and equal-length ``qidxs``/``pidxs`` (query,

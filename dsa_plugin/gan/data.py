@@ -1,4 +1,4 @@
-"""Unpaired day/night pairs with one shared random scale-crop window (REFERENCE_FACTS §1.9).
+"""Unpaired day/night pairs with one shared random scale-crop window (docs/reference.md §gan-data).
 
 Each epoch draws ``epoch_size`` day indices and ``epoch_size`` night indices independently,
 uniformly, with replacement; item ``i`` is (day[a_i], night[b_i]). Both images of a pair are cut

@@ -1,4 +1,4 @@
-"""One optimisation iteration per variant, in the reference's order (REFERENCE_FACTS §1.7).
+"""One optimisation iteration per variant, in the reference's order (docs/reference.md §gan-step-order).
 
 Numerically these are the reference's steps; they only skip work whose result is never used:
 
@@ -125,7 +125,7 @@ def _visuals(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class HedNGanStep(GanStep):
-    """D step -> detector (student) step -> G step (REFERENCE_FACTS §1.7, gotcha 4)."""
+    """D step -> detector (student) step -> G step (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -179,7 +179,7 @@ class HedNGanStep(GanStep):
 
 
 class HedGanStep(GanStep):
-    """Frozen detector: D step -> G step with adversarial + edge L1 (REFERENCE_FACTS §1.7)."""
+    """Frozen detector: D step -> G step with adversarial + edge L1 (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -217,7 +217,7 @@ class HedGanStep(GanStep):
 
 class CycleGanStep(GanStep):
     """Both generators first (adversarial + 10·cycle L1, no identity loss), then D_X on
-    (real_Y, pool(fake_Y)) and D_Y on (real_X, pool(fake_X)) (REFERENCE_FACTS §1.7)."""
+    (real_Y, pool(fake_Y)) and D_Y on (real_X, pool(fake_X)) (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -385,7 +385,7 @@ def _mean_std_of(transform) -> list[list[float]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Runtime fixes for HOW at HEAD 4d73c88 on current libraries (TOOLKITS.md rows 4-7)
+# Runtime fixes for HOW at HEAD 4d73c88 on current libraries (docs/toolkits.md §runtime-fixes, rows 4-7)
 # --------------------------------------------------------------------------------------------
 
 

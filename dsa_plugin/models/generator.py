@@ -1,7 +1,7 @@
 """ResNet generator (CycleGAN / pix2pix family) with the reference's state-dict layout.
 
 Key names are ``model.<idx>...`` exactly as the published ``hedngan_generator_X.pth`` and
-``cyclegan_generator_X.pth`` (REFERENCE_FACTS §1.2, §2.1, §2.2), so those files load strictly.
+``cyclegan_generator_X.pth`` (docs/reference.md §generator, §state-dicts), so those files load strictly.
 """
 from __future__ import annotations
 

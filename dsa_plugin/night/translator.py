@@ -1,4 +1,4 @@
-"""The frozen day->night generator as a batched, on-device translator (REFERENCE_FACTS §1.2, §3.1, §3.3).
+"""The frozen day->night generator as a batched, on-device translator (docs/reference.md §generator, §finetuning, §generator-output).
 
 The generator sees images normalised with mean = std = 0.5 (the GAN's data convention) and
 returns tanh output in [-1, 1]; we map it back to [0, 1]. Its output is 4*ceil(H/4) x 4*ceil(W/4)
