@@ -453,7 +453,7 @@ def _embedding_checkpoint(state_dict, arch: str) -> dict:
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet101"])
 def test_embedding_layout_matches_cirtorchs_network(arch):
-    """Key names and shapes of the published embeddings (§2.5) are those of cirtorch's GeM network."""
+    """Key names and shapes of the published embeddings (docs/reference.md §embedding-state-dict) are those of cirtorch's GeM network."""
     from cirtorch.networks.imageretrievalnet import init_network
 
     from dsa_plugin.models.gem import gem_resnet101, gem_vgg16

@@ -92,7 +92,7 @@ class ResnetGenerator(nn.Module):
                                           output_padding=1, bias=bias),
                        make_norm(norm, ngf * mult // 2),
                        nn.ReLU(True)]
-        # The head conv always has a bias, whatever the norm (reference layout, §2.1).
+        # The head conv always has a bias, whatever the norm (docs/reference.md §state-dicts).
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 

@@ -182,7 +182,7 @@ class NightTranslator(nn.Module):
         clip_limit: float = 1.0,
         grid_size: tuple[int, int] = (8, 8),
     ) -> Tensor:
-        """G -> CLAHE -> mean/std normalisation, all on the device (the reference's augment wrappers, §3.3).
+        """G -> CLAHE -> mean/std normalisation, all on the device (the reference's augment wrappers, docs/reference.md §generator-output).
 
         ``mean_std`` defaults to ImageNet's (the embedding networks' convention).
         """
