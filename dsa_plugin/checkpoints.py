@@ -13,8 +13,12 @@ same 4-key layout, atomically, so the reference's hub can read them back.
 Example:
     >>> from dsa_plugin.checkpoints import load_generator, save_network
     >>> from dsa_plugin.models import ResnetGenerator
-    >>> save_network("/tmp/g.pth", ResnetGenerator(n_blocks=2))
-    >>> g = load_generator("/tmp/g.pth")          # eval mode, frozen
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "g.pth")
+    >>> _ = save_network(path, ResnetGenerator(n_blocks=2))
+    >>> g = load_generator(path)                  # eval mode, frozen
+    >>> g.training
+    False
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 
 Example:
     >>> grid = sample_grid({"day": torch.zeros(2, 3, 8, 8), "edge_day": torch.ones(2, 1, 8, 8)})
-    >>> grid.shape
-    torch.Size([3, 20, 38])
+    >>> grid.shape  # 2 rows x 2 columns of 8 x 8 tiles, 2 px apart and around: 2 + 2 * (8 + 2)
+    torch.Size([3, 22, 22])
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ to the plain module.
 
 Example:
     >>> step = make_step(cfg, nets, optimizers)                 # doctest: +SKIP
-    >>> losses, visuals = step(day, night)                        # [-1, 1] batches
+    >>> losses, visuals = step(day, night)  # [-1, 1] batches     # doctest: +SKIP
 """
 
 from __future__ import annotations

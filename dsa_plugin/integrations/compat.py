@@ -18,7 +18,8 @@ unpickling it in a worker re-applies them before the first image is loaded.
 Example::
 
     >>> from dsa_plugin.integrations import compat
-    >>> compat.apply_runtime_fixes()
+    >>> fixed = compat.apply_runtime_fixes()  # {'pillow_antialias': ..., 'numpy_in1d': ...}
+    >>> import torch
     >>> with compat.cuda_noop():
     ...     t = torch.zeros(2).cuda()   # stays on the CPU
 """
