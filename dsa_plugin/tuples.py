@@ -278,7 +278,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
     def _qpool_size(self) -> int:
         size = min(self.config.qpool_size, len(self.qpool))
         if self.config.diverse_anchors and size < self.qsize:
-            warnings.warn(f"qpool_size={self.config.qpool_size} is smaller than qsize={self.qsize}; mining anchors from {self.qsize} pairs", stacklevel=3)
+            warnings.warn(f"qpool_size={self.config.qpool_size} is smaller than qsize={self.qsize}; "
+                          f"mining anchors from {self.qsize} pairs", stacklevel=3)
             size = self.qsize
         return size
 
@@ -362,7 +363,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             f"    Number of tuples processed in an epoch: {self.qsize}",
             f"    Pool size for negative remining: {self.poolsize}",
             f"    Anchor sampler: {self.sampler!r}" + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
-            f"    Night anchors: {'ratio %g of %r labels' % (self.config.night_ratio, self.config.night_label) if self.night_enabled else 'off'}",
+            "    Night anchors: " + (f"ratio {self.config.night_ratio:g} of {self.config.night_label!r} labels"
+                                   if self.night_enabled else "off"),
             f"    CLAHE: {'on' if self.config.clahe else 'off'}; mean/std: {self.mean_std}",
             f"    Transforms (if any): {self.transform!r}",
         ]

@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from dsa_plugin.models import (HED, HEDPreprocess, NLayerDiscriminator, ResnetGenerator, build_generator,
-                               hed_preprocess, init_weights)
+from dsa_plugin.models import (
+    HED,
+    HEDPreprocess,
+    NLayerDiscriminator,
+    ResnetGenerator,
+    build_generator,
+    hed_preprocess,
+    init_weights,
+)
 
 # ---- expected layouts, written out from docs/reference.md §state-dicts (not derived from our modules) ----
 
@@ -18,7 +25,10 @@ def _bn(prefix: str, c: int) -> list[tuple[str, tuple]]:
 
 
 def spec_generator(norm: str, n_blocks: int = 9) -> list[tuple[str, tuple]]:
-    """docs/reference.md §state-dicts (batch and instance norm), for ``n_blocks`` residual blocks at model.10 ...; ngf 64."""
+    """docs/reference.md §state-dicts (batch and instance norm).
+
+    For ``n_blocks`` residual blocks at model.10 ...; ngf 64.
+    """
     inst = norm == "instance"
     out: list[tuple[str, tuple]] = []
 

@@ -202,7 +202,8 @@ def load_folder_dataset(
     root = Path(folder)
     csv_path = root / labels
     if not csv_path.is_file():
-        raise TestSetError(f"labels file not found: {csv_path}; a folder dataset needs {labels} with columns {', '.join(FOLDER_COLUMNS)}[, role]")
+        raise TestSetError(f"labels file not found: {csv_path}; a folder dataset needs {labels} "
+                           f"with columns {', '.join(FOLDER_COLUMNS)}[, role]")
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []

@@ -507,7 +507,9 @@ def how_runtime(modules: dict[str, Any], config: DSAConfig | None, num_workers: 
             stack.enter_context(_patched(how_net, "NUM_WORKERS", num_workers))
         stack.enter_context(_patched(train, "train", _train_without_dsa_kwarg(train.train, state)))
         clahe = config is not None and config.clahe
-        stack.enter_context(_patched(how_net, "build_transforms", _transform_builder(how_net.build_transforms, clahe, config.clahe_grid if config is not None else 8)))
+        grid = config.clahe_grid if config is not None else 8
+        stack.enter_context(_patched(how_net, "build_transforms",
+                                     _transform_builder(how_net.build_transforms, clahe, grid)))
         if config is not None and config.enabled:
             state["config"] = config
             stack.enter_context(_patched(train, "TuplesDataset", _DeferredFactory(state)))
