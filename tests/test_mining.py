@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from dsa_plugin.mining import (
+    AnchorSampler,
     DiverseAnchorSampler,
+    InvalidSelectionError,
     NotEnoughClustersError,
     RandomAnchorSampler,
     band_bounds,
@@ -193,3 +195,55 @@ def test_hard_negatives_when_the_own_cluster_fills_the_top_of_the_ranking():
     ours = hard_negatives(anchor.t(), poolvecs.t(), [0], pcl, 5)
     assert ours.indices.tolist() == expected
     assert all(i >= 100 for i in ours.indices.flatten().tolist())
+
+
+# ---- the base class contract (pytorch-metric-learning's BaseMiner: no autograd, output checked) ----
+
+
+class _Returns(AnchorSampler):
+    """A sampler that returns what it is told to, and records whether autograd was on."""
+
+    def __init__(self, result):
+        super().__init__()
+        self.result, self.grad_enabled = result, None
+
+    def select(self, descriptors, num, generator=None):
+        self.grad_enabled = torch.is_grad_enabled()
+        return self.result(descriptors, num) if callable(self.result) else self.result
+
+
+def test_select_runs_without_autograd():
+    x = torch.randn(20, 4, requires_grad=True)
+    sampler = _Returns(lambda d, num: (d @ d.t()).sum(dim=1).argsort()[:num])
+    picked = sampler(x, 5)
+    assert sampler.grad_enabled is False
+    assert picked.dtype == torch.long and not picked.requires_grad
+    assert torch.is_grad_enabled()  # restored for the caller
+    diverse = DiverseAnchorSampler(deterministic=True)
+    assert diverse(torch.nn.functional.normalize(x, dim=1), 5).shape == (5,)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.tensor([0, 1]), r"shape \(2,\); expected \(3,\)"),
+    (torch.tensor([0, 1, 2, 3]), r"shape \(4,\); expected \(3,\)"),
+    (torch.tensor([[0, 1, 2]]), r"shape \(1, 3\)"),
+    (torch.tensor([0, 1, 1]), r"1 repeated position"),
+    (torch.tensor([0, 1, 10]), r"outside 0\.\.9"),
+    (torch.tensor([-1, 1, 2]), r"outside 0\.\.9"),
+    (torch.tensor([0.0, 1.0, 2.0]), r"torch.float32 positions"),
+    (torch.tensor([True, False, True]), r"torch.bool positions"),
+    ([0, 1, 2], r"returned list, not a tensor"),
+])
+def test_what_select_returns_is_checked(bad, message):
+    with pytest.raises(InvalidSelectionError, match=message):
+        _Returns(bad)(torch.randn(10, 4), 3)
+
+
+def test_valid_selections_pass_as_long():
+    x = torch.randn(10, 4)
+    assert _Returns(torch.tensor([9, 0, 4], dtype=torch.int32))(x, 3).tolist() == [9, 0, 4]
+    assert _Returns(torch.tensor([9, 0, 4], dtype=torch.int32))(x, 3).dtype == torch.long
+    assert _Returns(torch.empty(0, dtype=torch.long))(x, 0).tolist() == []
+    assert RandomAnchorSampler()(x, 10).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="cannot select 11"):
+        _Returns(torch.arange(11))(x, 11)
