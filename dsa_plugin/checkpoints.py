@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsa_plugin.io import atomic_write
+from dsa_plugin.files import atomic_write
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
            "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
@@ -339,7 +339,7 @@ def generator_model_params(generator: nn.Module) -> dict:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the target directory, fsync, then ``os.replace``: readers
-    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.io`)."""
+    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.files`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
 
 

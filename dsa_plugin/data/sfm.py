@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa_plugin.io import atomic_write
+from dsa_plugin.files import atomic_write
 
 SPLIT_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
-from dsa_plugin.io import atomic_write_text
+from dsa_plugin.files import atomic_write_text
 
 
 def _scales(text: str) -> list[float]:

@@ -338,7 +338,7 @@ def get_key(cfg: Any, key: str) -> Any:
 
 
 def save_yaml(cfg: GanConfig, path: "str | Path") -> None:
-    from dsa_plugin.io import atomic_write_text
+    from dsa_plugin.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

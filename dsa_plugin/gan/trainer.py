@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from dsa_plugin.checkpoints import atomic_save
+from dsa_plugin.files import atomic_write_text, remove_stale_temps
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.distributed import DistContext
@@ -41,7 +42,6 @@ from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers,
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
 from dsa_plugin.gan.steps import make_step
-from dsa_plugin.io import atomic_write_text, remove_stale_temps
 
 log = logging.getLogger("dsa_plugin.gan")
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.io import atomic_write_text
+from dsa_plugin.files import atomic_write_text
 
 HOW_SRC_ENV = "HOW_SRC"
 DSA_SECTION = "dsa"
