@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         rows.append((name, report[name]))
         if name == "gan_train":
             k = min(4, len(day))
-            edge = lambda x: hed(__import__("dsa_plugin.models", fromlist=["hed_preprocess"]).hed_preprocess(x))
+            edge = lambda x: hed(__import__("dsa_plugin.models", fromlist=["hed_preprocess"]).hed_preprocess(x))  # noqa: E731
             with torch.no_grad():
                 fake = after["fake"][:k]
                 visuals = {"day": day[:k], "fake": fake, "night": night[:k], "edge_day": edge(day[:k]),

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def _setup(size: int, batch: int, device: str, impl: str | None = None):
-    from test_gan_step import ref_adam, ref_hed_optimizer
+    from test_gan_step import ref_adam, ref_hed_optimizer  # noqa: I001 (tests/ helper first, as imported)
 
     from dsa_plugin.gan.config import load_config
     from dsa_plugin.gan.networks import build_networks, build_optimizers

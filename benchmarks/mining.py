@@ -34,36 +34,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-
-def literal_reference(qvecs: torch.Tensor, qsize: int, similar_exclude: float = 0.2, similar_include: float = 0.8,
-                      stable: bool = True) -> list[int]:
-    """The reference loop as written (REFERENCE_FACTS §3.7): growing matrix, full argsort, global RNG.
-
-    ``stable=True`` only defines the order of exact ties (the reference's argsort is unstable, and at
-    Qp=10,000 float32 max-similarities do tie exactly now and then, which makes the unstable
-    version's picks implementation-defined, REFERENCE_FACTS §6.11). It costs the same (0.90 vs
-    0.81 ms per 10,000-item argsort here); ``--unstable-reference`` runs the call as written.
-    """
-    qpool_size = qvecs.shape[1]
-    idx = 0
-    idxs = [idx]
-    dists = torch.empty(qpool_size, 0, device=qvecs.device)
-    for _ in range(qsize - 1):
-        dist = torch.mm(qvecs.t(), qvecs[:, idx : idx + 1])
-        dists = torch.cat([dists, dist], dim=1)
-        most_similar = dists.max(dim=1)[0]
-        valid_size = qpool_size - len(idxs)
-        similar_split = max(int(valid_size * (1 - similar_exclude)), 1)
-        dissimilar_split = min(int(valid_size * (1 - similar_include)), similar_split - 1)
-        order = most_similar.argsort(stable=True) if stable else most_similar.argsort()
-        dissimilar_part = order[dissimilar_split:similar_split]
-        choice = torch.randint(dissimilar_part.shape[0], (1,)).item()
-        idx = dissimilar_part[choice].item()
-        idxs.append(idx)
-    return idxs
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from oracles import reference_diverse_anchors  # noqa: E402  (gandtr's loop, MIT licence: see tests/oracles.py)
 
 
 def _status_kb(field: str) -> int | None:
@@ -98,7 +75,7 @@ def worker(algo: str, qp: int, q: int, d: int, seed: int, device: str, stable: b
     def run(vecs, num, rng_seed):
         if algo == "reference":
             torch.manual_seed(rng_seed)
-            return literal_reference(vecs, num, stable=stable)
+            return reference_diverse_anchors(vecs, num, stable=stable)
         return diverse_anchors(vecs.t(), num, generator=torch.Generator().manual_seed(rng_seed)).tolist()
 
     run(qvecs[:, :500].contiguous(), 50, 0)  # warm-up: thread pools, kernels, lazy imports

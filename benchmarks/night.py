@@ -1,6 +1,6 @@
 """Benchmark: night anchors of one epoch from the night cache vs translated online; translator speed.
 
-Reference proportions per epoch (REFERENCE_FACTS §3.2, §3.6): diverse-anchor mining extracts a pool
+Reference proportions per epoch (docs/reference.md §md5-selection, §tuple-sizes): diverse-anchor mining extracts a pool
 of Qp = 10000 anchors ("anc-pool-mine"), hard-negative mining re-extracts the Q = 2000 chosen
 anchors ("anc-mine") and training loads those Q anchors again ("anc"); the md5 rule makes 25% of
 each night. That is 3500 generator runs per epoch online. We scale Qp and Q down by --scale, keep

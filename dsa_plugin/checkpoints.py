@@ -1,6 +1,6 @@
 """Checkpoint I/O compatible with the reference (gandtr / mdir) files.
 
-The reference writes every network as a dict with exactly four keys (REFERENCE_FACTS §2.6)::
+The reference writes every network as a dict with exactly four keys (docs/reference.md §checkpoint-format)::
 
     {"type": "SingleNetwork", "frozen": bool,
      "network_params": {"model": {constructor kwargs incl. "architecture"}, "runtime": {...}},
@@ -13,8 +13,12 @@ same 4-key layout, atomically, so the reference's hub can read them back.
 Example:
     >>> from dsa_plugin.checkpoints import load_generator, save_network
     >>> from dsa_plugin.models import ResnetGenerator
-    >>> save_network("/tmp/g.pth", ResnetGenerator(n_blocks=2))
-    >>> g = load_generator("/tmp/g.pth")          # eval mode, frozen
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "g.pth")
+    >>> _ = save_network(path, ResnetGenerator(n_blocks=2))
+    >>> g = load_generator(path)                  # eval mode, frozen
+    >>> g.training
+    False
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsa_plugin.io import atomic_write
+from dsa_plugin.files import atomic_write
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
            "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
@@ -354,7 +358,7 @@ def generator_model_params(generator: nn.Module) -> dict:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the target directory, fsync, then ``os.replace``: readers
-    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.io`)."""
+    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.files`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DSAConfig:
-    """Settings of Dark Side Augmentation (defaults = the paper's, REFERENCE_FACTS §3).
+    """Settings of Dark Side Augmentation (defaults = the paper's fine-tuning, docs/reference.md §finetuning ff.).
 
     Attributes:
         generator: path or URL of a frozen day->night generator checkpoint; ``None`` disables night anchors.

@@ -87,9 +87,13 @@ def load_rgb(path: str | os.PathLike, max_size: int | None = None, alpha: Litera
     unconvertible file.
 
     Example:
-        >>> img = load_rgb("photo.jpg", max_size=1024)  # doctest: +SKIP
-        >>> img.mode, max(img.size) <= 1024
-        ('RGB', True)
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "photo.png")
+        >>> Image.new("RGBA", (2048, 1536)).save(path)
+        >>> img = load_rgb(path, max_size=1024)
+        >>> img.mode, img.size
+        ('RGB', (1024, 768))
     """
     from PIL import Image, UnidentifiedImageError
 

@@ -1,6 +1,6 @@
 """Drop-in transforms: CLAHE as the reference applies it, and mean/std normalisation adapters.
 
-CLAHE (REFERENCE_FACTS §3.4): float RGB in [0, 1] -> OpenCV Lab -> ``L / 100 * 255`` truncated to
+CLAHE (docs/reference.md §clahe): float RGB in [0, 1] -> OpenCV Lab -> ``L / 100 * 255`` truncated to
 uint8 -> OpenCV CLAHE (clip limit 1.0, 8x8 tiles) -> ``/ 255`` -> back to RGB with a and b unchanged.
 
 :func:`clahe` re-implements that whole pipeline in batched torch ops so that it runs on any device

@@ -2,7 +2,7 @@
 
 Per epoch, :meth:`NightTuplesDataset.create_epoch_tuples` picks anchors (uniformly at random as
 cirtorch, or by diverse anchor mining), extracts their descriptors with the selected anchors
-turned into synthetic night (the md5 rule, REFERENCE_FACTS §3.2), mines ``nnum`` hard negatives
+turned into synthetic night (the md5 rule, docs/reference.md §md5-selection), mines ``nnum`` hard negatives
 per anchor from a random pool, and stores ``qidxs``/``pidxs``/``nidxs``. ``__getitem__`` returns
 cirtorch's ``([anchor, positive, n1..nN], target)`` with the anchor as night when selected and
 CLAHE on every image. Works with cirtorch's ``collate_tuples`` and with HOW's training loop.
@@ -49,7 +49,7 @@ try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cir
 except Exception:  # noqa: BLE001 - cirtorch absent or broken on this Python: a plain Dataset.
     _TuplesBase = Dataset
 
-#: Labels of the reference (REFERENCE_FACTS §3.2): tuples, then what mining appends ("-mine").
+#: Labels of the reference (docs/reference.md §md5-selection): tuples, then what mining appends ("-mine").
 ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
 ANCHOR_POOL_MINE, ANCHOR_MINE, NEGATIVE_POOL_MINE = "anc-pool-mine", "anc-mine", "neg-pool-mine"
 
@@ -281,7 +281,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
     def _qpool_size(self) -> int:
         size = min(self.config.qpool_size, len(self.qpool))
         if self.config.diverse_anchors and size < self.qsize:
-            warnings.warn(f"qpool_size={self.config.qpool_size} is smaller than qsize={self.qsize}; mining anchors from {self.qsize} pairs", stacklevel=3)
+            warnings.warn(f"qpool_size={self.config.qpool_size} is smaller than qsize={self.qsize}; "
+                          f"mining anchors from {self.qsize} pairs", stacklevel=3)
             size = self.qsize
         return size
 
@@ -391,7 +392,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             f"    Number of tuples processed in an epoch: {self.qsize}",
             f"    Pool size for negative remining: {self.poolsize}",
             f"    Anchor sampler: {self.sampler!r}" + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
-            f"    Night anchors: {'ratio %g of %r labels' % (self.config.night_ratio, self.config.night_label) if self.night_enabled else 'off'}",
+            "    Night anchors: " + (f"ratio {self.config.night_ratio:g} of {self.config.night_label!r} labels"
+                                   if self.night_enabled else "off"),
             f"    CLAHE: {'on' if self.config.clahe else 'off'}; mean/std: {self.mean_std}",
             f"    Transforms (if any): {self.transform!r}",
         ]

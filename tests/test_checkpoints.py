@@ -9,11 +9,19 @@ import torch
 import torch.nn.functional as F
 
 from dsa_plugin import checkpoints as ck
-from dsa_plugin.checkpoints import (CheckpointError, CheckpointNotFoundError, atomic_save, extract_state_dict,
-                                    load_checkpoint, load_generator, load_hed, load_into, save_network,
-                                    state_dict_sha256)
+from dsa_plugin.checkpoints import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    atomic_save,
+    extract_state_dict,
+    load_checkpoint,
+    load_generator,
+    load_hed,
+    load_into,
+    save_network,
+    state_dict_sha256,
+)
 from dsa_plugin.models import HED, NLayerDiscriminator, ResnetGenerator, hed_preprocess
-
 from test_models import spec_discriminator, spec_generator, spec_hed
 
 H, W = 36, 44

@@ -302,10 +302,11 @@ def test_dsa_evaluate_cli_reports_bad_input(tmp_path, capsys):
 
 
 def test_learn_whitening_from_db_cli(tmp_path):
+    import pickle
+
+    from dsa_plugin.data.sfm import cid_to_path
     from dsa_plugin.evaluation.cli import main
     from dsa_plugin.evaluation.whitening import load_whitening
-    from dsa_plugin.data.sfm import cid_to_path
-    import pickle
 
     cids = [f"c{i:08d}" for i in range(12)]
     ims = tmp_path / "ims"

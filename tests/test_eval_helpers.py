@@ -61,7 +61,8 @@ def make_test_set(data_root: Path, name: str, revisited: bool = True, n_db: int 
             members = [2 * place, 2 * place + 1]
             bbx = [2.0, 3.0, 40.0, 30.0]
             if revisited:
-                gnd.append({"bbx": bbx, "easy": np.array(members[:1]), "hard": np.array(members[1:]), "junk": np.array([(2 * place + 2) % n_db])})
+                gnd.append({"bbx": bbx, "easy": np.array(members[:1]), "hard": np.array(members[1:]),
+                            "junk": np.array([(2 * place + 2) % n_db])})
             else:
                 gnd.append({"bbx": bbx, "ok": np.array(members), "junk": np.array([])})
     with open(base / f"gnd_{name}.pkl", "wb") as f:

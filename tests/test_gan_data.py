@@ -9,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dsa_plugin.gan.data import (BadImageError, EpochBatchSampler, GanDataError, UnpairedDayNight,
-                                 random_scale_crop, resolve_images)
+from dsa_plugin.gan.data import (
+    BadImageError,
+    EpochBatchSampler,
+    GanDataError,
+    UnpairedDayNight,
+    random_scale_crop,
+    resolve_images,
+)
 
 
 def write_images(folder, n, size=(48, 40), color=None, prefix="im"):

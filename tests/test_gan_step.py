@@ -1,9 +1,10 @@
 """One training iteration equals a slow, literal re-implementation of the reference's step order.
 
-The ``reference_*`` functions below are written straight from REFERENCE_FACTS §1.6-1.8 (and the
-reference's epoch classes): every network call the reference makes is made, with autograd on,
-in the same order, including the teacher recomputation and the logging-only student pass. They
-are also the baseline of ``benchmarks/gan_step.py``.
+The ``reference_*`` functions below are written straight from docs/reference.md §gan-losses,
+§gan-step-order and §gan-schedule (and the reference's epoch classes): every network call the
+reference makes is made, with autograd on, in the same order, including the teacher
+recomputation and the logging-only student pass. They are also the baseline of
+``benchmarks/gan_step.py``.
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ def test_hedngan_iterations_match_literal_reference():
                                            ref["detector_frozen"], opt_G, opt_D, opt_E, day, night)
         for key, value in want.items():
             assert abs(got[key].item() - value.item()) <= 1e-5, (it, key, got[key].item(), value.item())
-        if it == 0:  # student == teacher at the start: the real-image term is exactly zero (gotcha 12)
+        # student == teacher at the start: the real-image term is exactly zero
+        # (docs/reference.md §first-detector-step)
+        if it == 0:
             assert got["E_real"].item() == 0.0
         assert visuals["edge_fake"].shape == (2, 1, 32, 32)
     assert got["E_real"].item() > 0  # later steps are informative

@@ -1,4 +1,4 @@
-"""GeM pooling and cirtorch-compatible GeM networks (REFERENCE_FACTS §2.5, §3.5)."""
+"""GeM pooling and cirtorch-compatible GeM networks (docs/reference.md §embedding-state-dict, §embedding-training)."""
 from __future__ import annotations
 
 import torch

@@ -23,8 +23,8 @@ import torch
 
 pytest.importorskip("cirtorch.examples.train", reason="cirtorch (cnnimageretrieval-pytorch) is not installed")
 
-from dsa_plugin.integrations import compat  # noqa: E402
 from dsa_plugin.integrations import cirtorch as dsa_cirtorch  # noqa: E402
+from dsa_plugin.integrations import compat  # noqa: E402
 
 pytestmark = [pytest.mark.toolkit, pytest.mark.usefixtures("one_thread")]
 
@@ -77,7 +77,7 @@ def world(tmp_path_factory):
 
 
 def _md5_night(name: str, label: str = "anc") -> bool:
-    """The selection rule, literally (REFERENCE_FACTS §3.2)."""
+    """The selection rule, literally (docs/reference.md §md5-selection)."""
     return label.startswith("anc") and int(hashlib.md5(name.encode()).hexdigest()[-4:], 16) / 65536 < RATIO
 
 
@@ -442,7 +442,7 @@ def test_patched_script_trains_with_the_flags(world, tmp_path):
 
 
 def _embedding_checkpoint(state_dict, arch: str) -> dict:
-    """The gandtr 4-key layout of ``*_embed_<arch>.pth`` (REFERENCE_FACTS §2.5-2.6)."""
+    """The gandtr 4-key layout of ``*_embed_<arch>.pth`` (docs/reference.md §checkpoint-format)."""
     return {"type": "SingleNetwork", "frozen": False,
             "network_params": {"model": {"architecture": "cirnet", "cir_architecture": arch, "local_whitening": False,
                                          "pooling": "gem", "pretrained": True, "regional": False, "whitening": False},
@@ -453,7 +453,10 @@ def _embedding_checkpoint(state_dict, arch: str) -> dict:
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet101"])
 def test_embedding_layout_matches_cirtorchs_network(arch):
-    """Key names and shapes of the published embeddings (§2.5) are those of cirtorch's GeM network."""
+    """Key names and shapes of the published embeddings are those of cirtorch's GeM network.
+
+    docs/reference.md §embedding-state-dict.
+    """
     from cirtorch.networks.imageretrievalnet import init_network
 
     from dsa_plugin.models.gem import gem_resnet101, gem_vgg16

@@ -81,7 +81,7 @@ def _tiny_generator(path: Path) -> Path:
 
 
 def _is_night_reference(name: str, ratio: float) -> bool:
-    # REFERENCE_FACTS §3.2, written out: last 4 hex digits of md5(name) / 16^4 < ratio.
+    # docs/reference.md §md5-selection, written out: last 4 hex digits of md5(name) / 16^4 < ratio.
     return int(hashlib.md5(name.encode("utf-8")).hexdigest()[-4:], 16) / 65536 < ratio
 
 

@@ -1,4 +1,8 @@
-"""Diverse anchors and hard negatives against slow, literal implementations of the reference."""
+"""Diverse anchors and hard negatives against slow, literal implementations of the reference.
+
+The diverse-anchor oracle transcribes gandtr's loop (github.com/mohwald/gandtr, MIT licence); it
+lives in ``tests/oracles.py``, shared with ``benchmarks/mining.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +10,16 @@ import pytest
 import torch
 
 from dsa_plugin.mining import (
+    AnchorSampler,
     DiverseAnchorSampler,
+    InvalidSelectionError,
     NotEnoughClustersError,
     RandomAnchorSampler,
     band_bounds,
     diverse_anchors,
     hard_negatives,
 )
-
-
-def literal_diverse(qvecs, qsize, similar_exclude, similar_include, deterministic):
-    """The reference loop, literally (growing matrix, full argsort), on a D x Qp matrix.
-
-    The one deliberate difference: a *stable* argsort (the reference's is unstable; ties are
-    implementation-defined there, REFERENCE_FACTS §6.11).
-    """
-    qpool_size = qvecs.shape[1]
-    idx = 0
-    idxs = [idx]
-    dists = torch.empty(qpool_size, 0)
-    for _ in range(qsize - 1):
-        dist = torch.mm(qvecs.t(), qvecs[:, idx : idx + 1])
-        dists = torch.cat([dists, dist], dim=1)
-        most_similar = dists.max(dim=1)[0]
-        valid_size = qpool_size - len(idxs)
-        similar_split = max(int(valid_size * (1 - similar_exclude)), 1)
-        dissimilar_split = min(int(valid_size * (1 - similar_include)), similar_split - 1)
-        dissimilar_part = torch.argsort(most_similar, stable=True)[dissimilar_split:similar_split]
-        if deterministic:
-            choice = dissimilar_part.shape[0] - 1
-        else:
-            choice = torch.randint(dissimilar_part.shape[0], (1,)).item()
-        idx = dissimilar_part[choice].item()
-        idxs.append(idx)
-    return idxs
+from oracles import reference_diverse_anchors
 
 
 def unit(pool, dim, seed):
@@ -71,7 +51,7 @@ SETTINGS = [  # (Qp, Q, D, exclude, include)
 @pytest.mark.parametrize("qp,q,d,exclude,include", SETTINGS)
 def test_deterministic_matches_literal_reference(qp, q, d, exclude, include):
     qvecs = unit(qp, d, seed=qp + q + d)
-    expected = literal_diverse(qvecs, q, exclude, include, deterministic=True)
+    expected = reference_diverse_anchors(qvecs, q, exclude, include, deterministic=True)
     ours = diverse_anchors(qvecs.t(), q, exclude, include, deterministic=True)
     assert ours.tolist() == expected
     # Row-major [Qp, D] input (copied internally to the reference layout) gives the same picks.
@@ -83,7 +63,7 @@ def test_deterministic_matches_literal_reference_with_ties(qp, q, d):
     qvecs = quantised_unit(qp, d, seed=q)
     most = torch.mm(qvecs.t(), qvecs).fill_diagonal_(-2).max(dim=1).values
     assert most.unique().numel() < qp // 3  # the input really is full of ties
-    expected = literal_diverse(qvecs, q, 0.2, 0.8, deterministic=True)
+    expected = reference_diverse_anchors(qvecs, q, 0.2, 0.8, deterministic=True)
     assert diverse_anchors(qvecs.t(), q, deterministic=True).tolist() == expected
     # The Gram path sees the same exact similarities.
     assert diverse_anchors(qvecs.t(), q, deterministic=True, gram_budget_bytes=1 << 30).tolist() == expected
@@ -92,7 +72,7 @@ def test_deterministic_matches_literal_reference_with_ties(qp, q, d):
 def test_random_mode_equals_literal_with_same_rng_state_and_is_reproducible():
     qvecs = unit(400, 32, seed=3)
     torch.manual_seed(123)
-    expected = literal_diverse(qvecs, 60, 0.2, 0.8, deterministic=False)
+    expected = reference_diverse_anchors(qvecs, 60, 0.2, 0.8, deterministic=False)
     ours = diverse_anchors(qvecs.t(), 60, generator=torch.Generator().manual_seed(123))
     assert ours.tolist() == expected
     again = diverse_anchors(qvecs.t(), 60, generator=torch.Generator().manual_seed(123))
@@ -110,7 +90,7 @@ def test_gram_path_matches_vector_path_on_random_data():
 
 
 def test_duplicates_never_picked_twice():
-    # All-identical descriptors: every max similarity ties; the reference can re-pick (§6.11).
+    # All-identical descriptors: every max similarity ties; the reference can re-pick (docs/reference.md §ties).
     x = torch.nn.functional.normalize(torch.ones(60, 8), dim=1)
     picks = diverse_anchors(x, 60, generator=torch.Generator().manual_seed(0))
     assert sorted(picks.tolist()) == list(range(60))
@@ -215,3 +195,55 @@ def test_hard_negatives_when_the_own_cluster_fills_the_top_of_the_ranking():
     ours = hard_negatives(anchor.t(), poolvecs.t(), [0], pcl, 5)
     assert ours.indices.tolist() == expected
     assert all(i >= 100 for i in ours.indices.flatten().tolist())
+
+
+# ---- the base class contract (pytorch-metric-learning's BaseMiner: no autograd, output checked) ----
+
+
+class _Returns(AnchorSampler):
+    """A sampler that returns what it is told to, and records whether autograd was on."""
+
+    def __init__(self, result):
+        super().__init__()
+        self.result, self.grad_enabled = result, None
+
+    def select(self, descriptors, num, generator=None):
+        self.grad_enabled = torch.is_grad_enabled()
+        return self.result(descriptors, num) if callable(self.result) else self.result
+
+
+def test_select_runs_without_autograd():
+    x = torch.randn(20, 4, requires_grad=True)
+    sampler = _Returns(lambda d, num: (d @ d.t()).sum(dim=1).argsort()[:num])
+    picked = sampler(x, 5)
+    assert sampler.grad_enabled is False
+    assert picked.dtype == torch.long and not picked.requires_grad
+    assert torch.is_grad_enabled()  # restored for the caller
+    diverse = DiverseAnchorSampler(deterministic=True)
+    assert diverse(torch.nn.functional.normalize(x, dim=1), 5).shape == (5,)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.tensor([0, 1]), r"shape \(2,\); expected \(3,\)"),
+    (torch.tensor([0, 1, 2, 3]), r"shape \(4,\); expected \(3,\)"),
+    (torch.tensor([[0, 1, 2]]), r"shape \(1, 3\)"),
+    (torch.tensor([0, 1, 1]), r"1 repeated position"),
+    (torch.tensor([0, 1, 10]), r"outside 0\.\.9"),
+    (torch.tensor([-1, 1, 2]), r"outside 0\.\.9"),
+    (torch.tensor([0.0, 1.0, 2.0]), r"torch.float32 positions"),
+    (torch.tensor([True, False, True]), r"torch.bool positions"),
+    ([0, 1, 2], r"returned list, not a tensor"),
+])
+def test_what_select_returns_is_checked(bad, message):
+    with pytest.raises(InvalidSelectionError, match=message):
+        _Returns(bad)(torch.randn(10, 4), 3)
+
+
+def test_valid_selections_pass_as_long():
+    x = torch.randn(10, 4)
+    assert _Returns(torch.tensor([9, 0, 4], dtype=torch.int32))(x, 3).tolist() == [9, 0, 4]
+    assert _Returns(torch.tensor([9, 0, 4], dtype=torch.int32))(x, 3).dtype == torch.long
+    assert _Returns(torch.empty(0, dtype=torch.long))(x, 0).tolist() == []
+    assert RandomAnchorSampler()(x, 10).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="cannot select 11"):
+        _Returns(torch.arange(11))(x, 11)

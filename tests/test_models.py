@@ -1,4 +1,4 @@
-"""Architectures: state-dict keys/shapes exactly as REFERENCE_FACTS §2.1-2.4, sizes, counts, init."""
+"""Architectures: state-dict keys/shapes exactly as docs/reference.md §state-dicts, sizes, counts, init."""
 from __future__ import annotations
 
 import math
@@ -6,10 +6,17 @@ import math
 import pytest
 import torch
 
-from dsa_plugin.models import (HED, HEDPreprocess, NLayerDiscriminator, ResnetGenerator, build_generator,
-                               hed_preprocess, init_weights)
+from dsa_plugin.models import (
+    HED,
+    HEDPreprocess,
+    NLayerDiscriminator,
+    ResnetGenerator,
+    build_generator,
+    hed_preprocess,
+    init_weights,
+)
 
-# ---- expected layouts, written out from REFERENCE_FACTS §2 (not derived from our modules) ----
+# ---- expected layouts, written out from docs/reference.md §state-dicts (not derived from our modules) ----
 
 
 def _bn(prefix: str, c: int) -> list[tuple[str, tuple]]:
@@ -18,7 +25,10 @@ def _bn(prefix: str, c: int) -> list[tuple[str, tuple]]:
 
 
 def spec_generator(norm: str, n_blocks: int = 9) -> list[tuple[str, tuple]]:
-    """§2.1 (batch) / §2.2 (instance), for ``n_blocks`` residual blocks at model.10 ...; ngf 64."""
+    """docs/reference.md §state-dicts (batch and instance norm).
+
+    For ``n_blocks`` residual blocks at model.10 ...; ngf 64.
+    """
     inst = norm == "instance"
     out: list[tuple[str, tuple]] = []
 
@@ -52,7 +62,7 @@ def spec_generator(norm: str, n_blocks: int = 9) -> list[tuple[str, tuple]]:
 
 
 def spec_discriminator(norm: str) -> list[tuple[str, tuple]]:
-    """§2.3."""
+    """docs/reference.md §state-dicts, discriminator."""
     out = [("model.0.weight", (64, 3, 4, 4)), ("model.0.bias", (64,))]
     for idx, shape in ((2, (128, 64, 4, 4)), (5, (256, 128, 4, 4)), (8, (512, 256, 4, 4))):
         out.append((f"model.{idx}.weight", shape))
@@ -65,7 +75,7 @@ def spec_discriminator(norm: str) -> list[tuple[str, tuple]]:
 
 
 def spec_hed() -> list[tuple[str, tuple]]:
-    """§2.4."""
+    """docs/reference.md §state-dicts, HED."""
     convs = [("vgg1.0", (64, 3, 3, 3)), ("vgg1.2", (64, 64, 3, 3)),
              ("vgg2.1", (128, 64, 3, 3)), ("vgg2.3", (128, 128, 3, 3)),
              ("vgg3.1", (256, 128, 3, 3)), ("vgg3.3", (256, 256, 3, 3)), ("vgg3.5", (256, 256, 3, 3)),

@@ -1,4 +1,4 @@
-"""The md5 night rule selects exactly the reference's images (REFERENCE_FACTS §3.2)."""
+"""The md5 night rule selects exactly the reference's images (docs/reference.md §md5-selection)."""
 
 import hashlib
 import random
@@ -72,3 +72,31 @@ def test_bad_arguments():
         select_night(["a", "b"], ["anc"])
     with pytest.raises(TypeError, match="image name"):
         night_score(123)
+
+
+# Names whose md5 ends exactly on a ratio: the comparison is strict ("below the ratio"), so a
+# score equal to the ratio is *not* night (docs/reference.md §md5-selection).
+BOUNDARY = [  # (name, last 4 hex digits, the ratio its score equals)
+    ("boundary73102", "4000", 0.25),
+    ("boundary29689", "8000", 0.5),
+    ("boundary51615", "0000", 0.0),
+]
+
+
+@pytest.mark.parametrize("name, tail, ratio", BOUNDARY)
+def test_score_equal_to_the_ratio_is_not_night(name, tail, ratio):
+    assert hashlib.md5(name.encode()).hexdigest()[-4:] == tail
+    assert night_score(name) == ratio
+    assert is_night(name, "anc", ratio=ratio) is False
+    assert select_night([name], "anc", ratio=ratio) == [False]
+    assert reference_rule(name, "anc", ratio, "anc") is False
+    # Just above the score, the same name is night.
+    assert is_night(name, "anc", ratio=ratio + 1 / 65536) is True
+    assert select_night([name], ["anc-mine"], ratio=ratio + 1 / 65536) == [True]
+
+
+def test_score_just_below_the_paper_ratio_is_night():
+    name = "boundary41981"  # md5 ends in 3fff: 0.25 - 1/65536
+    assert hashlib.md5(name.encode()).hexdigest()[-4:] == "3fff"
+    assert is_night(name, "anc") is True
+    assert select_night([name], "anc") == [True]

@@ -1,4 +1,7 @@
-"""NightTranslator: frozen, eval-mode, batched generator on [0, 1] images (REFERENCE_FACTS §1.2, §3.3)."""
+"""NightTranslator: frozen, eval-mode, batched generator on [0, 1] images.
+
+docs/reference.md §generator, §generator-output.
+"""
 
 import numpy as np
 import pytest

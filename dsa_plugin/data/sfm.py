@@ -1,4 +1,4 @@
-"""The retrieval-SfM-120k training-db layout used by cirtorch and HOW (TOOLKITS.md).
+"""The retrieval-SfM-120k training-db layout used by cirtorch and HOW (docs/toolkits.md §sfm-format).
 
 ``<root>/train/<name>/<name>.pkl`` holds ``{'train': S, 'val': S}``; each split S has ``cids``
 (image ids), ``cluster`` (landmark id per image) and equal-length ``qidxs``/``pidxs`` (query,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa_plugin.io import atomic_write
+from dsa_plugin.files import atomic_write
 
 SPLIT_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 

@@ -21,7 +21,7 @@ import torch
 from dsa_plugin.config import DSAConfig
 from dsa_plugin.demo.data import DemoData, SceneSpec, write_folder_data, write_scene_data
 from dsa_plugin.demo.finetune import finetune
-from dsa_plugin.io import atomic_write_text
+from dsa_plugin.files import atomic_write_text
 
 
 @dataclass

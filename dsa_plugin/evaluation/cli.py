@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
-from dsa_plugin.io import atomic_write_text
+from dsa_plugin.files import atomic_write_text
 
 
 def _scales(text: str) -> list[float]:
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Retrieval mAP with the standard protocols (Tokyo 24/7, ROxford5k, RParis6k) or on folders with labels.csv.",
     )
     net = p.add_argument_group("network")
-    net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
+    net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, "
+                     "cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
     net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
     net.add_argument("--outputdim", type=int, default=None, help="descriptor size for --arch gem_small (default 128)")
     net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")

@@ -1,6 +1,6 @@
 """Retrieval test sets: cirtorch's ``test/<name>/`` layout and folder datasets with ``labels.csv``.
 
-cirtorch layout (REFERENCE_FACTS §4.1): ``<data_root>/test/<name>/gnd_<name>.pkl`` holding
+cirtorch layout (docs/reference.md §test-sets): ``<data_root>/test/<name>/gnd_<name>.pkl`` holding
 ``{'imlist', 'qimlist', 'gnd'}`` and images at ``<data_root>/test/<name>/jpg/<image>.jpg``. Each
 ``gnd`` entry has ``ok``/``junk`` (old protocol: oxford5k, paris6k, 247tokyo1k) or
 ``easy``/``hard``/``junk`` (revisited: roxford5k, rparis6k), plus an optional query ``bbx``.
@@ -202,7 +202,8 @@ def load_folder_dataset(
     root = Path(folder)
     csv_path = root / labels
     if not csv_path.is_file():
-        raise TestSetError(f"labels file not found: {csv_path}; a folder dataset needs {labels} with columns {', '.join(FOLDER_COLUMNS)}[, role]")
+        raise TestSetError(f"labels file not found: {csv_path}; a folder dataset needs {labels} "
+                           f"with columns {', '.join(FOLDER_COLUMNS)}[, role]")
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []

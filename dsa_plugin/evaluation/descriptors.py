@@ -1,6 +1,6 @@
 """Test-time global descriptors: image loading, CLAHE, multi-scale GeM-p aggregation, batching.
 
-The pipeline of REFERENCE_FACTS §4.2: PIL RGB -> (query bbox crop) -> thumbnail to the longest
+The pipeline of docs/reference.md §test-pipeline: PIL RGB -> (query bbox crop) -> thumbnail to the longest
 side -> [0,1] tensor -> CLAHE (at full resolution, before downscaling) -> mean/std normalisation
 -> the network on each scale ``s`` (``F.interpolate(scale_factor=s, bilinear)``) ->
 ``v = (mean_s desc_s^p)^(1/p)`` -> L2. ``p`` is the network's learned GeM ``pool.p`` when the

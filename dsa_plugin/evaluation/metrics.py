@@ -1,7 +1,7 @@
 """Average precision and mAP with the standard retrieval protocols.
 
 Semantics are those of the standard revisited Oxford/Paris evaluation (cirtorch
-``utils/evaluate.py``, REFERENCE_FACTS §4.3):
+``utils/evaluate.py``, docs/reference.md §map):
 
 - rank positions of the positives (0-based) are reduced by the number of junk images ranked
   ahead of each of them, i.e. junk images are removed from the ranking;

@@ -1,6 +1,6 @@
 """Load embedding networks for evaluation from the checkpoint layouts people have.
 
-Accepted (REFERENCE_FACTS §2.5-2.6, TOOLKITS.md):
+Accepted (docs/reference.md §embedding-state-dict, §checkpoint-format; docs/toolkits.md §tuples-contract):
 
 - the reference (gandtr) 4-key files ``{type, frozen, network_params, model_state}`` with
   ``network_params.model = {architecture: cirnet, cir_architecture: vgg16|resnet101, ...}``

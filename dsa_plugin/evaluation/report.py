@@ -13,7 +13,10 @@ def _pct(v) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     line = "-" * (sum(widths) + 2 * (len(widths) - 1))
     return "\n".join([fmt(header), line, *(fmt(r) for r in rows)])
 
@@ -37,7 +40,8 @@ def format_test_sets(results: Sequence[Mapping], label: str = "network") -> str:
         for tag, m in parts:
             ks = [k for k in m if k.startswith("mp@")]
             detail_rows.append([f"{short} {tag}".strip(), _pct(m["map"]), *[_pct(m[k]) for k in ks], str(m["num_evaluated"])])
-    kcols = [k for k in (results[0]["medium"] if results[0]["protocol"] == "revisited" else results[0]) if str(k).startswith("mp@")] if results else []
+    first = (results[0]["medium"] if results[0]["protocol"] == "revisited" else results[0]) if results else {}
+    kcols = [k for k in first if str(k).startswith("mp@")]
     detail = _table(["set", "mAP", *[k.replace("mp", "mP") for k in kcols], "queries"], detail_rows)
     return main + "\n\n" + detail
 
@@ -47,7 +51,8 @@ def format_folder(result: Mapping, label: str = "network") -> str:
     pairs = [k for k in result if isinstance(result[k], Mapping) and "->" in k]
     ks = [k for k in result[pairs[0]] if k.startswith("mp@")] if pairs else []
     rows = [
-        [p.replace("->", "→"), str(result[p]["num_evaluated"]), str(result[p]["num_db"]), _pct(result[p]["map"]), *[_pct(result[p][k]) for k in ks]]
+        [p.replace("->", "→"), str(result[p]["num_evaluated"]), str(result[p]["num_db"]), _pct(result[p]["map"]),
+         *[_pct(result[p][k]) for k in ks]]
         for p in pairs
     ]
     title = f"{label} on {result['folder']}" + (f" (role={result['role']})" if result.get("role") else "")

@@ -10,7 +10,7 @@ import os
 import pickle
 from pathlib import Path
 
-from dsa_plugin.io import atomic_write
+from dsa_plugin.files import atomic_write
 
 # (module, name) pairs numpy arrays and scalars need to unpickle, across numpy 1.x and 2.x.
 _ALLOWED = {

@@ -1,4 +1,4 @@
-"""Learned whitening "lw" (REFERENCE_FACTS §4.4): learn from matching pairs, load, apply.
+"""Learned whitening "lw" (docs/reference.md §whitening): learn from matching pairs, load, apply.
 
 The whitening is a dict ``{'m': (D, 1) float64, 'P': (D, D) float64}``, the layout of the
 published ``*_lw.pkl`` files. Descriptors in this package are rows (``[N, D]``); the dict keeps

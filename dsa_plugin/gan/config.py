@@ -1,4 +1,4 @@
-"""GAN training settings: one nested dataclass schema with the paper's defaults (REFERENCE_FACTS §1).
+"""GAN training settings: one nested dataclass schema with the paper's defaults (docs/reference.md §gan-variants).
 
 A config is built from presets (``hedngan``, ``hedgan``, ``cyclegan``, ``tiny``), YAML files and
 ``key=value`` overrides with dotted keys (``data.crop_size=64``). Every value is validated at the
@@ -28,7 +28,7 @@ VARIANTS = ("hedngan", "hedgan", "cyclegan")
 
 @dataclass
 class DataConfig:
-    """Unpaired day (domain X) / night (domain Y) images (REFERENCE_FACTS §1.9).
+    """Unpaired day (domain X) / night (domain Y) images (docs/reference.md §gan-data).
 
     Attributes:
         day, night: a folder (searched recursively for images) or a list file (one path per line).
@@ -58,7 +58,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architectures and initialisation (REFERENCE_FACTS §1.2-1.5).
+    """Architectures and initialisation (docs/reference.md §generator, §discriminator, §hed, §weight-init).
 
     Attributes:
         ngf, n_blocks, ndf, n_layers: generator / discriminator sizes (64, 9, 64, 3).
@@ -84,7 +84,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam optimizers and the lambda_p2p linear-decay schedule (REFERENCE_FACTS §1.8).
+    """Adam optimizers and the lambda_p2p linear-decay schedule (docs/reference.md §gan-schedule).
 
     Attributes:
         lr, betas, weight_decay: generator(s) and discriminator(s).
@@ -104,7 +104,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (REFERENCE_FACTS §1.6)."""
+    """Loss weights (docs/reference.md §gan-losses)."""
 
     adversarial: float = 1.0
     edge: float = 5.0
@@ -338,7 +338,7 @@ def get_key(cfg: Any, key: str) -> Any:
 
 
 def save_yaml(cfg: GanConfig, path: "str | Path") -> None:
-    from dsa_plugin.io import atomic_write_text
+    from dsa_plugin.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

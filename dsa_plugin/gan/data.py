@@ -1,4 +1,4 @@
-"""Unpaired day/night pairs with one shared random scale-crop window (REFERENCE_FACTS §1.9).
+"""Unpaired day/night pairs with one shared random scale-crop window (docs/reference.md §gan-data).
 
 Each epoch draws ``epoch_size`` day indices and ``epoch_size`` night indices independently,
 uniformly, with replacement; item ``i`` is (day[a_i], night[b_i]). Both images of a pair are cut
@@ -11,8 +11,18 @@ Unlike the reference (unseeded Python ``random``), every random draw is derived 
 uninterrupted single-process run.
 
 Example:
-    >>> ds = UnpairedDayNight(["a.jpg"], ["b.jpg"], crop_size=64)   # doctest: +SKIP
-    >>> ds.set_epoch(0); day, night = ds[0]                           # [3, 64, 64] each, in [-1, 1]
+    >>> import os, tempfile
+    >>> from PIL import Image
+    >>> folder = tempfile.mkdtemp()
+    >>> Image.new("RGB", (96, 80), "white").save(os.path.join(folder, "a.jpg"))
+    >>> Image.new("RGB", (80, 72), "black").save(os.path.join(folder, "b.jpg"))
+    >>> ds = UnpairedDayNight([os.path.join(folder, "a.jpg")], [os.path.join(folder, "b.jpg")],
+    ...                       crop_size=64, epoch_size=4)
+    >>> ds.set_epoch(0); day, night = ds[0]
+    >>> day.shape, night.shape
+    (torch.Size([3, 64, 64]), torch.Size([3, 64, 64]))
+    >>> float(day.min()), float(night.max())  # white and black in [-1, 1]
+    (1.0, -1.0)
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""History of generated images for CycleGAN's discriminators (pool size 50, REFERENCE_FACTS §1.7).
+"""History of generated images for CycleGAN's discriminators (pool size 50, docs/reference.md §image-pool).
 
 Until the pool is full every image is stored and returned; afterwards each image is, with
 probability 1/2, swapped with a random stored one (the stored one is returned), else returned.
 The pool owns its ``random.Random`` so that its state is saved with the checkpoint.
+
+Credit: the algorithm (and its 0.5 swap probability) follows ``ImagePool`` in ``util/image_pool.py`` of
+CycleGAN's code, github.com/junyanz/pytorch-CycleGAN-and-pix2pix, Copyright (c) 2017, Jun-Yan Zhu
+and Taesung Park, BSD 2-Clause licence; gandtr uses the same pool. Ours differs only in owning its
+random generator and saving its state.
 
 Example:
     >>> pool = ImagePool(2, seed=0)

@@ -1,4 +1,4 @@
-"""GAN losses of the reference (REFERENCE_FACTS §1.6).
+"""GAN losses of the reference (docs/reference.md §gan-losses).
 
 LSGAN targets follow the reference's convention: **real = 0, fake = 1** (symmetric under MSE, but
 the discriminator's outputs mean the opposite of the usual one).

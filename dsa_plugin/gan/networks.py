@@ -1,4 +1,6 @@
-"""Build the networks, optimizers and schedulers of one GAN variant (REFERENCE_FACTS §1.1-1.5, §1.8).
+"""Build the networks, optimizers and schedulers of one GAN variant.
+
+Settings: docs/reference.md §gan-variants to §weight-init, and §gan-schedule.
 
 Each trainable network is initialised from its own generator seeded with ``train.seed`` (the
 reference calls ``torch.manual_seed(seed)`` right before each network's init, so e.g. CycleGAN's

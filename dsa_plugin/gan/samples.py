@@ -3,8 +3,8 @@
 
 Example:
     >>> grid = sample_grid({"day": torch.zeros(2, 3, 8, 8), "edge_day": torch.ones(2, 1, 8, 8)})
-    >>> grid.shape
-    torch.Size([3, 20, 38])
+    >>> grid.shape  # 2 rows x 2 columns of 8 x 8 tiles, 2 px apart and around: 2 + 2 * (8 + 2)
+    torch.Size([3, 22, 22])
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dsa_plugin.io import atomic_write_bytes
+from dsa_plugin.files import atomic_write_bytes
 
 COLUMNS = {
     "hed": ("day", "fake", "night", "edge_day", "edge_fake"),

@@ -1,4 +1,4 @@
-"""The reference's ``lambda_p2p`` learning-rate schedule (REFERENCE_FACTS §1.8).
+"""The reference's ``lambda_p2p`` learning-rate schedule (docs/reference.md §gan-schedule).
 
 Factor at 0-based epoch ``e``: ``1 - max(0, e + 1 - n_const) / (n_decay + 1)`` with
 ``n_const = epochs - n_decay``; stepped once at the end of every epoch. The last epoch uses

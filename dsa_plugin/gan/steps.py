@@ -1,4 +1,4 @@
-"""One optimisation iteration per variant, in the reference's order (REFERENCE_FACTS §1.7).
+"""One optimisation iteration per variant, in the reference's order (docs/reference.md §gan-step-order).
 
 Numerically these are the reference's steps; they only skip work whose result is never used:
 
@@ -16,7 +16,7 @@ to the plain module.
 
 Example:
     >>> step = make_step(cfg, nets, optimizers)                 # doctest: +SKIP
-    >>> losses, visuals = step(day, night)                        # [-1, 1] batches
+    >>> losses, visuals = step(day, night)  # [-1, 1] batches     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ N_VISUALS = 4
 
 class _Pair(nn.Module):
     """Calls ``net`` on two inputs separately (batch statistics stay per input, as the reference)
-    inside one module call, so that DDP sees one forward per backward."""
+    inside one module call, so that DDP sees one forward per backward. The ``*_pair`` attributes of
+    the steps below are these, wrapped for DDP."""
 
     def __init__(self, net: nn.Module, **kwargs) -> None:
         super().__init__()
@@ -84,7 +85,7 @@ class GanStep:
                  wrap: Callable[[nn.Module], nn.Module] | None = None, scaler=None, device_type: str = "cpu",
                  amp: bool = False) -> None:
         self.cfg, self.nets, self.optimizers = cfg, nets, optimizers
-        self.w = cfg.loss
+        self.loss_weights = cfg.loss
         self.wrap = wrap or (lambda m: m)
         self.scaler = scaler
         self.device_type, self.amp = device_type, amp
@@ -125,25 +126,26 @@ def _visuals(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class HedNGanStep(GanStep):
-    """D step -> detector (student) step -> G step (REFERENCE_FACTS §1.7, gotcha 4)."""
+    """D step -> detector (student) step -> G step (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        n = self.nets
-        self.G = self.wrap(n["generator_X"])
-        self.D2 = self.wrap(_Pair(n["discriminator_Y"]))
-        self.S2 = self.wrap(_Pair(n["detector"], no_sigmoid=True))
+        nets = self.nets
+        self.generator = self.wrap(nets["generator_X"])
+        # discriminator_Y on (real night, fake night); the student's logits on (real day, fake night)
+        self.discriminator_pair = self.wrap(_Pair(nets["discriminator_Y"]))
+        self.student_pair = self.wrap(_Pair(nets["detector"], no_sigmoid=True))
 
     def __call__(self, real_x, real_y):
-        n, w = self.nets, self.w
-        D, S, T = n["discriminator_Y"], n["detector"], n["detector_frozen"]
+        weights = self.loss_weights
+        discriminator, student, teacher = (self.nets[k] for k in ("discriminator_Y", "detector", "detector_frozen"))
         with self.autocast():
-            fake_y = self.G(real_x)
+            fake_y = self.generator(real_x)
 
             # (1) discriminator
             self._zero("discriminator_Y")
-            pred_real, pred_fake = self.D2(real_y, fake_y.detach())
-            loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, w.adversarial)
+            pred_real, pred_fake = self.discriminator_pair(real_y, fake_y.detach())
+            loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, weights.adversarial)
         self._backward(loss_d)
         self._step("discriminator_Y")
 
@@ -151,22 +153,22 @@ class HedNGanStep(GanStep):
         with self.autocast():
             pre_x = hed_preprocess(real_x)
             with torch.no_grad():
-                target = T(pre_x, no_sigmoid=True)
+                target = teacher(pre_x, no_sigmoid=True)
             self._zero("detector")
-            real_m, fake_m = self.S2(pre_x, hed_preprocess(fake_y.detach()))
-            e_real = w.hed * l1_loss(real_m, target)
-            e_fake = w.hed * l1_loss(fake_m, target)
+            real_logits, fake_logits = self.student_pair(pre_x, hed_preprocess(fake_y.detach()))
+            e_real = weights.hed * l1_loss(real_logits, target)
+            e_fake = weights.hed * l1_loss(fake_logits, target)
             loss_e = e_real + e_fake
         self._backward(loss_e)
         self._step("detector")
 
         # (3) generator: adversarial + edge L1 of the updated student on G(day) vs the teacher on day
-        with frozen(D, S), self.autocast():
+        with frozen(discriminator, student), self.autocast():
             self._zero("generator_X")
-            fake_e = S(hed_preprocess(fake_y))
+            fake_e = student(hed_preprocess(fake_y))
             real_e = torch.sigmoid(target)
-            g_gan = w.adversarial * lsgan_loss(D(fake_y), real=True)
-            g_hed = w.edge * l1_loss(fake_e, real_e)
+            g_gan = weights.adversarial * lsgan_loss(discriminator(fake_y), real=True)
+            g_hed = weights.edge * l1_loss(fake_e, real_e)
             loss_g = g_gan + g_hed
         self._backward(loss_g)
         self._step("generator_X")
@@ -179,31 +181,31 @@ class HedNGanStep(GanStep):
 
 
 class HedGanStep(GanStep):
-    """Frozen detector: D step -> G step with adversarial + edge L1 (REFERENCE_FACTS §1.7)."""
+    """Frozen detector: D step -> G step with adversarial + edge L1 (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.G = self.wrap(self.nets["generator_X"])
-        self.D2 = self.wrap(_Pair(self.nets["discriminator_Y"]))
+        self.generator = self.wrap(self.nets["generator_X"])
+        self.discriminator_pair = self.wrap(_Pair(self.nets["discriminator_Y"]))
 
     def __call__(self, real_x, real_y):
-        n, w = self.nets, self.w
-        D, H = n["discriminator_Y"], n["detector"]
+        weights = self.loss_weights
+        discriminator, detector = self.nets["discriminator_Y"], self.nets["detector"]
         with self.autocast():
-            fake_y = self.G(real_x)
-            fake_e = H(hed_preprocess(fake_y))
+            fake_y = self.generator(real_x)
+            fake_e = detector(hed_preprocess(fake_y))
             with torch.no_grad():
-                real_e = H(hed_preprocess(real_x))
+                real_e = detector(hed_preprocess(real_x))
             self._zero("discriminator_Y")
-            pred_real, pred_fake = self.D2(real_y, fake_y.detach())
-            loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, w.adversarial)
+            pred_real, pred_fake = self.discriminator_pair(real_y, fake_y.detach())
+            loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, weights.adversarial)
         self._backward(loss_d)
         self._step("discriminator_Y")
 
-        with frozen(D), self.autocast():
+        with frozen(discriminator), self.autocast():
             self._zero("generator_X")
-            g_gan = w.adversarial * lsgan_loss(D(fake_y), real=True)
-            g_hed = w.edge * l1_loss(fake_e, real_e)
+            g_gan = weights.adversarial * lsgan_loss(discriminator(fake_y), real=True)
+            g_hed = weights.edge * l1_loss(fake_e, real_e)
             loss_g = g_gan + g_hed
         self._backward(loss_g)
         self._step("generator_X")
@@ -217,29 +219,29 @@ class HedGanStep(GanStep):
 
 class CycleGanStep(GanStep):
     """Both generators first (adversarial + 10·cycle L1, no identity loss), then D_X on
-    (real_Y, pool(fake_Y)) and D_Y on (real_X, pool(fake_X)) (REFERENCE_FACTS §1.7)."""
+    (real_Y, pool(fake_Y)) and D_Y on (real_X, pool(fake_X)) (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        n = self.nets
-        self.cycle = self.wrap(_Cycle(n["generator_X"], n["generator_Y"]))
-        self.DX2 = self.wrap(_Pair(n["discriminator_X"]))
-        self.DY2 = self.wrap(_Pair(n["discriminator_Y"]))
+        nets = self.nets
+        self.cycle = self.wrap(_Cycle(nets["generator_X"], nets["generator_Y"]))
+        self.discriminator_x_pair = self.wrap(_Pair(nets["discriminator_X"]))
+        self.discriminator_y_pair = self.wrap(_Pair(nets["discriminator_Y"]))
         seed = self.cfg.train.seed
-        self.pool_y = ImagePool(self.w.pool_size, seed=seed * 2 + 1)  # fakes judged by D_X
-        self.pool_x = ImagePool(self.w.pool_size, seed=seed * 2 + 2)  # fakes judged by D_Y
+        self.pool_y = ImagePool(self.cfg.loss.pool_size, seed=seed * 2 + 1)  # fakes judged by D_X
+        self.pool_x = ImagePool(self.cfg.loss.pool_size, seed=seed * 2 + 2)  # fakes judged by D_Y
 
     def __call__(self, real_x, real_y):
-        n, w = self.nets, self.w
-        DX, DY = n["discriminator_X"], n["discriminator_Y"]
-        with frozen(DX, DY), self.autocast():
+        weights = self.loss_weights
+        discriminator_x, discriminator_y = self.nets["discriminator_X"], self.nets["discriminator_Y"]
+        with frozen(discriminator_x, discriminator_y), self.autocast():
             self._zero("generator_X")
             self._zero("generator_Y")
             fake_y, rec_x, fake_x, rec_y = self.cycle(real_x, real_y)
-            gx_gan = w.adversarial * lsgan_loss(DX(fake_y), real=True)
-            gx_cyc = w.cycle * l1_loss(rec_x, real_x)
-            gy_gan = w.adversarial * lsgan_loss(DY(fake_x), real=True)
-            gy_cyc = w.cycle * l1_loss(rec_y, real_y)
+            gx_gan = weights.adversarial * lsgan_loss(discriminator_x(fake_y), real=True)
+            gx_cyc = weights.cycle * l1_loss(rec_x, real_x)
+            gy_gan = weights.adversarial * lsgan_loss(discriminator_y(fake_x), real=True)
+            gy_cyc = weights.cycle * l1_loss(rec_y, real_y)
             loss_gx, loss_gy = gx_gan + gx_cyc, gy_gan + gy_cyc
         # one backward of the sum = the reference's two backward calls before both steps
         self._backward(loss_gx + loss_gy)
@@ -248,14 +250,14 @@ class CycleGanStep(GanStep):
 
         with self.autocast():
             self._zero("discriminator_X")
-            pr, pf = self.DX2(real_y, self.pool_y.query(fake_y))
-            loss_dx, _, _ = discriminator_loss(pr, pf)
+            pred_real, pred_fake = self.discriminator_x_pair(real_y, self.pool_y.query(fake_y))
+            loss_dx, _, _ = discriminator_loss(pred_real, pred_fake)
         self._backward(loss_dx)
         self._step("discriminator_X")
         with self.autocast():
             self._zero("discriminator_Y")
-            pr, pf = self.DY2(real_x, self.pool_x.query(fake_x))
-            loss_dy, _, _ = discriminator_loss(pr, pf)
+            pred_real, pred_fake = self.discriminator_y_pair(real_x, self.pool_x.query(fake_x))
+            loss_dy, _, _ = discriminator_loss(pred_real, pred_fake)
         self._backward(loss_dy)
         self._step("discriminator_Y")
         self._finish()

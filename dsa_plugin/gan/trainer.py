@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
+from dsa_plugin.checkpoints import atomic_save
+from dsa_plugin.files import atomic_write_text, remove_stale_temps
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.distributed import DistContext
-from dsa_plugin.checkpoints import atomic_save
-from dsa_plugin.io import atomic_write_text, remove_stale_temps
 from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers, build_schedulers
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog

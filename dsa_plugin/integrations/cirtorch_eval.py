@@ -1,10 +1,11 @@
 """The published DSA embeddings as cirtorch networks, for cirtorch's own test-time code.
 
 The gandtr embedding checkpoints (``hedngan_embed_vgg16.pth``, ``cyclegan_embed_resnet101.pth``,
-...; REFERENCE_FACTS §2.5-2.6) are 4-key dicts whose ``model_state`` uses cirtorch's own key
-names (``features.N...``, ``pool.p``): they load strictly into cirtorch's ``ImageRetrievalNet``
-built by ``init_network(pretrained=False)`` (nothing is downloaded). The test-time pipeline of
-the paper (§4.2) is then cirtorch's extraction loop with CLAHE in front of the transform,
+...; docs/reference.md §embedding-state-dict, §checkpoint-format) are 4-key dicts whose
+``model_state`` uses cirtorch's own key names (``features.N...``, ``pool.p``): they load strictly
+into cirtorch's ``ImageRetrievalNet`` built by ``init_network(pretrained=False)`` (nothing is
+downloaded). The test-time pipeline of the paper (docs/reference.md §test-pipeline) is then
+cirtorch's extraction loop with CLAHE in front of the transform,
 scales ``[1, 1/sqrt(2), 1/2]`` aggregated with the learned GeM ``p``, and the published
 ``*_lw.pkl`` whitening applied with cirtorch's ``whitenapply``.
 
@@ -30,7 +31,7 @@ from torch import nn
 from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
 from dsa_plugin.integrations import compat
 
-#: The paper's test scales (REFERENCE_FACTS §4.2).
+#: The paper's test scales (docs/reference.md §test-pipeline).
 PAPER_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 
 

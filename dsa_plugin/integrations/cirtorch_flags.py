@@ -9,7 +9,7 @@ message and exit status 2 -- before any image is loaded.
 Example::
 
     >>> parser = argparse.ArgumentParser()
-    >>> add_dsa_arguments(parser)
+    >>> _ = add_dsa_arguments(parser)
     >>> args = parser.parse_args(["--dsa-diverse-anchors", "--dsa-clahe"])
     >>> dsa_config_from_args(args, parser).tag()
     '_diverse10000_0.2-0.8_clahe'

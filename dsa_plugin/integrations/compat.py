@@ -2,7 +2,7 @@
 
 cirtorch (HEAD 1e66a41) and HOW (HEAD 4d73c88) were written for Pillow < 10, numpy < 2 and a
 CUDA machine. Each fix below is the smallest change that restores the missing behaviour
-(TOOLKITS.md, "What breaks"):
+(docs/toolkits.md §runtime-fixes):
 
 - ``fix_pillow_antialias``: Pillow >= 10 removed ``Image.ANTIALIAS``; it was always LANCZOS.
 - ``fix_numpy_in1d``: numpy 2.4 removed ``np.in1d``; ``np.isin`` on the flattened input is
@@ -18,7 +18,8 @@ unpickling it in a worker re-applies them before the first image is loaded.
 Example::
 
     >>> from dsa_plugin.integrations import compat
-    >>> compat.apply_runtime_fixes()
+    >>> fixed = compat.apply_runtime_fixes()  # {'pillow_antialias': ..., 'numpy_in1d': ...}
+    >>> import torch
     >>> with compat.cuda_noop():
     ...     t = torch.zeros(2).cuda()   # stays on the CPU
 """

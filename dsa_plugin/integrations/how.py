@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.io import atomic_write_text
+from dsa_plugin.files import atomic_write_text
 
 HOW_SRC_ENV = "HOW_SRC"
 DSA_SECTION = "dsa"
@@ -385,7 +385,7 @@ def _mean_std_of(transform) -> list[list[float]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Runtime fixes for HOW at HEAD 4d73c88 on current libraries (TOOLKITS.md rows 4-7)
+# Runtime fixes for HOW at HEAD 4d73c88 on current libraries (docs/toolkits.md §runtime-fixes, rows 4-7)
 # --------------------------------------------------------------------------------------------
 
 
@@ -507,7 +507,9 @@ def how_runtime(modules: dict[str, Any], config: DSAConfig | None, num_workers: 
             stack.enter_context(_patched(how_net, "NUM_WORKERS", num_workers))
         stack.enter_context(_patched(train, "train", _train_without_dsa_kwarg(train.train, state)))
         clahe = config is not None and config.clahe
-        stack.enter_context(_patched(how_net, "build_transforms", _transform_builder(how_net.build_transforms, clahe, config.clahe_grid if config is not None else 8)))
+        grid = config.clahe_grid if config is not None else 8
+        stack.enter_context(_patched(how_net, "build_transforms",
+                                     _transform_builder(how_net.build_transforms, clahe, grid)))
         if config is not None and config.enabled:
             state["config"] = config
             stack.enter_context(_patched(train, "TuplesDataset", _DeferredFactory(state)))

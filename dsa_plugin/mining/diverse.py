@@ -1,4 +1,4 @@
-"""Diverse anchor mining (Mohwald et al., ICCV 2023; REFERENCE_FACTS §3.7) in O(Qp) memory.
+"""Diverse anchor mining (Mohwald et al., ICCV 2023; docs/reference.md §diverse-anchors) in O(Qp) memory.
 
 The reference keeps a growing Qp x k matrix of similarities to the picked anchors, takes its
 row-wise max and argsorts the whole pool at every step. The row-wise max of a growing matrix is a
@@ -6,7 +6,7 @@ running element-wise max, and the argsort is only ever read at one position, so 
 implementation keeps one Qp vector and does a selection (k-th value) per step: the same picks in
 O(Qp) memory and O(Qp·D) time per step (one vector-matrix product).
 
-Tie-breaking (the reference's CPU argsort is not stable, REFERENCE_FACTS §6.11): items are
+Tie-breaking (the reference's CPU argsort is not stable, docs/reference.md §ties): items are
 ordered by (max similarity, pool position), i.e. a *stable* ascending sort. Picked items are
 masked to +inf, so they always sort to the tail and are never picked twice (the reference relies
 on their self-similarity ~1 doing that, which fails for duplicate images). On inputs where every

@@ -1,4 +1,4 @@
-"""Hard-negative mining with cirtorch's rule, vectorised (REFERENCE_FACTS §3.7 step 6).
+"""Hard-negative mining with cirtorch's rule, vectorised (docs/reference.md §hard-negatives).
 
 For each anchor, pool images are ranked by descending similarity (ties: by pool position) and
 accepted in that order unless their cluster is the anchor's (potential positives) or the cluster

@@ -1,4 +1,4 @@
-"""PatchGAN discriminator with the reference's state-dict layout (REFERENCE_FACTS §1.3, §2.3)."""
+"""PatchGAN discriminator with the reference's state-dict layout (docs/reference.md §discriminator, §state-dicts)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""GeM global descriptor networks, cirtorch-compatible (REFERENCE_FACTS §2.5, §3.5).
+"""GeM global descriptor networks, cirtorch-compatible (docs/reference.md §embedding-state-dict, §embedding-training).
 
 :class:`GeMNet` mirrors cirtorch's ``ImageRetrievalNet`` without whitening: ``features`` ->
 GeM pooling -> L2 normalisation, returning one **column** per image (``D x B``), with state-dict

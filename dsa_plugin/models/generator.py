@@ -1,7 +1,7 @@
 """ResNet generator (CycleGAN / pix2pix family) with the reference's state-dict layout.
 
 Key names are ``model.<idx>...`` exactly as the published ``hedngan_generator_X.pth`` and
-``cyclegan_generator_X.pth`` (REFERENCE_FACTS §1.2, §2.1, §2.2), so those files load strictly.
+``cyclegan_generator_X.pth`` (docs/reference.md §generator, §state-dicts), so those files load strictly.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class ResnetGenerator(nn.Module):
                                           output_padding=1, bias=bias),
                        make_norm(norm, ngf * mult // 2),
                        nn.ReLU(True)]
-        # The head conv always has a bias, whatever the norm (reference layout, §2.1).
+        # The head conv always has a bias, whatever the norm (docs/reference.md §state-dicts).
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 

@@ -1,6 +1,6 @@
 """HED edge detector (bilinear side-output upsampling) with the reference's state-dict layout.
 
-REFERENCE_FACTS §1.4, §2.4. Preprocessing is a separate, explicit step (:func:`hed_preprocess`),
+docs/reference.md §hed, §state-dicts. Preprocessing is a separate, explicit step (:func:`hed_preprocess`),
 because the reference applies it in network wrappers, not inside the detector.
 """
 from __future__ import annotations

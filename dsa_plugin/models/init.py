@@ -1,4 +1,9 @@
-"""Reference weight initialisation ("kaiming_p2p" / "normal_p2p", REFERENCE_FACTS §1.5)."""
+"""Reference weight initialisation ("kaiming_p2p" / "normal_p2p", docs/reference.md §weight-init).
+
+Credit: the scheme follows ``init_weights`` in ``models/networks.py`` of CycleGAN's code,
+github.com/junyanz/pytorch-CycleGAN-and-pix2pix, Copyright (c) 2017, Jun-Yan Zhu and Taesung Park,
+BSD 2-Clause licence, as gandtr uses it (with gandtr's default gain of 0.2 instead of 0.02).
+"""
 from __future__ import annotations
 
 import torch

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dsa_plugin.files import atomic_write, atomic_write_text
 from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
-from dsa_plugin.io import atomic_write, atomic_write_text
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
 MANIFEST = "manifest.json"

@@ -1,4 +1,4 @@
-"""Which images become synthetic night: the reference's deterministic md5 rule (REFERENCE_FACTS §3.2).
+"""Which images become synthetic night: the reference's deterministic md5 rule (docs/reference.md §md5-selection).
 
 An image is translated iff its label starts with the prefix (``"anc"``: training anchors, and the
 mining labels ``"anc-mine"`` / ``"anc-pool-mine"``) and the last four hex digits of md5(name),

@@ -1,4 +1,6 @@
-"""The frozen day->night generator as a batched, on-device translator (REFERENCE_FACTS §1.2, §3.1, §3.3).
+"""The frozen day->night generator as a batched, on-device translator.
+
+Reference behaviour: docs/reference.md §generator, §finetuning, §generator-output.
 
 The generator sees images normalised with mean = std = 0.5 (the GAN's data convention) and
 returns tanh output in [-1, 1]; we map it back to [0, 1]. Its output is 4*ceil(H/4) x 4*ceil(W/4)
@@ -182,7 +184,9 @@ class NightTranslator(nn.Module):
         clip_limit: float = 1.0,
         grid_size: tuple[int, int] = (8, 8),
     ) -> Tensor:
-        """G -> CLAHE -> mean/std normalisation, all on the device (the reference's augment wrappers, §3.3).
+        """G -> CLAHE -> mean/std normalisation, all on the device.
+
+        The reference's augment wrappers, docs/reference.md §generator-output.
 
         ``mean_std`` defaults to ImageNet's (the embedding networks' convention).
         """
