@@ -206,8 +206,8 @@ class Variant:
 
 
 def run_variant(variant: Variant, net0: torch.nn.Module, device: str, quiet: bool = True) -> dict[str, float]:
-    from contextlib import redirect_stdout
     import io
+    from contextlib import redirect_stdout
 
     from dsa_plugin.integrations import compat
 
@@ -262,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 12))
     repeats = args.repeats or (1 if args.quick else 2)
 
+    from dsa_plugin.data.sfm import db_paths
     from dsa_plugin.models import ResnetGenerator
     from dsa_plugin.night import NightCache, NightSource, NightTranslator, build_night_cache
     from dsa_plugin.night.cache import anchor_images_from_db
-    from dsa_plugin.data.sfm import db_paths
 
     with tempfile.TemporaryDirectory(prefix="dsa-bench-epoch-") as tmp_name:
         tmp = Path(tmp_name)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsa_plugin.io import atomic_write
+from dsa_plugin.files import atomic_write
 
 __all__ = ["HedTensorError", "PACKAGE", "VERSION", "H5_SHA256", "WHEEL_SHA256", "h5_path", "checkpoint_path",
            "read_h5", "hed_state_dict", "vgg16_state_dict", "CAFFE_RGB_MEAN", "SOURCE_NAME"]
