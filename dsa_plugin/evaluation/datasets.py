@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from dsa_plugin.evaluation.metrics import detect_protocol
-from dsa_plugin.evaluation.safe_pickle import load_pickle
+from dsa_plugin.safe_pickle import PickleFileError, load_pickle
 
 #: the named test sets the standard tooling knows (cirtorch + gandtr)
 KNOWN_TEST_SETS = ("oxford5k", "paris6k", "roxford5k", "rparis6k", "247tokyo1k")
@@ -101,7 +101,10 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
     if not gnd_path.is_file():
         known = f" (known sets: {', '.join(KNOWN_TEST_SETS)})" if name not in KNOWN_TEST_SETS else ""
         raise TestSetError(f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl")
-    cfg = load_pickle(gnd_path)
+    try:
+        cfg = load_pickle(gnd_path)
+    except PickleFileError as err:
+        raise TestSetError(str(err)) from None
     if not isinstance(cfg, dict):
         raise TestSetError(f"{gnd_path}: expected a dict with keys imlist, qimlist, gnd; got {type(cfg).__name__}")
     missing = [k for k in ("imlist", "qimlist", "gnd") if k not in cfg]
