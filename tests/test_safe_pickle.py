@@ -174,3 +174,32 @@ def test_cirtorch_train_data_root(tmp_path, capsys, position):
                       "--test-whiten", "retrieval-SfM-120k", "--neg-num", "2"], capsys)
     _assert_refused(code, err, marker, target.name)
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("position", ["train/retrieval-SfM-120k/retrieval-SfM-120k.pkl",
+                                      "train/retrieval-SfM-120k/retrieval-SfM-120k-val-eccv2020.pkl",
+                                      "test/roxford5k/gnd_roxford5k.pkl"])
+def test_how_train_data_folder(tmp_path, capsys, position):
+    """HOW and cirtorch unpickle its data folder's dbs with plain pickle.load: refused before HOW runs."""
+    import yaml
+
+    from dsa_plugin.integrations import how as dsa_how
+
+    for module in ("cirtorch", "asmk", "faiss"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"HOW needs '{module}'")
+    try:
+        how_root = dsa_how.locate_how()
+    except dsa_how.HOWIntegrationError as err:
+        pytest.skip(str(err))
+    marker = tmp_path / "marker"
+    data = tmp_path / "data"
+    target = _evil(data / position, marker)
+    params = tmp_path / "run.yml"
+    params.write_text(yaml.safe_dump({
+        "__template__": str(how_root / "examples" / "params" / "eccv20" / "train_how_r18.yml"),
+        "demo_train": {"data_folder": str(data), "exp_folder": str(tmp_path / "exp"), "gpu_id": None},
+    }))
+    code, err = _run(["how-train", str(params)], capsys)
+    _assert_refused(code, err, marker, target.name)
+    assert not (tmp_path / "exp").exists()

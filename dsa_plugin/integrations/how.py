@@ -578,6 +578,38 @@ def _cuda_available() -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _data_folder(params: dict[str, Any], how_argv: list[str], how_root: Path) -> Path | None:
+    """HOW's ``root_path`` for this run: ``--data-folder`` or ``demo_train.data_folder``, from HOW's root."""
+    folder = None
+    for i, arg in enumerate(how_argv):
+        if arg == "--data-folder" and i + 1 < len(how_argv):
+            folder = how_argv[i + 1]
+        elif arg.startswith("--data-folder="):
+            folder = arg.split("=", 1)[1]
+    if folder is None:
+        demo = params.get("demo_train")
+        folder = demo.get("data_folder") if isinstance(demo, dict) else None
+    return how_root / str(folder) if folder else None
+
+
+def check_data_pickles(root: Path | None) -> None:
+    """Read every ``.pkl`` HOW and cirtorch may unpickle under the data folder with the restricted
+    unpickler first: they use plain ``pickle.load``, which runs whatever code a crafted file names.
+
+    Covers ``train/<db>/*.pkl`` (training, validation and whitening dbs) and
+    ``test/<set>/gnd_*.pkl``. Raises :class:`ConfigError` naming the file.
+    """
+    from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+
+    if root is None or not root.is_dir():
+        return
+    for path in sorted([*root.glob("train/*/*.pkl"), *root.glob("test/*/gnd_*.pkl")]):
+        try:
+            load_pickle(path)
+        except PickleFileError as err:
+            raise ConfigError(str(err)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsa how-train",
@@ -609,6 +641,7 @@ def main(argv: list[str]) -> int:
         with template_fallback(modules["io_helpers"], root):
             params = modules["io_helpers"].load_params(str(params_path))
             config = validate_params(params, params_path)
+            check_data_pickles(_data_folder(params, how_argv, root))
             demo = load_demo(root)
             cpu = params.get("demo_train", {}).get("gpu_id") is None or not _cuda_available()
             with how_runtime(modules, config, num_workers=args.num_workers, cpu=cpu):
