@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,21 @@ def _scales(text: str) -> list[float]:
     if not vals or any(v <= 0 or v > 4 for v in vals):
         raise argparse.ArgumentTypeError(f"scales must be positive factors like 1,0.7071,0.5; got {text!r}")
     return vals
+
+
+def _int_at_least(minimum: int, what: str):
+    """argparse type: an int >= ``minimum`` (``what`` says why, in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum} ({what}), got {value}")
+        return value
+
+    return parse
 
 
 def eval_scale(s: str) -> float:
@@ -66,18 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--query-domain", default="night", help="folder queries' domain (default night)")
     data.add_argument("--db-domain", default="day", help="folder database domain (default day)")
     pipe = p.add_argument_group("pipeline")
-    pipe.add_argument("--image-size", type=int, default=1024, help="longest image side (thumbnail; default 1024)")
+    pipe.add_argument("--image-size", type=_int_at_least(8, "the longest image side in pixels"), default=1024, help="longest image side (thumbnail; default 1024)")
     pipe.add_argument("--scales", type=_scales, default=list(DEFAULT_SCALES), help="multi-scale factors (default 1,1/sqrt2,1/2)")
     pipe.add_argument("--single-scale", action="store_true", help="shortcut for --scales 1")
     pipe.add_argument("--no-clahe", action="store_true", help="skip CLAHE at test time (default: CLAHE clip 1.0, 8x8)")
-    pipe.add_argument("--clahe-grid", type=int, default=8, metavar="N",
+    pipe.add_argument("--clahe-grid", type=_int_at_least(1, "CLAHE tiles per side"), default=8, metavar="N",
                       help="CLAHE tiles per side (default: %(default)s; fewer for small images)")
     pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
-    pipe.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward pass (default 8)")
+    pipe.add_argument("--batch-size", type=_int_at_least(1, "images per forward pass"), default=8, help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
     pipe.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="write the results as JSON here")
     return p
+
+
+def _check_writable(out: str) -> None:
+    """Fail before the evaluation, not after it, when ``--out`` cannot be written."""
+    folder = Path(out).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: folder {folder} does not exist (or is not a folder)")
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out}: is a folder; give a file name such as results.json")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {out}: folder {folder} is not writable")
 
 
 def _network(args):
@@ -104,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _run(argv)
-    except (TestSetError, CheckpointError, WhiteningError, ImageReadError, FileNotFoundError) as e:
-        print(f"dsa evaluate: error: {e}", file=sys.stderr)
+    except (TestSetError, CheckpointError, WhiteningError, ImageReadError, FileNotFoundError, ValueError) as e:
+        print(f"dsa evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. --out in a read-only or missing folder
+        print(f"dsa evaluate: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 
@@ -120,6 +150,11 @@ def _run(argv: list[str] | None) -> int:
         raise SystemExit("dsa evaluate: nothing to evaluate; give --datasets (with --data-root) and/or --folder DIR")
     if args.datasets and not args.data_root:
         raise SystemExit("dsa evaluate: --datasets needs --data-root (the directory holding test/<name>/)")
+    from dsa_plugin.devices import check_device
+
+    check_device(args.device)
+    if args.out:
+        _check_writable(args.out)
     net, label = _network(args)
     kw = dict(
         device=args.device, image_size=args.image_size, scales=[1.0] if args.single_scale else args.scales,

@@ -578,6 +578,38 @@ def _cuda_available() -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _load_params(io_helpers: Any, params_path: Path) -> dict[str, Any]:
+    """HOW's YAML loader (``__template__`` chains), with its failures as one-line ConfigErrors."""
+    import yaml
+
+    try:
+        params = io_helpers.load_params(str(params_path))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{params_path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except OSError as err:  # a __template__ that does not exist, an unreadable file
+        raise ConfigError(f"{params_path}: cannot read {err.filename or 'a parameter file'}: {err.strerror or err} "
+                          "(check __template__)") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{params_path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{params_path}: expected a mapping of HOW parameters, got {type(params).__name__}")
+    return params
+
+
+def check_generator(config: DSAConfig | None, source: str | os.PathLike) -> None:
+    """Load the ``dsa.generator`` once before HOW starts (downloads, mining): a file that is not a
+    generator, or a URL that cannot be fetched, fails now instead of in the first epoch."""
+    if config is None or config.generator is None:
+        return
+    from dsa_plugin.checkpoints import CheckpointError, load_generator
+
+    try:
+        load_generator(config.generator, device="cpu")
+    except (CheckpointError, ValueError, KeyError, RuntimeError, OSError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{source}: {DSA_SECTION}.generator {config.generator}: not a usable day->night "
+                          f"generator: {' '.join(str(err).split())}") from None
+
+
 def _data_folder(params: dict[str, Any], how_argv: list[str], how_root: Path) -> Path | None:
     """HOW's ``root_path`` for this run: ``--data-folder`` or ``demo_train.data_folder``, from HOW's root."""
     folder = None
@@ -639,8 +671,9 @@ def main(argv: list[str]) -> int:
         if not params_path.is_file():
             raise ConfigError(f"HOW parameter file not found: {params_path}")
         with template_fallback(modules["io_helpers"], root):
-            params = modules["io_helpers"].load_params(str(params_path))
+            params = _load_params(modules["io_helpers"], params_path)
             config = validate_params(params, params_path)
+            check_generator(config, params_path)
             check_data_pickles(_data_folder(params, how_argv, root))
             demo = load_demo(root)
             cpu = params.get("demo_train", {}).get("gpu_id") is None or not _cuda_available()

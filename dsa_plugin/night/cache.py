@@ -123,9 +123,19 @@ def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
 # image loading (cirtorch's loader: PIL RGB, thumbnail to the longer side <= image_size, LANCZOS)
 
 
+#: Smallest side the ResNet generator accepts: its 7x7 reflection padding and the 3x3 padding of its
+#: blocks at 1/4 resolution need a few pixels, or torch fails deep inside with a padding error.
+MIN_SIDE = 8
+
+
 def load_image01(path: str | os.PathLike, image_size: int | None) -> Tensor:
     """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it (``images.load_rgb``)."""
-    return pil_to_tensor01(load_rgb(path, max_size=image_size))
+    img = load_rgb(path, max_size=image_size)
+    if min(img.size) < MIN_SIDE:
+        raise NightCacheError(f"{path}: {img.size[0]}x{img.size[1]} px"
+                              f"{f' after shrinking to --image-size {image_size}' if image_size else ''}; "
+                              f"the generator needs at least {MIN_SIDE} px on each side")
+    return pil_to_tensor01(img)
 
 
 # ---------------------------------------------------------------------------------------------

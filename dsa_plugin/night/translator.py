@@ -101,8 +101,12 @@ class NightTranslator(nn.Module):
 
         try:
             generator = load_generator(path_or_url, device=device)
-        except CheckpointError as err:
-            raise TranslatorError(f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: {err}") from None
+        except (CheckpointError, AttributeError, TypeError, KeyError, ValueError, RuntimeError) as err:
+            # Not only CheckpointError: a file of the right layout with wrong contents (network_params
+            # not a dict, odd shapes) fails inside the loader with whatever Python raises there.
+            detail = " ".join(str(err).split())
+            raise TranslatorError(f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: "
+                                  f"{type(err).__name__ + ': ' if not isinstance(err, CheckpointError) else ''}{detail}") from None
         return cls(generator, device=device, amp=amp)
 
     def train(self, mode: bool = True) -> "NightTranslator":
