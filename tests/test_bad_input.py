@@ -44,6 +44,32 @@ def _generator_bad_params(tmp: Path) -> Path:
     return path
 
 
+def _nan_generator(tmp: Path) -> Path:
+    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models import ResnetGenerator
+
+    net = ResnetGenerator(ngf=4, n_blocks=1)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    path = tmp / "g_nan.pth"
+    save_network(path, net)
+    return path
+
+
+def _nan_embedding(tmp: Path) -> Path:
+    from dsa_plugin.evaluation.networks import build_gem_network
+
+    net = build_gem_network("resnet18")
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    path = tmp / "embed_nan.pth"
+    # cirtorch's own checkpoint layout ({meta, state_dict})
+    torch.save({"meta": {"architecture": "resnet18", "pooling": "gem", "whitening": False, "local_whitening": False,
+                         "regional": False, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                         "outputdim": 512}, "state_dict": net.state_dict()}, path)
+    return path
+
+
 def _image_list(tmp: Path, size: tuple[int, int] = (32, 24), name: str = "img.png") -> Path:
     Image.new("RGB", size, (90, 120, 150)).save(tmp / name)
     (tmp / "list.txt").write_text(f"{name}\n")
@@ -184,6 +210,8 @@ CASES = [
          str(_gan_config(t, "cids,qidxs\n")), "--out", str(t / "c")], "gan.yaml"),
     Case("translate generator network_params not a dict", lambda t: ["translate", "--generator", str(_generator_bad_params(t)),
          "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "g_bad_params.pth"),
+    Case("translate generator with NaN weights", lambda t: ["translate", "--generator", str(_nan_generator(t)),
+         "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "non-finite"),
     # evaluate
     Case("evaluate labels not utf-8", lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"), "labels.csv"),
     Case("evaluate labels short row", lambda t: _evaluate(t, rows=[*GOOD_ROWS, "a.jpg,day"]), "row 6"),
@@ -192,6 +220,9 @@ CASES = [
     Case("evaluate image size 1", lambda t: _evaluate(t, "--image-size", "1"), "--image-size"),
     Case("evaluate clahe grid 0", lambda t: _evaluate(t, "--clahe-grid", "0"), "--clahe-grid"),
     Case("evaluate out unwritable", lambda t: _evaluate(t, "--out", str(_gan_config(t, "x")) + "/r.json"), "r.json"),
+    Case("evaluate outputdim 0", lambda t: _evaluate(t, "--outputdim", "0"), "--outputdim"),
+    Case("evaluate embedding with NaN weights", lambda t: ["evaluate", "--checkpoint", str(_nan_embedding(t)), "--device", "cpu",
+         "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "embed_nan.pth"),
     Case("evaluate text whitening", lambda t: _evaluate(t, "--whitening", str(_gan_config(t, "m,P\n"))), "gan.yaml"),
     # cirtorch-train
     Case("cirtorch broken db", lambda t: (_broken_db(t, lambda d: d["train"].__setitem__("pidxs", [-1] * len(d["train"]["qidxs"]))),
@@ -208,6 +239,9 @@ CASES = [
     Case("how generator URL unreachable", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
          f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
          "dsa: {generator: 'http://127.0.0.1:9/no-such-generator.pth'}\n"))], "no-such-generator.pth", pre=_how_root),
+    Case("how qpool_size below qsize", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         "training: {dataset: {qsize: 100}}\ndsa: {diverse_anchors: true, qpool_size: 10}\n"))], "qpool_size (10)", pre=_how_root),
     Case("how bad generator", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
          f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
          f"dsa: {{generator: {_gan_config(t, 'not a checkpoint')}}}\n"))], "gan.yaml", pre=_how_root),

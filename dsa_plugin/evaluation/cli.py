@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     net = p.add_argument_group("network")
     net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
     net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
-    net.add_argument("--outputdim", type=int, default=None, help="descriptor size for --arch gem_small (default 128)")
+    net.add_argument("--outputdim", type=_int_at_least(1, "descriptor size"), default=None, help="descriptor size for --arch gem_small (default 128)")
     net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")
     net.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     net.add_argument("--whitening", help="published-format *_lw.pkl to apply ({'m': (D,1), 'P': (D,D)})")

@@ -143,6 +143,13 @@ def dsa_config_from_params(params: dict[str, Any], where: str = DSA_SECTION) -> 
         raise ConfigError(f"in '{where}': generator file not found: {config.generator}")
     if config.night_cache and not Path(config.night_cache).expanduser().is_dir():
         raise ConfigError(f"in '{where}': night_cache directory not found: {config.night_cache}")
+    dataset = (params.get("training") or {}).get("dataset") if isinstance(params.get("training"), dict) else None
+    qsize = dataset.get("qsize") if isinstance(dataset, dict) else None
+    # The rule cirtorch's --dsa-qpool-size/--query-size check applies too: diverse anchor mining picks
+    # the epoch's qsize anchors from a pool of qpool_size candidates, so the pool cannot be smaller.
+    if config.diverse_anchors and isinstance(qsize, int) and config.qpool_size < qsize:
+        raise ConfigError(f"in '{where}': qpool_size ({config.qpool_size}) must be >= training.dataset.qsize ({qsize}): "
+                          "diverse anchor mining picks the epoch's anchors from that pool")
     return config
 
 

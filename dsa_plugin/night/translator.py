@@ -79,6 +79,12 @@ class NightTranslator(nn.Module):
                 f"the night generator must map RGB to RGB (3 -> 3 channels), got "
                 f"{meta.get('in_channels')} -> {meta.get('out_channels')}"
             )
+        bad = [name for name, t in [*generator.named_parameters(), *generator.named_buffers()]
+               if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            # A NaN weight turns every night image into NaN (black after clamping): refuse it.
+            raise TranslatorError(f"the generator has non-finite (NaN/inf) values in {len(bad)} tensor(s), "
+                                  f"first {bad[0]!r}; the checkpoint is corrupt or training diverged")
         if device is None:
             first = next(generator.parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
