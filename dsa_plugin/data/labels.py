@@ -60,7 +60,7 @@ def read_labels(csv_path: str | os.PathLike, required: Sequence[str]) -> tuple[l
         if len(values) != len(columns):
             raise LabelsError(f"{csv_path}: row {line} has {len(values)} value(s) but the header has {len(columns)} "
                               f"columns {columns}")
-        row = {c: v.strip() for c, v in zip(columns, values)}
+        row = {c: v.strip() for c, v in zip(columns, values, strict=True)}
         empty = [c for c in required if not row[c]]
         if empty:
             raise LabelsError(f"{csv_path}: row {line} has empty {empty}")
