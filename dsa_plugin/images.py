@@ -108,6 +108,9 @@ def load_rgb(path: str | os.PathLike, max_size: int | None = None, alpha: Litera
             rgb = to_rgb(img, alpha)
             if rgb is img:
                 rgb = img.copy()
+    except Image.DecompressionBombError as e:
+        # Pillow's guard against a small file that decodes to gigabytes: refuse it, naming the file.
+        raise ImageLoadError(f"{path}: refusing a decompression-bomb image ({e})") from None
     except ValueError as e:
         raise ImageLoadError(f"{path}: {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

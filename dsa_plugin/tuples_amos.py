@@ -7,7 +7,6 @@ the real photos are never duplicated into a repository: write the db to a tempor
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import shutil
@@ -36,11 +35,10 @@ def make_amos_sfm_db(
     labels = amos_dir / "labels.csv"
     if not labels.is_file():
         raise FileNotFoundError(f"{labels} not found: amos_dir must be the amos-daynight folder")
-    with open(labels, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for key in ("file", "place_id"):
-        if rows and key not in rows[0]:
-            raise ValueError(f"{labels} lacks the column {key!r}")
+    from dsa_plugin.data.labels import read_labels
+
+    # Strict reading: BOM/CRLF fine; rows outside the folder, short rows and duplicates refused.
+    rows = [row for _, row in read_labels(labels, ("file", "place_id"))[1]]
     places = sorted({r["place_id"] for r in rows})
     if len(places) <= val_places:
         raise ValueError(f"{labels} has {len(places)} places; need more than val_places={val_places}")

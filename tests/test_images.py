@@ -86,7 +86,11 @@ def test_empty_image_rejected():
         pil_to_tensor01(Image.new("L", (4, 0)))
 
 
-def test_missing_unreadable_truncated_files_name_the_path(tmp_path):
+def test_missing_unreadable_truncated_files_name_the_path(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    # HOW's evaluate module sets this process-wide at import (the suite imports HOW): Pillow's default here.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
     with pytest.raises(ImageLoadError, match="not found.*nope.jpg"):
         load_rgb(tmp_path / "nope.jpg")
     bad = tmp_path / "bad.jpg"

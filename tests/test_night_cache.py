@@ -212,3 +212,31 @@ def test_cli_translate(tiny_db, tmp_path, capsys):
     torch.save({"model.0.weight": torch.zeros(4, 3, 4, 4)}, bad)
     res = run_dsa(capsys, "--generator", str(bad), "--data-root", str(tiny_db), "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and str(bad) in res.stderr and "generator" in res.stderr
+
+
+def test_amp_is_a_setting_a_resume_cannot_mix(tiny_db, tmp_path):
+    """A killed fp32 build resumed with --amp would mix fp32 and autocast pixels: refused."""
+    paths = db_anchors(tiny_db)
+    out = tmp_path / "cache"
+    cache = build_night_cache(out, paths, tiny_translator(), ratio=0.5, image_size=SIZE, progress=False)
+    assert cache.settings["amp"] is False
+    amp = tiny_translator()
+    amp.amp = True
+    with pytest.raises(NightCacheError, match=r"amp: expected True, found False"):
+        build_night_cache(out, paths, amp, ratio=0.5, image_size=SIZE, progress=False)
+    with pytest.raises(StaleCacheError, match="amp"):
+        NightCache.open(out, amp=True)
+
+
+def test_files_without_manifest_are_not_adopted(tiny_db, tmp_path):
+    paths = db_anchors(tiny_db)
+    out = tmp_path / "cache"
+    t = tiny_translator()
+    cache = build_night_cache(out, paths, t, ratio=0.5, image_size=SIZE, progress=False)
+    (out / "manifest.json").unlink()
+    victim = cache.path(cache.names[0])
+    victim.write_bytes(b"not the generator's output")
+    with pytest.raises(NightCacheError, match="no manifest.json; refusing to adopt"):
+        build_night_cache(out, paths, t, ratio=0.5, image_size=SIZE, progress=False)
+    rebuilt = build_night_cache(out, paths, t, ratio=0.5, image_size=SIZE, overwrite=True, progress=False)
+    rebuilt.load(cache.names[0])  # re-translated: a valid image again

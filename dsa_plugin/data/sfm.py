@@ -7,14 +7,17 @@ positive pairs, split-local indices). Images live at ``<root>/train/<name>/ims/<
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dsa_plugin.files import atomic_write
+from dsa_plugin.safe_pickle import PickleFileError, load_pickle
 
 SPLIT_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 
@@ -24,8 +27,20 @@ class SfMFormatError(ValueError):
 
 
 def cid_to_path(ims_root: str | os.PathLike, cid: str) -> str:
-    """Image path of a SfM cid: ``ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>`` (no extension)."""
-    return os.path.join(ims_root, cid[-2:], cid[-4:-2], cid[-6:-4], cid)
+    """Image path of a SfM cid: ``ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>`` (no extension).
+
+    Raises :class:`SfMFormatError` for a cid that is not a plain file name or whose path would
+    leave ``ims_root`` (``/etc/passwd``, ``..``, ``......``): a db must not point outside its images.
+    """
+    if not isinstance(cid, str) or not cid:
+        raise SfMFormatError(f"cid must be a non-empty string, got {cid!r}")
+    if "/" in cid or "\\" in cid or "\x00" in cid or os.path.isabs(cid):
+        raise SfMFormatError(f"cid {cid!r} is not a plain file name (it contains a path separator)")
+    path = os.path.join(ims_root, cid[-2:], cid[-4:-2], cid[-6:-4], cid)
+    root = os.path.normpath(os.path.abspath(ims_root))
+    if not os.path.normpath(os.path.abspath(path)).startswith(root + os.sep):
+        raise SfMFormatError(f"cid {cid!r} resolves outside the image folder {ims_root}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -49,32 +64,78 @@ def db_paths(root: str | os.PathLike, name: str = "retrieval-SfM-120k") -> tuple
     return base / f"{name}.pkl", base / "ims"
 
 
-def load_sfm_db(pkl_path: str | os.PathLike, split: str, ims_root: str | os.PathLike | None = None) -> SfMDB:
-    """Read one split; errors name the file and the missing key instead of a bare KeyError."""
+def read_db_pickle(pkl_path: str | os.PathLike, what: str = "training db") -> Any:
+    """The unpickled db at ``pkl_path`` (restricted: builtins and numpy arrays only).
+
+    cirtorch and HOW read these files with plain ``pickle.load``; we never do, so a crafted
+    ``.pkl`` cannot run code. Every failure is a one-line :class:`SfMFormatError` naming the file.
+    """
     pkl_path = Path(pkl_path)
     if not pkl_path.is_file():
-        raise SfMFormatError(f"training db not found: {pkl_path}")
-    with open(pkl_path, "rb") as f:
-        # The db is a plain dict of lists; cirtorch and HOW read it with pickle too.
-        db = pickle.load(f)
+        raise SfMFormatError(f"{what} not found: {pkl_path}")
+    try:
+        return load_pickle(pkl_path)
+    except PickleFileError as err:
+        raise SfMFormatError(str(err)) from None
+
+
+def int_list(values: Any, key: str, where: str) -> list[int]:
+    """``values`` as a list of Python ints; bools, floats and strings are refused, naming the index."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise SfMFormatError(f"{where}: '{key}' must be a list of integers, got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise SfMFormatError(f"{where}: {key}[{i}] must be an integer, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def check_pair_indices(qidxs: list[int], pidxs: list[int], n_images: int, where: str) -> None:
+    """Refuse pairs that do not index an image (negative indices would silently wrap around)."""
+    if len(qidxs) != len(pidxs):
+        raise SfMFormatError(f"{where}: {len(qidxs)} qidxs but {len(pidxs)} pidxs (they are pairs)")
+    for key, idxs in (("qidxs", qidxs), ("pidxs", pidxs)):
+        for i, v in enumerate(idxs):
+            if not 0 <= v < n_images:
+                raise SfMFormatError(f"{where}: {key}[{i}] = {v} is outside 0..{n_images - 1} (the split's images)")
+
+
+def cid_paths(ims_root: str | os.PathLike, cids: Any, where: str) -> list[str]:
+    """Image paths of ``cids``; a bad or escaping cid is refused with its index."""
+    if isinstance(cids, (str, bytes)) or not hasattr(cids, "__len__"):
+        raise SfMFormatError(f"{where}: 'cids' must be a list of strings, got {type(cids).__name__}")
+    paths = []
+    for i, cid in enumerate(cids):
+        try:
+            paths.append(cid_to_path(ims_root, cid))
+        except SfMFormatError as err:
+            raise SfMFormatError(f"{where}: cids[{i}]: {err}") from None
+    return paths
+
+
+def load_sfm_db(pkl_path: str | os.PathLike, split: str, ims_root: str | os.PathLike | None = None) -> SfMDB:
+    """Read one split; errors name the file, the key and the offending index instead of a bare KeyError."""
+    pkl_path = Path(pkl_path)
+    db = read_db_pickle(pkl_path)
     if not isinstance(db, dict) or split not in db:
-        keys = sorted(db) if isinstance(db, dict) else type(db).__name__
+        keys = sorted(map(str, db)) if isinstance(db, dict) else type(db).__name__
         raise SfMFormatError(f"{pkl_path}: missing split '{split}' (found {keys}; expected 'train' and 'val')")
     part = db[split]
+    where = f"{pkl_path}: split '{split}'"
+    if not isinstance(part, dict):
+        raise SfMFormatError(f"{where} must be a dict with keys {list(SPLIT_KEYS)}, got {type(part).__name__}")
     missing = [k for k in SPLIT_KEYS if k not in part]
     if missing:
-        raise SfMFormatError(f"{pkl_path}: split '{split}' lacks key(s) {missing}; a split needs {list(SPLIT_KEYS)}")
-    if len(part["qidxs"]) != len(part["pidxs"]):
-        raise SfMFormatError(f"{pkl_path}: split '{split}' has {len(part['qidxs'])} qidxs but {len(part['pidxs'])} pidxs")
-    if len(part["cids"]) != len(part["cluster"]):
-        raise SfMFormatError(f"{pkl_path}: split '{split}' has {len(part['cids'])} cids but {len(part['cluster'])} cluster ids")
+        raise SfMFormatError(f"{where} lacks key(s) {missing}; a split needs {list(SPLIT_KEYS)}")
     ims_root = Path(ims_root) if ims_root is not None else pkl_path.parent / "ims"
-    return SfMDB(
-        images=[cid_to_path(ims_root, c) for c in part["cids"]],
-        clusters=[int(c) for c in part["cluster"]],
-        qidxs=[int(i) for i in part["qidxs"]],
-        pidxs=[int(i) for i in part["pidxs"]],
-    )
+    images = cid_paths(ims_root, part["cids"], where)
+    clusters = int_list(part["cluster"], "cluster", where)
+    if len(images) != len(clusters):
+        raise SfMFormatError(f"{where} has {len(images)} cids but {len(clusters)} cluster ids")
+    qidxs, pidxs = int_list(part["qidxs"], "qidxs", where), int_list(part["pidxs"], "pidxs", where)
+    check_pair_indices(qidxs, pidxs, len(images), where)
+    return SfMDB(images=images, clusters=clusters, qidxs=qidxs, pidxs=pidxs)
 
 
 def write_sfm_db(pkl_path: str | os.PathLike, splits: dict[str, dict[str, list]]) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,21 @@ def _scales(text: str) -> list[float]:
     if not vals or any(v <= 0 or v > 4 for v in vals):
         raise argparse.ArgumentTypeError(f"scales must be positive factors like 1,0.7071,0.5; got {text!r}")
     return vals
+
+
+def _int_at_least(minimum: int, what: str):
+    """argparse type: an int >= ``minimum`` (``what`` says why, in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum} ({what}), got {value}")
+        return value
+
+    return parse
 
 
 def eval_scale(s: str) -> float:
@@ -52,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, "
                      "cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
     net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
-    net.add_argument("--outputdim", type=int, default=None, help="descriptor size for --arch gem_small (default 128)")
+    net.add_argument("--outputdim", type=_int_at_least(1, "descriptor size"), default=None,
+                     help="descriptor size for --arch gem_small (default 128)")
     net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")
     net.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     net.add_argument("--whitening", help="published-format *_lw.pkl to apply ({'m': (D,1), 'P': (D,D)})")
@@ -67,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--query-domain", default="night", help="folder queries' domain (default night)")
     data.add_argument("--db-domain", default="day", help="folder database domain (default day)")
     pipe = p.add_argument_group("pipeline")
-    pipe.add_argument("--image-size", type=int, default=None,
+    pipe.add_argument("--image-size", type=_int_at_least(8, "the longest image side in pixels"), default=None,
                       help="longest image side (thumbnail; default: the checkpoint's test settings, else 1024)")
     pipe.add_argument("--scales", type=_scales, default=None,
                       help="multi-scale factors (default: the checkpoint's, else 1,1/sqrt2,1/2)")
@@ -75,14 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--no-clahe", action="store_true",
                       help="skip CLAHE at test time (default: the checkpoint's choice, else CLAHE clip 1.0)")
     pipe.add_argument("--clahe", action="store_true", help="apply CLAHE even where the checkpoint says it was tested without")
-    pipe.add_argument("--clahe-grid", type=int, default=None, metavar="N",
+    pipe.add_argument("--clahe-grid", type=_int_at_least(1, "CLAHE tiles per side"), default=None, metavar="N",
                       help="CLAHE tiles per side (default: the checkpoint's, else 8; fewer for small images)")
     pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
-    pipe.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward pass (default 8)")
+    pipe.add_argument("--batch-size", type=_int_at_least(1, "images per forward pass"), default=8,
+                      help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
     pipe.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="write the results as JSON here")
     return p
+
+
+def _check_writable(out: str) -> None:
+    """Fail before the evaluation, not after it, when ``--out`` cannot be written."""
+    folder = Path(out).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: folder {folder} does not exist (or is not a folder)")
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out}: is a folder; give a file name such as results.json")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {out}: folder {folder} is not writable")
 
 
 def _network(args):
@@ -120,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _run(argv)
-    except (TestSetError, CheckpointError, WhiteningError, ImageReadError, FileNotFoundError) as e:
-        print(f"dsa evaluate: error: {e}", file=sys.stderr)
+    except (TestSetError, CheckpointError, WhiteningError, ImageReadError, FileNotFoundError, ValueError) as e:
+        print(f"dsa evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. --out in a read-only or missing folder
+        print(f"dsa evaluate: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 
@@ -136,6 +168,11 @@ def _run(argv: list[str] | None) -> int:
         raise SystemExit("dsa evaluate: nothing to evaluate; give --datasets (with --data-root) and/or --folder DIR")
     if args.datasets and not args.data_root:
         raise SystemExit("dsa evaluate: --datasets needs --data-root (the directory holding test/<name>/)")
+    from dsa_plugin.devices import check_device
+
+    check_device(args.device)
+    if args.out:
+        _check_writable(args.out)
     net, label = _network(args)
     kw = dict(device=args.device, batch_size=args.batch_size, progress=not args.no_progress, **_test_settings(args, net))
     out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}

@@ -15,8 +15,8 @@ removing it from the db.
 
 from __future__ import annotations
 
-import csv
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from dsa_plugin.evaluation.metrics import detect_protocol
-from dsa_plugin.evaluation.safe_pickle import load_pickle
+from dsa_plugin.safe_pickle import PickleFileError, load_pickle
 
 #: the named test sets the standard tooling knows (cirtorch + gandtr)
 KNOWN_TEST_SETS = ("oxford5k", "paris6k", "roxford5k", "rparis6k", "247tokyo1k")
@@ -72,6 +72,15 @@ def _check_images_exist(paths: Sequence[str], source: Path) -> None:
         raise TestSetError(f"{source}: listed image not found: {missing[0]}{more}")
 
 
+def _check_inside(dir_images: Path, names: Sequence, key: str, gnd_path: Path) -> None:
+    """Image names are plain names under ``jpg/``: an absolute or ``..`` name would read any file."""
+    from dsa_plugin.data.labels import path_inside
+
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or path_inside(dir_images, n) is None:
+            raise TestSetError(f"{gnd_path}: {key}[{i}] = {n!r} is not an image name inside {dir_images}")
+
+
 def _image_path(dir_images: Path, name: str) -> str:
     # imlist entries carry no extension in the published gnd files
     return str(dir_images / (name if name.lower().endswith((".jpg", ".jpeg", ".png")) else name + ".jpg"))
@@ -101,7 +110,10 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
     if not gnd_path.is_file():
         known = f" (known sets: {', '.join(KNOWN_TEST_SETS)})" if name not in KNOWN_TEST_SETS else ""
         raise TestSetError(f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl")
-    cfg = load_pickle(gnd_path)
+    try:
+        cfg = load_pickle(gnd_path)
+    except PickleFileError as err:
+        raise TestSetError(str(err)) from None
     if not isinstance(cfg, dict):
         raise TestSetError(f"{gnd_path}: expected a dict with keys imlist, qimlist, gnd; got {type(cfg).__name__}")
     missing = [k for k in ("imlist", "qimlist", "gnd") if k not in cfg]
@@ -128,6 +140,8 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
     dir_images = base / "jpg"
     images = [_image_path(dir_images, str(n)) for n in imlist]
     qimages = [_image_path(dir_images, str(n)) for n in qimlist]
+    _check_inside(dir_images, imlist, "imlist", gnd_path)
+    _check_inside(dir_images, qimlist, "qimlist", gnd_path)
     if check_images:
         _check_images_exist(images, gnd_path)
         _check_images_exist(qimages, gnd_path)
@@ -167,6 +181,11 @@ class FolderDataset:
         """
         q_idx, db_idx = self.indices(query_domain), self.indices(db_domain)
         db_places = np.array([self.places[i] for i in db_idx])
+        if len(set(db_places.tolist())) < 2:
+            # Every db image is a positive of every query: mAP is 100 whatever the network does.
+            warnings.warn(f"{self.root}: all {len(db_idx)} '{db_domain}' images are of one place "
+                          f"({db_places[0] if len(db_places) else '-'}): every ranking is perfect and the mAP "
+                          "means nothing; use a folder with at least two places", UserWarning, stacklevel=2)
         pos_in_db = {int(f): j for j, f in enumerate(db_idx)}
         gnd = []
         for qi in q_idx:
@@ -204,13 +223,13 @@ def load_folder_dataset(
     if not csv_path.is_file():
         raise TestSetError(f"labels file not found: {csv_path}; a folder dataset needs {labels} "
                            f"with columns {', '.join(FOLDER_COLUMNS)}[, role]")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rows = list(reader)
-    missing = [c for c in FOLDER_COLUMNS if c not in columns]
-    if missing:
-        raise TestSetError(f"{csv_path}: missing column(s) {missing} (found {columns}); needed: {list(FOLDER_COLUMNS)}[, role]")
+    from dsa_plugin.data.labels import LabelsError, read_labels
+
+    try:
+        columns, numbered = read_labels(csv_path, FOLDER_COLUMNS)
+    except LabelsError as err:
+        raise TestSetError(str(err)) from None
+    rows = [r for _, r in numbered]
     if role is not None:
         if "role" not in columns:
             raise TestSetError(f"{csv_path}: cannot filter by role '{role}': no 'role' column (found {columns})")
@@ -220,10 +239,6 @@ def load_folder_dataset(
             raise TestSetError(f"{csv_path}: no row has role '{role}' (roles: {roles})")
     if not rows:
         raise TestSetError(f"{csv_path}: no images listed")
-    for n, r in enumerate(rows):
-        empty = [c for c in FOLDER_COLUMNS if not (r.get(c) or "").strip()]
-        if empty:
-            raise TestSetError(f"{csv_path}: row {n + 2} has empty {empty}")
     files = [str(root / r["file"]) for r in rows]
     if check_images:
         _check_images_exist(files, csv_path)

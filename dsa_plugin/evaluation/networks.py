@@ -183,6 +183,12 @@ def load_embedding_network(
     source = str(path_or_url)
     obj = load_checkpoint(path_or_url)
     net = network_from_checkpoint(obj, source=source)
+    bad = [name for name, t in [*net.named_parameters(), *net.named_buffers()]
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        # NaN weights give NaN descriptors, and a NaN ranking still yields an mAP: refuse instead.
+        raise CheckpointError(f"{source}: non-finite (NaN/inf) values in {len(bad)} tensor(s), first {bad[0]!r}; "
+                              "the checkpoint is corrupt or training diverged")
     net = net.to(device).eval().requires_grad_(False)
     net.test_settings = checkpoint_test_settings(obj)
     return attach_whitening(net, whitening)

@@ -140,24 +140,25 @@ def evaluate_folder(
 
 def load_whitening_db(pkl_path: str | os.PathLike, ims_root: str | os.PathLike | None = None) -> tuple[list[str], list[int], list[int]]:
     """Read a flat whitening db ``{cids, qidxs, pidxs}`` (``retrieval-SfM-120k-whiten.pkl``) into image paths and pairs."""
-    from dsa_plugin.data.sfm import cid_to_path
-    from dsa_plugin.evaluation.safe_pickle import load_pickle
+    from dsa_plugin.data.sfm import SfMFormatError, check_pair_indices, cid_paths, int_list, read_db_pickle
 
     pkl_path = Path(pkl_path)
-    if not pkl_path.is_file():
-        raise TestSetError(f"whitening db not found: {pkl_path}")
-    db = load_pickle(pkl_path)
-    if isinstance(db, dict) and "cids" not in db and "val" in db:
-        db = db["val"]  # a retrieval-SfM train/val db: its val split has pairs too
-    if not isinstance(db, dict):
-        raise TestSetError(f"{pkl_path}: expected a dict with cids, qidxs, pidxs; got {type(db).__name__}")
-    missing = [k for k in ("cids", "qidxs", "pidxs") if k not in db]
-    if missing:
-        raise TestSetError(f"{pkl_path}: missing key(s) {missing} (found {sorted(map(str, db))}); expected cids, qidxs, pidxs")
-    if len(db["qidxs"]) != len(db["pidxs"]):
-        raise TestSetError(f"{pkl_path}: {len(db['qidxs'])} qidxs but {len(db['pidxs'])} pidxs")
-    root = Path(ims_root) if ims_root is not None else pkl_path.parent / "ims"
-    return [cid_to_path(root, c) for c in db["cids"]], [int(i) for i in db["qidxs"]], [int(i) for i in db["pidxs"]]
+    try:
+        db = read_db_pickle(pkl_path, what="whitening db")
+        if isinstance(db, dict) and "cids" not in db and "val" in db:
+            db = db["val"]  # a retrieval-SfM train/val db: its val split has pairs too
+        if not isinstance(db, dict):
+            raise SfMFormatError(f"{pkl_path}: expected a dict with cids, qidxs, pidxs; got {type(db).__name__}")
+        missing = [k for k in ("cids", "qidxs", "pidxs") if k not in db]
+        if missing:
+            raise SfMFormatError(f"{pkl_path}: missing key(s) {missing} (found {sorted(map(str, db))}); expected cids, qidxs, pidxs")
+        root = Path(ims_root) if ims_root is not None else pkl_path.parent / "ims"
+        images = cid_paths(root, db["cids"], str(pkl_path))
+        qidxs, pidxs = int_list(db["qidxs"], "qidxs", str(pkl_path)), int_list(db["pidxs"], "pidxs", str(pkl_path))
+        check_pair_indices(qidxs, pidxs, len(images), str(pkl_path))
+    except SfMFormatError as err:
+        raise TestSetError(str(err)) from None
+    return images, qidxs, pidxs
 
 
 def learn_whitening_from_db(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsa_plugin.evaluation.safe_pickle import dump_pickle, load_pickle
+from dsa_plugin.safe_pickle import PickleFileError, dump_pickle, load_pickle
 
 
 class WhiteningError(ValueError):
@@ -119,7 +119,11 @@ def load_whitening(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"whitening file not found: {path}")
-    return validate_whitening(load_pickle(path), source=str(path))
+    try:
+        w = load_pickle(path)
+    except PickleFileError as err:
+        raise WhiteningError(str(err)) from None
+    return validate_whitening(w, source=str(path))
 
 
 def save_whitening(w: Mapping, path: str | os.PathLike) -> Path:

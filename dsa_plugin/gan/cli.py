@@ -37,6 +37,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Step sizes that must be positive finite numbers (a negative or NaN rate trains garbage silently).
+RATE_KEYS = ("optim.lr", "optim.detector_lr")
+
+
+def _check_rates(cfg, get_key) -> None:
+    import math
+
+    for key in RATE_KEYS:
+        try:
+            value = get_key(cfg, key)
+        except (KeyError, AttributeError, ConfigError):
+            continue
+        if isinstance(value, str):
+            raise ConfigError(f"{key} must be a number, got the string {value!r} (YAML reads 2e-4 as text; "
+                              "write 2.0e-4 or 0.0002)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{key} must be a positive finite number, got {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -49,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = list(args.overrides)
         if args.device:
+            from dsa_plugin.devices import check_device
+
+            try:
+                check_device(args.device)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
             overrides.append(f"device={args.device}")
         cfg = load_config(args.config, overrides)
+        _check_rates(cfg, get_key)
         if args.list_keys:
             for key in cfg.keys():
                 print(f"{key} = {get_key(cfg, key)!r}")
@@ -59,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         result = train(cfg, out, resume=not args.no_resume, progress=False if args.no_progress else None)
     except (ConfigError, GanDataError, ResumeError) as err:
         print(f"dsa gan-train: error: {err}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as err:
+        print(f"dsa gan-train: error: config {args.config}: not UTF-8 text ({err.reason} at byte {err.start})",
+              file=sys.stderr)
+        return 2
+    except OSError as err:
+        # an --out that is a file, a read-only folder, a full disk: name the path, no traceback
+        where = err.filename or args.out
+        print(f"dsa gan-train: error: {where}: {err.strerror or err}", file=sys.stderr)
         return 2
     except Exception as err:
         from dsa_plugin.checkpoints import CheckpointError

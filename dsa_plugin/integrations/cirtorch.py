@@ -270,6 +270,38 @@ def _required_files(args: argparse.Namespace, root: str) -> list[str]:
     return files
 
 
+def _fail(parser: argparse.ArgumentParser, message: str) -> None:
+    """One ``prog: error: message`` line and exit status 2 (data errors need no usage block)."""
+    print(f"{parser.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_data_files(args: argparse.Namespace, root: str) -> None:
+    """Read every pickle cirtorch will open under ``root`` with the restricted unpickler first.
+
+    cirtorch unpickles these files with plain ``pickle.load``, which runs any code a crafted file
+    names; a file that passes here holds only builtins and numpy arrays. The training db is also
+    checked for the retrieval-SfM layout (in-range pairs, plain cids) and for enough clusters to
+    mine ``--neg-num`` negatives from (cirtorch's mining loop runs off the end otherwise).
+    Files that do not exist yet are left to cirtorch's download. Raises ``ValueError``.
+    """
+    from dsa_plugin.data.sfm import SfMFormatError, load_sfm_db, read_db_pickle
+
+    files = _required_files(args, root)
+    train_db, others = files[0], files[1:]
+    if os.path.isfile(train_db):
+        nnum = int(getattr(args, "neg_num", 0) or 0)
+        for split in ("train", "val"):
+            db = load_sfm_db(train_db, split)
+            n_clusters = len(set(db.clusters))
+            if n_clusters < nnum + 1:
+                raise SfMFormatError(f"{train_db}: split '{split}' has {n_clusters} clusters, but --neg-num {nnum} "
+                                     f"needs at least {nnum + 1} (one for the query, one per negative)")
+    for path in others:
+        if os.path.isfile(path):
+            read_db_pickle(path, what="data file")
+
+
 def _patch_data_root(stack: contextlib.ExitStack, namespace: MutableMapping[str, Any], root: str) -> None:
     def get_data_root() -> str:
         return root
@@ -307,12 +339,19 @@ def dsa_session(
         data_root = os.path.abspath(data_root)
         if not os.path.isdir(data_root):
             parser.error(f"--dsa-data-root: not a directory: {data_root}")
+    root = data_root or _default_data_root(namespace)
     if getattr(args, "dsa_no_download", False):
-        root = data_root or _default_data_root(namespace)
+        if root is None:
+            parser.error("--dsa-no-download: cannot tell cirtorch's data root; give --dsa-data-root")
         missing = [f for f in _required_files(args, root) if not os.path.isfile(f)]
         if missing:
             parser.error("--dsa-no-download: missing data file(s): " + ", ".join(missing)
                          + " (put them there, drop the test sets with --dsa-skip-test, or allow the download)")
+    try:
+        if root is not None:
+            check_data_files(args, root)
+    except ValueError as err:
+        _fail(parser, str(err))
     compat.apply_runtime_fixes()
     stack = contextlib.ExitStack()
     if getattr(args, "gpu_id", None) is not None:
@@ -357,10 +396,14 @@ def dsa_session(
         yield run
 
 
-def _default_data_root(namespace: MutableMapping[str, Any]) -> str:
+def _default_data_root(namespace: MutableMapping[str, Any]) -> str | None:
+    """cirtorch's data root as the script sees it (None when cirtorch is not importable)."""
     fn = namespace.get("get_data_root")
     if fn is None:
-        from cirtorch.utils.general import get_data_root as fn
+        try:
+            from cirtorch.utils.general import get_data_root as fn
+        except ImportError:
+            return None
     return fn()
 
 

@@ -39,7 +39,12 @@ _DEFAULTS = DSAConfig()
 
 def _device(text: str) -> str:
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
+        from dsa_plugin.devices import DeviceError, check_device
+
+        try:  # at parse time: before cirtorch's main() creates the export directory
+            return check_device(text, "--dsa-device")
+        except DeviceError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
     raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
 
 
@@ -155,7 +160,7 @@ def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str |
         parser.error(f"--dsa-generator: {path_or_url} is a directory, expected a generator checkpoint (.pth)")
     try:
         generator = load_generator(path_or_url, device="cpu")
-    except (CheckpointError, ValueError, KeyError, RuntimeError) as err:
+    except (CheckpointError, ValueError, KeyError, RuntimeError, AttributeError, TypeError) as err:
         parser.error(f"--dsa-generator: {path_or_url} is not a day->night generator checkpoint: {err}")
     from dsa_plugin.night.translator import NightTranslator
 

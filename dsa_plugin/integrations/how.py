@@ -143,6 +143,13 @@ def dsa_config_from_params(params: dict[str, Any], where: str = DSA_SECTION) -> 
         raise ConfigError(f"in '{where}': generator file not found: {config.generator}")
     if config.night_cache and not Path(config.night_cache).expanduser().is_dir():
         raise ConfigError(f"in '{where}': night_cache directory not found: {config.night_cache}")
+    dataset = (params.get("training") or {}).get("dataset") if isinstance(params.get("training"), dict) else None
+    qsize = dataset.get("qsize") if isinstance(dataset, dict) else None
+    # The rule cirtorch's --dsa-qpool-size/--query-size check applies too: diverse anchor mining picks
+    # the epoch's qsize anchors from a pool of qpool_size candidates, so the pool cannot be smaller.
+    if config.diverse_anchors and isinstance(qsize, int) and config.qpool_size < qsize:
+        raise ConfigError(f"in '{where}': qpool_size ({config.qpool_size}) must be >= training.dataset.qsize ({qsize}): "
+                          "diverse anchor mining picks the epoch's anchors from that pool")
     return config
 
 
@@ -580,6 +587,70 @@ def _cuda_available() -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _load_params(io_helpers: Any, params_path: Path) -> dict[str, Any]:
+    """HOW's YAML loader (``__template__`` chains), with its failures as one-line ConfigErrors."""
+    import yaml
+
+    try:
+        params = io_helpers.load_params(str(params_path))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{params_path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except OSError as err:  # a __template__ that does not exist, an unreadable file
+        raise ConfigError(f"{params_path}: cannot read {err.filename or 'a parameter file'}: {err.strerror or err} "
+                          "(check __template__)") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{params_path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{params_path}: expected a mapping of HOW parameters, got {type(params).__name__}")
+    return params
+
+
+def check_generator(config: DSAConfig | None, source: str | os.PathLike) -> None:
+    """Load the ``dsa.generator`` once before HOW starts (downloads, mining): a file that is not a
+    generator, or a URL that cannot be fetched, fails now instead of in the first epoch."""
+    if config is None or config.generator is None:
+        return
+    from dsa_plugin.checkpoints import CheckpointError, load_generator
+
+    try:
+        load_generator(config.generator, device="cpu")
+    except (CheckpointError, ValueError, KeyError, RuntimeError, OSError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{source}: {DSA_SECTION}.generator {config.generator}: not a usable day->night "
+                          f"generator: {' '.join(str(err).split())}") from None
+
+
+def _data_folder(params: dict[str, Any], how_argv: list[str], how_root: Path) -> Path | None:
+    """HOW's ``root_path`` for this run: ``--data-folder`` or ``demo_train.data_folder``, from HOW's root."""
+    folder = None
+    for i, arg in enumerate(how_argv):
+        if arg == "--data-folder" and i + 1 < len(how_argv):
+            folder = how_argv[i + 1]
+        elif arg.startswith("--data-folder="):
+            folder = arg.split("=", 1)[1]
+    if folder is None:
+        demo = params.get("demo_train")
+        folder = demo.get("data_folder") if isinstance(demo, dict) else None
+    return how_root / str(folder) if folder else None
+
+
+def check_data_pickles(root: Path | None) -> None:
+    """Read every ``.pkl`` HOW and cirtorch may unpickle under the data folder with the restricted
+    unpickler first: they use plain ``pickle.load``, which runs whatever code a crafted file names.
+
+    Covers ``train/<db>/*.pkl`` (training, validation and whitening dbs) and
+    ``test/<set>/gnd_*.pkl``. Raises :class:`ConfigError` naming the file.
+    """
+    from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+
+    if root is None or not root.is_dir():
+        return
+    for path in sorted([*root.glob("train/*/*.pkl"), *root.glob("test/*/gnd_*.pkl")]):
+        try:
+            load_pickle(path)
+        except PickleFileError as err:
+            raise ConfigError(str(err)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsa how-train",
@@ -609,8 +680,10 @@ def main(argv: list[str]) -> int:
         if not params_path.is_file():
             raise ConfigError(f"HOW parameter file not found: {params_path}")
         with template_fallback(modules["io_helpers"], root):
-            params = modules["io_helpers"].load_params(str(params_path))
+            params = _load_params(modules["io_helpers"], params_path)
             config = validate_params(params, params_path)
+            check_generator(config, params_path)
+            check_data_pickles(_data_folder(params, how_argv, root))
             demo = load_demo(root)
             cpu = params.get("demo_train", {}).get("gpu_id") is None or not _cuda_available()
             with how_runtime(modules, config, num_workers=args.num_workers, cpu=cpu):

@@ -39,7 +39,7 @@ CACHE_KIND = "dsa-night-cache"
 CACHE_VERSION = 1
 FORMATS = ("png", "pt")
 #: Manifest fields that decide the stored pixels; ``NightCache.open`` compares these.
-SETTINGS = ("generator", "ratio", "prefix", "image_size", "clahe", "format")
+SETTINGS = ("generator", "ratio", "prefix", "image_size", "clahe", "format", "amp")
 
 
 class NightCacheError(RuntimeError):
@@ -123,9 +123,19 @@ def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
 # image loading (cirtorch's loader: PIL RGB, thumbnail to the longer side <= image_size, LANCZOS)
 
 
+#: Smallest side the ResNet generator accepts: its 7x7 reflection padding and the 3x3 padding of its
+#: blocks at 1/4 resolution need a few pixels, or torch fails deep inside with a padding error.
+MIN_SIDE = 8
+
+
 def load_image01(path: str | os.PathLike, image_size: int | None) -> Tensor:
     """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it (``images.load_rgb``)."""
-    return pil_to_tensor01(load_rgb(path, max_size=image_size))
+    img = load_rgb(path, max_size=image_size)
+    if min(img.size) < MIN_SIDE:
+        raise NightCacheError(f"{path}: {img.size[0]}x{img.size[1]} px"
+                              f"{f' after shrinking to --image-size {image_size}' if image_size else ''}; "
+                              f"the generator needs at least {MIN_SIDE} px on each side")
+    return pil_to_tensor01(img)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +295,8 @@ def build_night_cache(
             "image_size": image_size,
             "clahe": clahe,
             "format": fmt,
+            # fp16/bf16 autocast changes the pixels: a resumed build must not mix the two
+            "amp": bool(getattr(translator, "amp", False)),
         }
     )
 
@@ -305,7 +317,11 @@ def build_night_cache(
         raise NightCacheError(f"{len(missing)} selected image(s) not found: {shown}")
     _check_writable(out_dir)
     existing = _read_manifest(out_dir)
-    stale = existing is not None and bool(_differences(settings, existing))
+    if existing is None and _night_files(out_dir) and not overwrite:
+        # Without a manifest nothing says which generator or settings made these files: never adopt them.
+        raise NightCacheError(f"{out_dir} holds night images but no {MANIFEST}; refusing to adopt files of unknown "
+                              "settings; choose another directory or pass overwrite=True (--overwrite)")
+    stale = (existing is not None and bool(_differences(settings, existing))) or (existing is None and overwrite)
     if stale and not overwrite:
         raise NightCacheError(
             f"{out_dir} already holds a night cache made with other settings "
@@ -343,6 +359,14 @@ def build_night_cache(
 
             dist.destroy_process_group()
     return NightCache.open(out_dir) if rank == 0 else None
+
+
+def _night_files(out_dir: Path) -> list[Path]:
+    """Stored night images in ``out_dir`` (``<2 chars>/<name>.png|.pt``)."""
+    if not out_dir.is_dir():
+        return []
+    return [f for sub in out_dir.iterdir() if sub.is_dir() and len(sub.name) == 2
+            for f in sub.iterdir() if f.suffix in (".png", ".pt")]
 
 
 def _remove_night_files(out_dir: Path) -> None:
@@ -413,7 +437,7 @@ class NightCache:
         """Open ``root`` after checking it is complete and that every given setting matches.
 
         ``expected`` may name any of ``generator`` (fingerprint), ``ratio``, ``prefix``,
-        ``image_size``, ``clahe``, ``format``; settings not given are not checked.
+        ``image_size``, ``clahe``, ``format``, ``amp``; settings not given are not checked.
         ``verify_files`` also checks that every listed file exists.
 
         Raises:

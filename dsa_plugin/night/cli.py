@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    from dsa_plugin.devices import check_device
+
     try:
+        check_device(device)
         if args.images:
             images, source = read_image_list(args.images), os.path.abspath(args.images)
         else:

@@ -81,6 +81,12 @@ class NightTranslator(nn.Module):
                 f"the night generator must map RGB to RGB (3 -> 3 channels), got "
                 f"{meta.get('in_channels')} -> {meta.get('out_channels')}"
             )
+        bad = [name for name, t in [*generator.named_parameters(), *generator.named_buffers()]
+               if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            # A NaN weight turns every night image into NaN (black after clamping): refuse it.
+            raise TranslatorError(f"the generator has non-finite (NaN/inf) values in {len(bad)} tensor(s), "
+                                  f"first {bad[0]!r}; the checkpoint is corrupt or training diverged")
         if device is None:
             first = next(generator.parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
@@ -103,8 +109,12 @@ class NightTranslator(nn.Module):
 
         try:
             generator = load_generator(path_or_url, device=device)
-        except CheckpointError as err:
-            raise TranslatorError(f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: {err}") from None
+        except (CheckpointError, AttributeError, TypeError, KeyError, ValueError, RuntimeError) as err:
+            # Not only CheckpointError: a file of the right layout with wrong contents (network_params
+            # not a dict, odd shapes) fails inside the loader with whatever Python raises there.
+            detail = " ".join(str(err).split())
+            raise TranslatorError(f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: "
+                                  f"{type(err).__name__ + ': ' if not isinstance(err, CheckpointError) else ''}{detail}") from None
         return cls(generator, device=device, amp=amp)
 
     def train(self, mode: bool = True) -> "NightTranslator":

@@ -1,0 +1,266 @@
+"""Every bad input is one clear error line and exit status 2, never a traceback: one table, every CLI.
+
+Each case builds its inputs in ``tmp_path`` (tiny images, tiny dbs, a tiny generator) and runs
+``dsa <command> ...`` in-process: an uncaught exception fails the test with its traceback. The
+stderr must hold exactly one ``error`` line (argparse's ``usage:`` lines may precede it) that
+names the offending file, key or value.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dsa_plugin.cli import main as dsa_main
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def _generator(tmp: Path) -> Path:
+    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models import ResnetGenerator
+
+    path = tmp / "g.pth"
+    if not path.exists():
+        torch.manual_seed(0)
+        save_network(path, ResnetGenerator(ngf=4, n_blocks=1))
+    return path
+
+
+def _generator_bad_params(tmp: Path) -> Path:
+    """The reference 4-key layout, but ``network_params`` is a list instead of a dict."""
+    state = torch.load(_generator(tmp), weights_only=True)
+    state = state.get("model_state", state) if isinstance(state, dict) else state
+    path = tmp / "g_bad_params.pth"
+    torch.save({"type": "SingleNetwork", "frozen": True, "network_params": [1, 2], "model_state": state}, path)
+    return path
+
+
+def _nan_generator(tmp: Path) -> Path:
+    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models import ResnetGenerator
+
+    net = ResnetGenerator(ngf=4, n_blocks=1)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    path = tmp / "g_nan.pth"
+    save_network(path, net)
+    return path
+
+
+def _nan_embedding(tmp: Path) -> Path:
+    from dsa_plugin.evaluation.networks import build_gem_network
+
+    net = build_gem_network("resnet18")
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    path = tmp / "embed_nan.pth"
+    # cirtorch's own checkpoint layout ({meta, state_dict})
+    torch.save({"meta": {"architecture": "resnet18", "pooling": "gem", "whitening": False, "local_whitening": False,
+                         "regional": False, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                         "outputdim": 512}, "state_dict": net.state_dict()}, path)
+    return path
+
+
+def _image_list(tmp: Path, size: tuple[int, int] = (32, 24), name: str = "img.png") -> Path:
+    Image.new("RGB", size, (90, 120, 150)).save(tmp / name)
+    (tmp / "list.txt").write_text(f"{name}\n")
+    return tmp / "list.txt"
+
+
+def _db(tmp: Path) -> Path:
+    from dsa_plugin.data import make_tiny_sfm_db
+
+    return make_tiny_sfm_db(tmp / "root", clusters=8, images_per_cluster=2, size=(24, 32))
+
+
+def _broken_db(tmp: Path, mutate: Callable[[dict], object]) -> Path:
+    with open(_db(tmp), "rb") as f:
+        db = pickle.load(f)
+    db = mutate(db) or db
+    path = tmp / "root" / "train" / "retrieval-SfM-120k" / "retrieval-SfM-120k.pkl"
+    path.write_bytes(pickle.dumps(db))
+    return path
+
+
+def _folder(tmp: Path, rows: list[str] | bytes) -> Path:
+    folder = tmp / "folder"
+    folder.mkdir(exist_ok=True)
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        Image.new("RGB", (24, 24)).save(folder / name)
+    text = rows if isinstance(rows, bytes) else "\n".join(["file,domain,place_id", *rows, ""]).encode()
+    (folder / "labels.csv").write_bytes(text)
+    return folder
+
+
+GOOD_ROWS = ["a.jpg,day,p1", "b.jpg,night,p1", "c.jpg,day,p2", "d.jpg,night,p2"]
+
+
+def _gan_config(tmp: Path, text: str | bytes) -> Path:
+    path = tmp / "gan.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _gan_data(tmp: Path) -> list[str]:
+    for name in ("day", "night"):
+        (tmp / name).mkdir(exist_ok=True)
+        for i in range(2):
+            Image.new("RGB", (48, 48), (40 * i, 80, 120)).save(tmp / name / f"{i}.png")
+    return [f"data.day={tmp / 'day'}", f"data.night={tmp / 'night'}", "train.max_iterations=1"]
+
+
+def _how_params(tmp: Path, text: str) -> Path:
+    path = tmp / "how.yml"
+    path.write_text(text)
+    return path
+
+
+def _how_root() -> Path:
+    from dsa_plugin.integrations import how as dsa_how
+
+    for module in ("cirtorch", "asmk", "faiss"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"HOW needs '{module}'")
+    try:
+        return dsa_how.locate_how()
+    except dsa_how.HOWIntegrationError as err:
+        pytest.skip(str(err))
+
+
+def _needs_cirtorch() -> None:
+    if importlib.util.find_spec("cirtorch") is None:
+        pytest.skip("cirtorch is not installed")
+
+
+def _no_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("checks the no-GPU message")
+
+
+# ------------------------------------------------------------------------------------ the table
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Path], list[str]]  # built in tmp_path
+    needle: Callable[[Path], str] | str  # must appear in the error line
+    pre: Callable[[], None] | None = None
+
+
+def _translate(tmp: Path, *extra: str, images: Path | None = None) -> list[str]:
+    src = ["--images", str(images)] if images is not None else ["--db", str(_db(tmp))]
+    return ["translate", "--generator", str(_generator(tmp)), *src, "--out", str(tmp / "cache"),
+            "--no-progress", "--workers", "0", "--ratio", "1", *extra]
+
+
+def _evaluate(tmp: Path, *extra: str, rows: list[str] | bytes = GOOD_ROWS) -> list[str]:
+    return ["evaluate", "--arch", "gem_small", "--random-init", "--device", "cpu", "--no-progress",
+            "--image-size", "24", "--single-scale", "--folder", str(_folder(tmp, rows)), *extra]
+
+
+def _cirtorch(tmp: Path, *extra: str) -> list[str]:
+    return ["cirtorch-train", str(tmp / "export"), "--dsa-data-root", str(tmp / "root"), "--dsa-skip-test",
+            "--dsa-no-download", "--training-dataset", "retrieval-SfM-120k", "--neg-num", "1", *extra]
+
+
+def _how_template() -> str:
+    return str(_how_root() / "examples" / "params" / "eccv20" / "train_how_r18.yml")
+
+
+CASES = [
+    # gan-train
+    Case("gan lr negative", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=-1"], "optim.lr"),
+    Case("gan lr nan", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=.nan"], "optim.lr"),
+    Case("gan lr written 2e-4 in YAML", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\noptim: {lr: 2e-4}\n")),
+                                                  "--out", str(t / "o")], "optim.lr"),
+    Case("gan device foo", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "--device", "foo"], "foo"),
+    Case("gan data is a list", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
+                                          "--out", str(t / "o")], "data"),
+    Case("gan config not utf-8", lambda t: ["gan-train", "--config", str(_gan_config(t, b"preset: tiny\n# \xff\xfe\n")),
+                                            "--out", str(t / "o")], "gan.yaml"),
+    Case("gan out is a file", lambda t: ["gan-train", "--config", "tiny", "--out", str(_gan_config(t, "x")), *_gan_data(t)],
+         "gan.yaml"),
+    # translate
+    Case("translate 1x1 image", lambda t: _translate(t, images=_image_list(t, (1, 1))), "img.png"),
+    Case("translate 3x500 image", lambda t: _translate(t, images=_image_list(t, (3, 500))), "img.png"),
+    Case("translate decompression bomb", lambda t: _translate(t, images=_image_list(t, (64, 64))), "decompression-bomb",
+         pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000)),  # 4096 px > 2x the limit: Pillow's bomb error
+    Case("translate device foo", lambda t: _translate(t, "--device", "foo", images=_image_list(t)), "foo"),
+    Case("translate cuda without gpu", lambda t: _translate(t, "--device", "cuda", images=_image_list(t)), "cuda", pre=_no_cuda),
+    Case("translate db qidxs out of range", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_broken_db(t, lambda d: d["val"].__setitem__("qidxs", [99] * len(d["val"]["qidxs"])))), "--out", str(t / "c")],
+         "qidxs[0] = 99"),
+    Case("translate db cids not a list", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_broken_db(t, lambda d: d["train"].__setitem__("cids", 5))), "--out", str(t / "c")], "cids"),
+    Case("translate db train None", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_broken_db(t, lambda d: d.__setitem__("train", None))), "--out", str(t / "c")], "split 'train'"),
+    Case("translate db empty pkl", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_gan_config(t, b"")), "--out", str(t / "c")], "gan.yaml"),
+    Case("translate db text pkl", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_gan_config(t, "cids,qidxs\n")), "--out", str(t / "c")], "gan.yaml"),
+    Case("translate generator network_params not a dict", lambda t: ["translate", "--generator", str(_generator_bad_params(t)),
+         "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "g_bad_params.pth"),
+    Case("translate generator with NaN weights", lambda t: ["translate", "--generator", str(_nan_generator(t)),
+         "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "non-finite"),
+    # evaluate
+    Case("evaluate labels not utf-8", lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"), "labels.csv"),
+    Case("evaluate labels short row", lambda t: _evaluate(t, rows=[*GOOD_ROWS, "a.jpg,day"]), "row 6"),
+    Case("evaluate image size 0", lambda t: _evaluate(t, "--image-size", "0"), "--image-size"),
+    Case("evaluate image size -5", lambda t: _evaluate(t, "--image-size", "-5"), "--image-size"),
+    Case("evaluate image size 1", lambda t: _evaluate(t, "--image-size", "1"), "--image-size"),
+    Case("evaluate clahe grid 0", lambda t: _evaluate(t, "--clahe-grid", "0"), "--clahe-grid"),
+    Case("evaluate out unwritable", lambda t: _evaluate(t, "--out", str(_gan_config(t, "x")) + "/r.json"), "r.json"),
+    Case("evaluate outputdim 0", lambda t: _evaluate(t, "--outputdim", "0"), "--outputdim"),
+    Case("evaluate embedding with NaN weights", lambda t: ["evaluate", "--checkpoint", str(_nan_embedding(t)), "--device", "cpu",
+         "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "embed_nan.pth"),
+    Case("evaluate text whitening", lambda t: _evaluate(t, "--whitening", str(_gan_config(t, "m,P\n"))), "gan.yaml"),
+    # cirtorch-train
+    Case("cirtorch broken db", lambda t: (_broken_db(t, lambda d: d["train"].__setitem__("pidxs", [-1] * len(d["train"]["qidxs"]))),
+                                         _cirtorch(t))[1], "pidxs[0] = -1", pre=_needs_cirtorch),
+    Case("cirtorch neg-num above clusters", lambda t: (_db(t), _cirtorch(t, "--neg-num", "50"))[1], "--neg-num 50",
+         pre=_needs_cirtorch),
+    Case("cirtorch dsa-device cuda:0", lambda t: (_db(t), _cirtorch(t, "--dsa-device", "cuda:0", "--dsa-clahe"))[1], "cuda",
+         pre=lambda: (_needs_cirtorch(), _no_cuda())),
+    # how-train
+    Case("how yaml syntax error", lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))], "how.yml",
+         pre=_how_root),
+    Case("how bad template", lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))], "nope.yml",
+         pre=_how_root),
+    Case("how generator URL unreachable", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         "dsa: {generator: 'http://127.0.0.1:9/no-such-generator.pth'}\n"))], "no-such-generator.pth", pre=_how_root),
+    Case("how qpool_size below qsize", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         "training: {dataset: {qsize: 100}}\ndsa: {diverse_anchors: true, qpool_size: 10}\n"))], "qpool_size (10)", pre=_how_root),
+    Case("how bad generator", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         f"dsa: {{generator: {_gan_config(t, 'not a checkpoint')}}}\n"))], "gan.yaml", pre=_how_root),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_clear_line(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the case
+    if case.pre is not None:
+        case.pre()
+    argv = case.argv(tmp_path)
+    needle = case.needle(tmp_path) if callable(case.needle) else case.needle
+    try:
+        code = dsa_main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, err
+    assert needle in errors[0], err
