@@ -161,11 +161,16 @@ def read_labels(folder: Path) -> list[dict[str, str]]:
     labels = folder / "labels.csv"
     if not labels.is_file():
         raise DemoDataError(f"--data {folder}: no labels.csv (columns file, domain, place_id[, role]) in that folder")
-    with open(labels, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"file", "domain", "place_id"} - set(rows[0] if rows else {})
-    if missing:
-        raise DemoDataError(f"{labels}: missing column(s) {sorted(missing)}; need file, domain, place_id[, role]")
+    from dsa_plugin.data.labels import LabelsError
+    from dsa_plugin.data.labels import read_labels as read_labels_csv
+
+    try:  # the one strict reader: BOM, CRLF, files inside the folder, no duplicates
+        _, numbered = read_labels_csv(labels, ("file", "domain", "place_id"))
+    except LabelsError as err:
+        raise DemoDataError(str(err)) from None
+    rows = [row for _, row in numbered]
+    if not rows:
+        raise DemoDataError(f"{labels}: no rows; need file, domain, place_id[, role]")
     domains = {r["domain"] for r in rows}
     if not {"day", "night"} <= domains:
         raise DemoDataError(f"{labels}: needs both 'day' and 'night' images, found domain(s) {sorted(domains)}")
@@ -227,7 +232,18 @@ def write_folder_data(root: str | os.PathLike, folder: str | os.PathLike, seed: 
         [folder / r["file"] for r in train_rows if r["domain"] == "day"],
         [folder / r["file"] for r in train_rows if r["domain"] == "night"],
     )
+    # The held-out images are copied (hard-linked where possible): a labels.csv may only list files
+    # inside its own folder, and the user's folder is never written to.
     eval_dir = root / "eval"
-    labels = [{"file": str(folder / r["file"]), "domain": r["domain"], "place_id": r["place_id"], "role": "eval"} for r in eval_rows]
+    labels = []
+    for r in eval_rows:
+        target = eval_dir / "images" / r["file"]
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / r["file"], target)
+            except OSError:
+                shutil.copyfile(folder / r["file"], target)
+        labels.append({"file": f"images/{r['file']}", "domain": r["domain"], "place_id": r["place_id"], "role": "eval"})
     _write_labels(eval_dir, labels)
     return DemoData(root, pkl, gan_day, gan_night, eval_dir)

