@@ -204,7 +204,7 @@ def test_cirtorch_backend_matches_the_plugin_network_and_loss():
     from dsa_plugin.models.gem import gem_small
 
     assert resolve_backend("auto") == "cirtorch" and resolve_backend("plugin") == "plugin"
-    settings = DemoSettings(outputdim=16)
+    settings = DemoSettings(network="small", outputdim=16)
     net = _net(settings, 0, "cirtorch")
     assert type(net).__name__ == "ImageRetrievalNet"
     plugin = gem_small(outputdim=16, standardize=settings.standardize)

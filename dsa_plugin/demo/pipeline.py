@@ -395,7 +395,8 @@ def _trunk_stage(settings: DemoSettings, data: DemoData, variants: dict[str, tup
     for config, _ in variants.values():
         dataset = _dataset(settings, data, config, 0, progress=True)
         everything = list(range(len(dataset.images)))
-        for label in (ANCHOR, NEGATIVE):  # anchors may be night, other roles never are
+        # Anchors may be night, other roles never are; without night anchors one pass covers both.
+        for label in (ANCHOR, NEGATIVE) if dataset.night_enabled else (NEGATIVE,):
             dataset.extract(everything, label, net, settings.device)
     pretrained = {name: _eval_net(settings, net, data.eval_dir, clahe, progress=True)
                   for name, (_, clahe) in variants.items()}
