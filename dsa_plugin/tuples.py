@@ -306,7 +306,9 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             from dsa_plugin.night.source import night_source_from_config
 
             device = device if device is not None else (self.config.device or "cpu")
-            self._night_source = night_source_from_config(self.config, device, image_size=self.imsize)
+            inputs = ({n: p for i, (n, p) in enumerate(zip(self.names, self.images)) if self._is_night(i, self.config.night_label)}
+                      if self.config.night_cache is not None else None)
+            self._night_source = night_source_from_config(self.config, device, image_size=self.imsize, inputs=inputs)
         return self._night_source
 
     def _night(self, index: int, x01: Tensor, device=None) -> Tensor:
