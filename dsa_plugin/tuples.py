@@ -42,7 +42,7 @@ from dsa_plugin.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
 from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
-from dsa_plugin.transforms import IMAGENET_MEAN_STD, normalize
+from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, normalize
 
 try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
     from cirtorch.datasets.traindataset import TuplesDataset as _TuplesBase  # type: ignore
@@ -242,7 +242,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         self.print_freq = 100
 
         self._plain, found = _plain_normalize(transform)
-        self.mean_std = tuple(tuple(float(v) for v in part) for part in (mean_std or found or IMAGENET_MEAN_STD))
+        self.mean_std = tuple(tuple(check_mean_std(mean_std or found or IMAGENET_MEAN_STD,
+                                                   "the tuple loader's mean/std (mean_std or the transform's Normalize)")))
         self.qpool_size = self._qpool_size()
         self.sampler = sampler if sampler is not None else self._default_sampler()
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
