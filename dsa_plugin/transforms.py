@@ -27,6 +27,7 @@ The RGB result is within 0.2/255 of OpenCV's (mean 0.002/255 on the AMOS photos)
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import NamedTuple, Sequence
 
@@ -572,9 +573,23 @@ def _as_mean_std(ms: MeanStd | Sequence[Sequence[float]]) -> MeanStd:
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     except (TypeError, ValueError):
         raise ValueError(f"mean_std must be (mean, std) with 3 values each, got {ms!r}") from None
-    if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
-        raise ValueError(f"mean_std must be (mean, std) with 3 values each and non-zero std, got {ms!r}")
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean_std must be (mean, std) with 3 values each, got {len(mean)} and {len(std)}: {ms!r}")
+    for part, values in (("mean", mean), ("std", std)):
+        for i, v in enumerate(values):
+            if not math.isfinite(v) or (part == "std" and v == 0):
+                allowed = "a finite non-zero number" if part == "std" else "a finite number"
+                raise ValueError(f"normalisation {part}[{i}] = {v!r} (mean {list(mean)}, std {list(std)}); each "
+                                 f"{part} must be {allowed}: a zero std divides by zero")
     return MeanStd(mean, std)
+
+
+def check_mean_std(ms: MeanStd | Sequence[Sequence[float]], where: str = "") -> MeanStd:
+    """``ms`` as a :class:`MeanStd`, or a ``ValueError`` naming ``where`` and the bad value (zero/NaN std)."""
+    try:
+        return _as_mean_std(ms)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}" if where else str(err)) from None
 
 
 def _stats(x: Tensor, ms: MeanStd | Sequence[Sequence[float]]) -> tuple[Tensor, Tensor]:

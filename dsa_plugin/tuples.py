@@ -42,7 +42,7 @@ from dsa_plugin.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
 from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
-from dsa_plugin.transforms import IMAGENET_MEAN_STD, normalize
+from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, normalize
 
 try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
     from cirtorch.datasets.traindataset import TuplesDataset as _TuplesBase  # type: ignore
@@ -242,7 +242,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         self.print_freq = 100
 
         self._plain, found = _plain_normalize(transform)
-        self.mean_std = tuple(tuple(float(v) for v in part) for part in (mean_std or found or IMAGENET_MEAN_STD))
+        self.mean_std = tuple(tuple(check_mean_std(mean_std or found or IMAGENET_MEAN_STD,
+                                                   "the tuple loader's mean/std (mean_std or the transform's Normalize)")))
         self.qpool_size = self._qpool_size()
         self.sampler = sampler if sampler is not None else self._default_sampler()
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
@@ -306,7 +307,9 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
             from dsa_plugin.night.source import night_source_from_config
 
             device = device if device is not None else (self.config.device or "cpu")
-            self._night_source = night_source_from_config(self.config, device, image_size=self.imsize)
+            inputs = ({n: p for i, (n, p) in enumerate(zip(self.names, self.images)) if self._is_night(i, self.config.night_label)}
+                      if self.config.night_cache is not None else None)
+            self._night_source = night_source_from_config(self.config, device, image_size=self.imsize, inputs=inputs)
         return self._night_source
 
     def _night(self, index: int, x01: Tensor, device=None) -> Tensor:

@@ -101,8 +101,30 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, daynight):
     rows = read_jsonl(resumed.log_path)
     assert [r["iteration"] for r in rows] == list(range(1, 9))  # every iteration logged exactly once
     assert [r["lr"] for r in rows][-1] == pytest.approx(1e-3 / 2)  # decay epoch after resume
+    kept = (tmp_path / "part" / "summary.json").read_bytes()
     again = train("tiny", tmp_path / "part", overrides=over)  # finished: nothing left to do
     assert again.summary["iterations_this_run"] == 0
+    # the finished run's summary.json is not overwritten with the empty rerun
+    assert (tmp_path / "part" / "summary.json").read_bytes() == kept
+    assert json.loads(kept)["iterations_this_run"] == 5 and json.loads(kept)["final"]
+
+
+@pytest.mark.parametrize("key, value", [("data.crop_size", 24), ("optim.lr", 5e-4), ("data.day", "other"),
+                                        ("data.scale", [0.5, 1.0]), ("data.resize_short", 40)])
+def test_resume_refuses_changed_data_or_lr(tmp_path, daynight, key, value):
+    over = tiny_overrides(*daynight, **{"train.max_iterations": 2})
+    train("tiny", tmp_path / "run", overrides=over)
+    if key == "data.day":
+        value = str(make_domain(tmp_path / "day2", 4, True))
+    changed = {**over, key: value, "train.max_iterations": 4}
+    with pytest.raises(ResumeError, match=rf"different config \({key}: checkpoint .*, now .*\); use another output "
+                                          r"directory or pass --no-resume") as err:
+        train("tiny", tmp_path / "run", overrides=changed)
+    assert "\n" not in str(err.value)
+    # speed-only settings may change; --no-resume starts over with the new value
+    assert train("tiny", tmp_path / "run", overrides={**over, "data.num_workers": 1, "train.max_iterations": 3}
+                 ).resumed_from == 2
+    assert train("tiny", tmp_path / "run", overrides=changed, resume=False).resumed_from is None
 
 
 @pytest.mark.slow

@@ -326,7 +326,36 @@ def test_renormalize_half_to_imagenet_like_meanstd_post():
 def test_normalize_bad_input():
     with pytest.raises(ValueError, match="3 values"):
         normalize(torch.rand(1, 3, 4, 4), ((0.5, 0.5), (0.5, 0.5)))
-    with pytest.raises(ValueError, match="non-zero std"):
+    with pytest.raises(ValueError, match=r"normalisation std\[0\] = 0\.0 .*a finite non-zero number"):
         normalize(torch.rand(1, 3, 4, 4), ((0.5,) * 3, (0.0,) * 3))
+    with pytest.raises(ValueError, match=r"std\[1\] = 0\.0 \(mean \[0\.5, 0\.5, 0\.5\], std \[0\.5, 0\.0, 0\.5\]\)"):
+        normalize(torch.rand(1, 3, 4, 4), ((0.5,) * 3, (0.5, 0.0, 0.5)))
+    with pytest.raises(ValueError, match=r"mean\[2\] = nan"):
+        normalize(torch.rand(1, 3, 4, 4), ((0.5, 0.5, float("nan")), (0.5,) * 3))
     with pytest.raises(ValueError, match="3, H, W"):
         normalize(torch.rand(1, 4, 4, 4))
+
+
+def test_zero_std_refused_where_it_is_configured(tiny_db):
+    from dsa_plugin.checkpoints import CheckpointError
+    from dsa_plugin.evaluation.networks import network_from_checkpoint
+    from dsa_plugin.models.gem import gem_small
+    from dsa_plugin.transforms import check_mean_std
+
+    with pytest.raises(ValueError, match=r"^the loader: normalisation std\[2\] = 0\.0"):
+        check_mean_std(((0.4, 0.4, 0.4), (0.2, 0.2, 0)), "the loader")
+    net = gem_small(outputdim=8)
+    obj = {"meta": {**net.meta, "std": [0.229, 0.0, 0.225]}, "state_dict": net.state_dict()}
+    with pytest.raises(CheckpointError, match=r"^net\.pth: the input normalisation it records: normalisation std\[1\] = 0\.0"):
+        network_from_checkpoint(obj, source="net.pth")
+    # the tuple loader refuses it when built, not in the middle of an epoch
+    import torchvision.transforms as T
+
+    from dsa_plugin.data.sfm import db_paths
+    from dsa_plugin.tuples import NightTuplesDataset
+
+    pkl, ims = db_paths(tiny_db)
+    tf = T.Compose([T.ToTensor(), T.Normalize(mean=[0.5] * 3, std=[0.0, 0.5, 0.5])])
+    with pytest.raises(ValueError, match=r"tuple loader's mean/std .*std\[0\] = 0\.0"):
+        NightTuplesDataset(name="retrieval-SfM-120k", mode="train", imsize=40, nnum=1, qsize=2, poolsize=4,
+                      transform=tf, pkl_path=pkl, ims_root=ims)

@@ -57,7 +57,9 @@ def network_mean_std(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ..
     """Input normalisation of a network: cirtorch/GeMNet ``meta``, HOW ``runtime['mean_std']``, else ImageNet."""
     meta = getattr(net, "meta", None)
     if isinstance(meta, dict) and "mean" in meta and "std" in meta:
-        return tuple(meta["mean"]), tuple(meta["std"])
+        from dsa_plugin.transforms import check_mean_std
+
+        return tuple(check_mean_std((meta["mean"], meta["std"]), "the network's meta mean/std"))
     runtime = getattr(net, "runtime", None)
     if isinstance(runtime, dict) and "mean_std" in runtime:
         mean, std = runtime["mean_std"]

@@ -25,6 +25,7 @@ from torch import nn
 
 from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
 from dsa_plugin.models.gem import IMAGENET_MEAN_STD, GeMNet, gem_resnet101, gem_small, gem_vgg16, l2n
+from dsa_plugin.transforms import check_mean_std
 
 #: attribute under which an attached whitening dict ``{'m', 'P'}`` lives on a network
 WHITENING_ATTR = "dsa_whitening"
@@ -132,6 +133,10 @@ def network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
         params = meta
         if "mean" in meta and "std" in meta:
             mean_std = (tuple(meta["mean"]), tuple(meta["std"]))
+    try:
+        mean_std = check_mean_std(mean_std, f"{source}: the input normalisation it records")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     arch = arch or _infer_arch(sd)
     small = arch.lower().removeprefix("gem_") == "small"
     # a parameter-free Standardize layer first shifts gem_small's conv keys by one (features.1, 3, 5, 7)

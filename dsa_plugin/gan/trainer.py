@@ -49,7 +49,13 @@ STATE_FORMAT = "dsa-gan-train-state/1"
 #: config keys that must match to resume from a state file
 RESUME_KEYS = ("variant", "model.ngf", "model.n_blocks", "model.ndf", "model.n_layers", "model.norm",
                "model.init_type", "model.init_gain", "model.hed_weights", "train.batch_size", "train.seed",
-               "data.epoch_size")
+               "data.epoch_size",
+               # what the steps see and how fast they learn: a resumed run with other data or another
+               # learning rate would silently continue with the old optimizer lr / mix two datasets
+               "data.day", "data.night", "data.root", "data.crop_size", "data.scale", "data.resize_short",
+               "data.skip_bad_images", "optim.lr")
+#: data keys that change nothing but speed: free to differ on resume
+RESUME_FREE = ("data.num_workers", "data.cache_images")
 
 
 class ResumeError(RuntimeError):
@@ -304,11 +310,31 @@ class Trainer:
             "final": last_row, "generator": str(gen), "log": str(self.log_path),
             "samples": [str(p) for p in sample_paths],
         }
-        if self.ctx.is_main:
+        previous = self._previous_summary() if done == 0 and self.resumed_from is not None else None
+        if previous is not None:
+            # a rerun of a finished run did nothing: keep the summary.json of the run that did the work
+            # (the returned summary still says what this run did: nothing)
+            if self.ctx.is_main:
+                log.info("nothing left to do (iteration %d of %d); kept %s", self.iteration, self.total,
+                         self.out / "summary.json")
+        elif self.ctx.is_main:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         checkpoints = sorted(self.ckpt_dir.glob("generator_*.pth"))
         return TrainResult(self.out, gen, self.log_path, list(sample_paths), checkpoints, self.state_path,
                            self.iteration, self.epoch, self.resumed_from, summary)
+
+    def _previous_summary(self) -> dict[str, Any] | None:
+        """summary.json of an earlier run that reached this iteration, or ``None``."""
+        path = self.out / "summary.json"
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        need = ("variant", "iterations", "iterations_this_run", "epochs_completed", "wall_s", "device", "processes",
+                "resumed_from")
+        if not isinstance(old, dict) or any(k not in old for k in need) or old.get("iterations") != self.iteration:
+            return None
+        return old
 
     def close(self) -> None:
         self.ctx.close()

@@ -251,7 +251,9 @@ class NightTuplesFactory:
                  num_workers: int = 0):
         self.config = config
         self.num_workers = num_workers
-        self.mean_std = [list(map(float, v)) for v in mean_std]
+        from dsa_plugin.transforms import check_mean_std
+
+        self.mean_std = [list(v) for v in check_mean_std(mean_std, "HOW's mean_std")]
         self.data_root = None if data_root is None else str(data_root)
         self.exp_path = None if exp_path is None else str(exp_path)
         self.logger_name = logger_name

@@ -3,7 +3,16 @@
 Layout of a cache directory::
 
     <dir>/manifest.json          settings + entries + "complete" flag (written atomically)
-    <dir>/<name[-2:]>/<name>.png 8-bit RGB PNG of the generator output (or .pt: float32 3xHxW tensor)
+    <dir>/<name[-2:]>/<name>.png 16-bit grey PNG of the R, G, B planes stacked (3H x W), values
+                                 round(x * 16384) (or .pt: float32 3xHxW tensor of the same values)
+
+Why 1/16384 and not 8 bits: the loader applies CLAHE to every night image, and CLAHE (OpenCV's
+float RGB->Lab, docs/reference.md §clahe) reads its input only through ``round(x * 16384)``
+(``transforms._LAB_BASE``). Snapping the generator output to that grid is therefore a no-op for
+CLAHE, so the online path (``NightSource``) snaps too and keeps the reference's float semantics
+bit for bit, while the stored file holds exactly the snapped values: the network input is the
+same bitwise whether the night image came from the cache or from the generator. An 8-bit PNG
+moved CLAHE's L channel across truncation boundaries (up to ~25/255 after CLAHE).
 
 The manifest records everything that changes the stored pixels: the generator fingerprint (sha256
 of its weights), the selection ratio and label prefix, the image size the inputs were shrunk to,
@@ -31,12 +40,14 @@ import torch
 from torch import Tensor
 
 from dsa_plugin.files import atomic_write, atomic_write_text
-from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
+from dsa_plugin.images import load_rgb, pil_to_tensor01
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
 MANIFEST = "manifest.json"
 CACHE_KIND = "dsa-night-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 1/16384 storage grid (version 1 stored 8-bit RGB), input stamps
+#: The storage grid of night images: CLAHE's own input quantisation (``transforms._LAB_BASE``).
+NIGHT_LEVELS = 1 << 14
 FORMATS = ("png", "pt")
 #: Manifest fields that decide the stored pixels; ``NightCache.open`` compares these.
 SETTINGS = ("generator", "ratio", "prefix", "image_size", "clahe", "format", "amp")
@@ -88,11 +99,24 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
+def quantise_night(x01: Tensor) -> Tensor:
+    """``x01`` clamped to [0, 1] and snapped to the 1/16384 grid the cache stores (float32, same device).
+
+    A no-op for CLAHE, which reads RGB only through ``round(x * 16384)``; see the module docstring.
+    """
+    return x01.detach().to(torch.float32).clamp(0.0, 1.0).mul(NIGHT_LEVELS).round_().div_(NIGHT_LEVELS)
+
+
 def save_night(path: Path, night01: Tensor, fmt: str) -> None:
-    """Store one ``3 x H x W`` [0, 1] image losslessly: 8-bit PNG (rounded) or a float32 tensor."""
-    night01 = night01.detach().to("cpu", torch.float32)
+    """Store one ``3 x H x W`` [0, 1] image exactly as ``quantise_night`` gives it: PNG or float32 tensor."""
+    night01 = quantise_night(night01.detach().to("cpu"))
     if fmt == "png":
-        img = tensor01_to_pil(night01)
+        from PIL import Image
+
+        if night01.dim() != 3 or night01.shape[0] != 3:
+            raise ValueError(f"expected a [3, H, W] night image, got {tuple(night01.shape)}")
+        codes = night01.mul(NIGHT_LEVELS).round_().to(torch.int32).reshape(-1, night01.shape[-1]).numpy()
+        img = Image.fromarray(codes.astype("uint16"))  # 16-bit grey, planes R, G, B stacked: 3H x W
 
         def write(f):
             img.save(f, format="PNG", compress_level=3)
@@ -113,7 +137,14 @@ def load_night(path: str | os.PathLike, fmt: str) -> Tensor:
         from PIL import Image
 
         with Image.open(path) as img:
-            return pil_to_tensor01(img)
+            if img.mode not in ("I;16", "I;16B", "I") or img.size[1] % 3:
+                raise NightCacheError(f"{path}: not a night-cache image (expected a 16-bit grey PNG of 3 stacked "
+                                      f"planes, got mode {img.mode} {img.size[0]}x{img.size[1]}); rebuild the cache")
+            import numpy as np
+
+            codes = np.asarray(img).astype(np.int32)
+        h = codes.shape[0] // 3
+        return torch.from_numpy(codes).reshape(3, h, codes.shape[1]).float().div_(NIGHT_LEVELS)
     if fmt == "pt":
         return torch.load(path, map_location="cpu", weights_only=True)
     raise ValueError(f"unknown cache format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -225,6 +256,17 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def input_stamp(path: str | os.PathLike) -> list[int]:
+    """``[size, mtime_ns]`` of an input image: recorded in the manifest to notice a changed input."""
+    st = os.stat(path)
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _changed_inputs(recorded: Any, current: dict[str, list[int]]) -> list[str]:
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return [name for name, stamp in current.items() if name in recorded and list(recorded[name]) != stamp]
+
+
 def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
     expected, found = _normalise_settings(expected), _normalise_settings(found)
     return [
@@ -264,7 +306,8 @@ def build_night_cache(
             exactly as the training loader loads them.
         clahe: CLAHE applied after the generator before storing (``None``: raw generator output,
             what ``NightSource`` and the tuple loader expect; ``True``: clip 1.0, 8x8 tiles).
-        fmt: ``"png"`` (8-bit, error <= 0.5/255) or ``"pt"`` (float32, exact).
+        fmt: ``"png"`` (16-bit, lossless for the 1/16384 grid) or ``"pt"`` (float32); both store
+            ``quantise_night(output)``, what ``NightSource`` returns online.
         batch_size: images of equal size translated together.
         workers: threads that decode inputs and encode outputs while the generator runs.
         overwrite: rebuild over a cache made with other settings (otherwise refuse).
@@ -328,10 +371,20 @@ def build_night_cache(
             f"({'; '.join(_differences(settings, existing))}); choose another directory or pass overwrite=True (--overwrite)"
         )
 
+    stamps = {name: input_stamp(path) for name, path in selected.items()}
+    changed = [] if stale or existing is None else _changed_inputs(existing.get("inputs"), stamps)
+
     rank, world, own_group = _dist_setup()
     try:
         if stale and rank == 0:
             _remove_night_files(out_dir)  # files of other settings must not be "resumed"
+        if changed and rank == 0:
+            import warnings
+
+            warnings.warn(f"{len(changed)} input image(s) changed since {out_dir} was built (size or mtime differs), "
+                          f"e.g. {selected[changed[0]]}; re-translating them", stacklevel=2)
+            for name in changed:  # their night images show the old content: translate them again
+                (out_dir / entry_file(name, fmt)).unlink(missing_ok=True)
         manifest = {
             "kind": CACHE_KIND,
             "version": CACHE_VERSION,
@@ -339,6 +392,7 @@ def build_night_cache(
             "source": source,
             "complete": False,
             "count": len(selected),
+            "inputs": stamps,
             "entries": {},
         }
         _barrier(world)  # every rank has read the old manifest before rank 0 replaces it
@@ -473,6 +527,31 @@ class NightCache:
                     f"{cache.entries[absent[0]]}; rebuild it with `dsa translate`"
                 )
         return cache
+
+    def check_inputs(self, paths: dict[str, str | os.PathLike]) -> None:
+        """Refuse the cache when an input image changed since it was built.
+
+        ``paths`` maps names to the image files the caller will translate; each one the cache holds
+        must have the size and mtime recorded at build time.
+
+        Raises:
+            StaleCacheError: naming the first changed file and how many there are.
+        """
+        recorded = self.manifest.get("inputs") or {}
+        current = {}
+        for name, path in paths.items():
+            if name in self.entries and name in recorded:
+                try:
+                    current[name] = input_stamp(path)
+                except OSError:
+                    continue  # a missing input is reported by whoever loads it
+        changed = _changed_inputs(recorded, current)
+        if changed:
+            first = changed[0]
+            raise StaleCacheError(
+                f"stale night cache {self.root}: {len(changed)} input image(s) changed since it was built, e.g. "
+                f"{os.fspath(paths[first])} (size, mtime_ns recorded {recorded[first]}, now {current[first]}); "
+                "rerun the same `dsa translate` command to re-translate them")
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="label prefix of night-capable images (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=362,
                    help="longer side of the inputs, as in training (default: %(default)s; 0 = full size)")
-    p.add_argument("--format", choices=("png", "pt"), default="png", help="png: 8-bit lossless; pt: float32 tensors (default: %(default)s)")
+    p.add_argument("--format", choices=("png", "pt"), default="png", help="png: 16-bit; pt: float32 (default: %(default)s)")
     p.add_argument("--clahe", type=float, default=None, metavar="CLIP",
                    help="store CLAHE(G(x)) with this clip limit, 8x8 tiles (default: raw generator output, what training expects)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun, cuda means cuda:LOCAL_RANK)")

@@ -3,7 +3,9 @@
 The tuple loader asks ``source.night(name, x01)`` for each anchor the selection rule picks (or
 ``source.maybe_night(name, label, x01)`` for any image) and gets the same tensor either way:
 the generator output in [0, 1], 4*ceil(H/4) x 4*ceil(W/4), before CLAHE (the loader applies
-CLAHE to every image, night or not, like the reference's ``clahepost``).
+CLAHE to every image, night or not, like the reference's ``clahepost``), snapped to the cache's
+1/16384 grid (``cache.quantise_night``). CLAHE reads its input only through that grid, so the
+snap changes nothing after CLAHE and the cached and online paths are equal bit for bit.
 
 Example:
     >>> source = NightSource(translator)                     # doctest: +SKIP
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.night.cache import NightCache, StaleCacheError, _differences, _normalise_clahe
+from dsa_plugin.night.cache import NightCache, StaleCacheError, _differences, _normalise_clahe, quantise_night
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, is_night
 from dsa_plugin.night.translator import NightTranslator, TranslatorError, output_size
 
@@ -94,6 +96,7 @@ class NightSource:
             from dsa_plugin.transforms import clahe as clahe_fn
 
             y = clahe_fn(y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]), check_range=False)
+        y = quantise_night(y)  # exactly what the cache stores (a no-op for the CLAHE that follows)
         self.stats["online"] += 1
         y = y.to(x01.device)
         return y if batched else y[0]
@@ -111,12 +114,14 @@ class NightSource:
         return f"NightSource({', '.join(parts)})"
 
 
-def night_source_from_config(config, device: str | torch.device | None = None, image_size: int | None = 362):
+def night_source_from_config(config, device: str | torch.device | None = None, image_size: int | None = 362,
+                             inputs: dict[str, str] | None = None):
     """The ``NightSource`` a ``DSAConfig`` asks for, or ``None`` when it sets neither generator nor cache.
 
     The cache (``config.night_cache``) is opened only if its manifest matches ``night_ratio``,
     ``night_label``, ``image_size``, raw generator output (no CLAHE) and, when a generator is
     also set, that generator's fingerprint; otherwise ``StaleCacheError`` says which field differs.
+    ``inputs`` (name -> image path) are checked against the sizes and mtimes the cache recorded.
     """
     if config.generator is None and config.night_cache is None:
         return None
@@ -133,4 +138,6 @@ def night_source_from_config(config, device: str | torch.device | None = None, i
         if translator is not None:
             expected["generator"] = translator.fingerprint
         cache = NightCache.open(config.night_cache, **expected)
+        if inputs is not None:
+            cache.check_inputs(inputs)
     return NightSource(translator, cache, ratio=config.night_ratio, prefix=config.night_label)
