@@ -142,6 +142,35 @@ def make_net(kind: str, device: str) -> torch.nn.Module:
     return net.to(device)
 
 
+# where the time goes: the plugin's per-image steps, timed in place (process CPU time on CPU, wall on CUDA)
+PROFILE: dict[str, float] = {}
+CLOCK: Callable[[], float] = time.process_time
+
+
+def _timed(key: str, fn: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        t0 = CLOCK()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            PROFILE[key] = PROFILE.get(key, 0.0) + CLOCK() - t0
+
+    return wrapper
+
+
+def install_profile() -> None:
+    """Time image loading (decode + resize), night images (cache read or generator) and CLAHE in the plugin's loader.
+
+    Only in this process: with ``--workers`` > 0 what the workers do is not counted. cirtorch's own
+    loader (a) is not instrumented: its per-image work is decode + resize, as the plugin's ``load``.
+    """
+    import dsa_plugin.tuples as tuples_mod
+
+    tuples_mod._load01 = _timed("load", tuples_mod._load01)
+    NightTuplesDataset._night = _timed("night", NightTuplesDataset._night)
+    NightTuplesDataset._clahe = _timed("clahe", NightTuplesDataset._clahe)
+
+
 def _set_batchnorm_eval(module: torch.nn.Module) -> None:
     if "BatchNorm" in type(module).__name__:
         module.eval()  # cirtorch freezes BatchNorm statistics while fine-tuning
@@ -163,7 +192,9 @@ def train_epoch(dataset, net: torch.nn.Module, device: str, batch: int = 5, work
     net.apply(_set_batchnorm_eval)
     optimizer.zero_grad()
     dim = net.meta["outputdim"]
+    fwd_bwd = 0.0
     for inputs, targets in loader:
+        tf = CLOCK()
         for images, target in zip(inputs, targets):
             output = torch.zeros(dim, len(images), device=device)
             for i, image in enumerate(images):
@@ -171,7 +202,9 @@ def train_epoch(dataset, net: torch.nn.Module, device: str, batch: int = 5, work
             contrastive_loss(output, target.to(device), MARGIN).backward()
         optimizer.step()
         optimizer.zero_grad()
-    sync(device)
+        sync(device)
+        fwd_bwd += CLOCK() - tf
+    PROFILE["train_fwd_bwd"] = PROFILE.get("train_fwd_bwd", 0.0) + fwd_bwd
     t2, c2 = time.perf_counter(), cpu_time()
     return {"mining_s": t1 - t0, "train_s": t2 - t1, "mining_cpu_s": c1 - c0, "train_cpu_s": c2 - c1,
             "wall_s": t2 - t0, "cpu_s": c2 - c0}
@@ -231,11 +264,13 @@ def run_variant(variant: Variant, net0: torch.nn.Module, device: str, quiet: boo
 
     net = copy.deepcopy(net0)
     ds = variant.build()
+    PROFILE.clear()
     torch.manual_seed(0)  # cirtorch draws its tuples from the global RNG
     with warnings.catch_warnings(), compat.cuda_noop(not device.startswith("cuda")), \
             redirect_stdout(io.StringIO() if quiet else sys.stdout):
         warnings.simplefilter("ignore")
         result = train_epoch(ds, net, device, workers=variant.workers)
+    result["profile"] = dict(PROFILE)
     result["timings"] = dict(getattr(ds, "stats", {}).get("timings", {}))
     result["images_extracted"] = getattr(ds, "stats", {}).get("images_extracted")
     result["night_anchors"] = len(getattr(ds, "night_anchor_indices", []))
@@ -279,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine")
+    global CLOCK
+    CLOCK = time.perf_counter if cuda else time.process_time
+    install_profile()
     net_kind = args.net or ("resnet50" if args.quick else "resnet101")
     imsize = args.imsize or (QUICK_IMSIZE if args.quick else 362 if cuda else 192)
     q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
@@ -355,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": median_of(v.runs, key), "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
                      "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")), "wall_s": median_of(v.runs, "wall_s"),
                      "images_extracted": v.runs[-1]["images_extracted"], "night_anchors": v.runs[-1]["night_anchors"],
-                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"]})
+                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"],
+                     "profile": {k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
+                                 for k in v.runs[-1]["profile"]}})
     by = {r["variant"]: r for r in rows}
     overhead = by["dsa"]["seconds"] / by["plain"]["seconds"]
     speedup = by["reference"]["seconds"] / by["dsa"]["seconds"]
@@ -372,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         if r["timings"]:
             parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
             print(f"  {r['variant']} mining, wall s: {parts}")
+    unit = "wall s" if cuda else "CPU s"
+    for r in rows:
+        p = r["profile"]
+        parts = [f"train forward+backward {p.get('train_fwd_bwd', 0):.2f}"]
+        parts += [f"{name} {p[k]:.2f}" for k, name in (("load", "image load"), ("night", "night images"),
+                                                        ("clahe", "CLAHE")) if k in p]
+        print(f"  {r['variant']} where the time goes, {unit}: {', '.join(parts)}")
     phases["cache_build_s"] = build_s
     phases["total_s"] = time.perf_counter() - T_START
     print("script wall s: " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in phases.items()))
