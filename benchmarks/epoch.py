@@ -30,8 +30,8 @@ thread (``--threads``): on a shared machine wall time measures the neighbours. (
 repeated alternately and the medians taken. On CUDA: wall time. ``overhead`` = (b)/(a) (< 1.10 is
 the target), ``speedup`` = (c)/(b).
 
-    python benchmarks/epoch.py --quick          # < 2 min on 2 CPU cores
-    python benchmarks/epoch.py                  # all 327 AMOS training images at 256 px, Q=12 (CPU)
+    python benchmarks/epoch.py --quick          # ResNet-50 at 80 px: ~1 min on 2 CPU cores
+    python benchmarks/epoch.py                  # all 327 AMOS training images at 192 px, Q=10 (CPU, ~7 min CPU time)
     python benchmarks/epoch.py --device cuda --net resnet101
 """
 
