@@ -14,7 +14,7 @@ every 5 tuples. Only the dataset differs between the rows:
     image, batched extraction, anchor-pool descriptors reused for hard-negative mining.
 (c) ``reference``: DSA the reference's way: the generator run online on every selected anchor
     every time it is used (anchor pool, anchor re-extraction, training), the reference's
-    diverse-anchor loop (``literal_reference`` of benchmarks/mining.py), anchors re-extracted,
+    diverse-anchor loop (``reference_diverse_anchors`` of tests/oracles.py, the baseline of benchmarks/mining.py), anchors re-extracted,
     one image per forward pass.
 
 Sizes keep the reference's proportions per epoch (Q tuples : Qp anchor pool : P negative pool =
@@ -30,8 +30,8 @@ thread (``--threads``): on a shared machine wall time measures the neighbours. (
 repeated alternately and the medians taken. On CUDA: wall time. ``overhead`` = (b)/(a) (< 1.10 is
 the target), ``speedup`` = (c)/(b).
 
-    python benchmarks/epoch.py --quick          # < 2 min on 2 CPU cores
-    python benchmarks/epoch.py                  # all 327 AMOS training images at 256 px, Q=12 (CPU)
+    python benchmarks/epoch.py --quick          # ResNet-50 at 80 px: ~1 min on 2 CPU cores
+    python benchmarks/epoch.py                  # all 327 AMOS training images at 192 px, Q=10 (CPU, ~7 min CPU time)
     python benchmarks/epoch.py --device cuda --net resnet101
 """
 
@@ -51,12 +51,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-from torch import Tensor
+T_START = time.perf_counter()  # before torch is imported: the JSON reports the script's whole wall time
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from dsa_plugin.config import DSAConfig  # noqa: E402
 from dsa_plugin.mining import AnchorSampler  # noqa: E402
@@ -65,6 +67,7 @@ from dsa_plugin.tuples import NightTuplesDataset  # noqa: E402
 AMOS = Path(os.environ.get("DSA_AMOS_DIR", REPO.parent / "shared" / "data" / "amos-daynight"))
 DB_NAME = "retrieval-SfM-120k"  # cirtorch's TuplesDataset only accepts names starting with "retrieval-SfM"
 MARGIN = 0.85  # cirtorch's contrastive margin for ResNet-101
+QUICK_IMSIZE = 80  # --quick: longer image side (ResNet-101 forward+backward ~0.4 s per image on one CPU thread)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,11 +113,11 @@ class LiteralReferenceSampler(AnchorSampler):
         self.similar_exclude, self.similar_include = similar_exclude, similar_include
 
     def select(self, descriptors: Tensor, num: int, generator: torch.Generator | None = None) -> Tensor:
-        from mining import literal_reference
+        from oracles import reference_diverse_anchors  # tests/oracles.py: gandtr's loop (MIT), as written
 
         seed = int(torch.randint(0, 2**31, (1,), generator=generator).item())
         torch.manual_seed(seed)  # the reference draws from the global RNG
-        picks = literal_reference(descriptors.t().contiguous(), num, self.similar_exclude, self.similar_include)
+        picks = reference_diverse_anchors(descriptors.t().contiguous(), num, self.similar_exclude, self.similar_include)
         return torch.tensor(picks, dtype=torch.long)
 
 
@@ -123,13 +126,49 @@ class LiteralReferenceSampler(AnchorSampler):
 
 
 def make_net(kind: str, device: str) -> torch.nn.Module:
-    from dsa_plugin.models.gem import gem_resnet101, gem_small, gem_vgg16
+    from dsa_plugin.models.gem import IMAGENET_MEAN_STD, GeMNet, gem_resnet101, gem_small, gem_vgg16
+
+    def gem_resnet50() -> GeMNet:  # the same construction as gem_resnet101, half the depth (--quick)
+        from torchvision.models import resnet50
+
+        return GeMNet(torch.nn.Sequential(*list(resnet50(weights=None).children())[:-2]), 2048, IMAGENET_MEAN_STD,
+                      architecture="resnet50")
 
     torch.manual_seed(0)
-    net = {"small": lambda: gem_small(128), "vgg16": gem_vgg16, "resnet101": gem_resnet101}[kind]()
+    net = {"small": lambda: gem_small(128), "vgg16": gem_vgg16, "resnet50": gem_resnet50,
+           "resnet101": gem_resnet101}[kind]()
     # cirtorch's create_epoch_tuples prints net.meta_repr()
     net.meta_repr = lambda: f"     architecture: {net.meta['architecture']}\n"  # type: ignore[attr-defined]
     return net.to(device)
+
+
+# where the time goes: the plugin's per-image steps, timed in place (process CPU time on CPU, wall on CUDA)
+PROFILE: dict[str, float] = {}
+CLOCK: Callable[[], float] = time.process_time
+
+
+def _timed(key: str, fn: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        t0 = CLOCK()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            PROFILE[key] = PROFILE.get(key, 0.0) + CLOCK() - t0
+
+    return wrapper
+
+
+def install_profile() -> None:
+    """Time image loading (decode + resize), night images (cache read or generator) and CLAHE in the plugin's loader.
+
+    Only in this process: with ``--workers`` > 0 what the workers do is not counted. cirtorch's own
+    loader (a) is not instrumented: its per-image work is decode + resize, as the plugin's ``load``.
+    """
+    import dsa_plugin.tuples as tuples_mod
+
+    tuples_mod._load01 = _timed("load", tuples_mod._load01)
+    NightTuplesDataset._night = _timed("night", NightTuplesDataset._night)
+    NightTuplesDataset._clahe = _timed("clahe", NightTuplesDataset._clahe)
 
 
 def _set_batchnorm_eval(module: torch.nn.Module) -> None:
@@ -153,7 +192,9 @@ def train_epoch(dataset, net: torch.nn.Module, device: str, batch: int = 5, work
     net.apply(_set_batchnorm_eval)
     optimizer.zero_grad()
     dim = net.meta["outputdim"]
+    fwd_bwd = 0.0
     for inputs, targets in loader:
+        tf = CLOCK()
         for images, target in zip(inputs, targets):
             output = torch.zeros(dim, len(images), device=device)
             for i, image in enumerate(images):
@@ -161,7 +202,9 @@ def train_epoch(dataset, net: torch.nn.Module, device: str, batch: int = 5, work
             contrastive_loss(output, target.to(device), MARGIN).backward()
         optimizer.step()
         optimizer.zero_grad()
-    sync(device)
+        sync(device)
+        fwd_bwd += CLOCK() - tf
+    PROFILE["train_fwd_bwd"] = PROFILE.get("train_fwd_bwd", 0.0) + fwd_bwd
     t2, c2 = time.perf_counter(), cpu_time()
     return {"mining_s": t1 - t0, "train_s": t2 - t1, "mining_cpu_s": c1 - c0, "train_cpu_s": c2 - c1,
             "wall_s": t2 - t0, "cpu_s": c2 - c0}
@@ -197,6 +240,14 @@ def cirtorch_dataset(root: Path, imsize: int, q: int, pool: int, mean_std) -> An
     return ds
 
 
+def cirtorch_importable() -> bool:
+    try:
+        from cirtorch.datasets import traindataset  # noqa: F401
+    except Exception:  # noqa: BLE001 - same test as cirtorch_dataset
+        return False
+    return True
+
+
 class Variant:
     """A named way to build the epoch's dataset."""
 
@@ -213,11 +264,13 @@ def run_variant(variant: Variant, net0: torch.nn.Module, device: str, quiet: boo
 
     net = copy.deepcopy(net0)
     ds = variant.build()
+    PROFILE.clear()
     torch.manual_seed(0)  # cirtorch draws its tuples from the global RNG
     with warnings.catch_warnings(), compat.cuda_noop(not device.startswith("cuda")), \
             redirect_stdout(io.StringIO() if quiet else sys.stdout):
         warnings.simplefilter("ignore")
         result = train_epoch(ds, net, device, workers=variant.workers)
+    result["profile"] = dict(PROFILE)
     result["timings"] = dict(getattr(ds, "stats", {}).get("timings", {}))
     result["images_extracted"] = getattr(ds, "stats", {}).get("images_extracted")
     result["night_anchors"] = len(getattr(ds, "night_anchor_indices", []))
@@ -241,14 +294,17 @@ def median_of(runs: list[dict[str, float]], key: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/epoch.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a fifth of the photos at 112 px, Q=5 (< 2 min on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a fifth of the photos at {QUICK_IMSIZE} px, Q=5, ResNet-50 (< 2 min on 2 CPU cores)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--net", choices=["small", "vgg16", "resnet101"], default=None,
-                        help="network (default resnet101)")
-    parser.add_argument("--imsize", type=int, default=None, help="longer image side (CPU 256, CUDA 362; quick 112)")
+    parser.add_argument("--net", choices=["small", "vgg16", "resnet50", "resnet101"], default=None,
+                        help="network (default resnet101; quick resnet50)")
+    parser.add_argument("--imsize", type=int, default=None, help=f"longer image side (CPU 192, CUDA 362; quick {QUICK_IMSIZE})")
     parser.add_argument("--qsize", type=int, default=None,
-                        help="tuples Q (CPU 12, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
-    parser.add_argument("--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (2; quick 1)")
+                        help="tuples Q (CPU 10, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
+    parser.add_argument("--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (CUDA 2; CPU and quick 1)")
+    parser.add_argument("--ngf", type=int, default=64, help="generator width (the reference's 64)")
+    parser.add_argument("--blocks", type=int, default=9, help="generator residual blocks (the reference's 9)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: see the module doc)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (b) and (c) (cirtorch uses 8)")
     parser.add_argument("--baseline", choices=["auto", "cirtorch", "plugin"], default="auto",
@@ -258,10 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine")
-    net_kind = args.net or "resnet101"
-    imsize = args.imsize or (112 if args.quick else 362 if cuda else 256)
-    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 12))
-    repeats = args.repeats or (1 if args.quick else 2)
+    global CLOCK
+    CLOCK = time.perf_counter if cuda else time.process_time
+    install_profile()
+    net_kind = args.net or ("resnet50" if args.quick else "resnet101")
+    imsize = args.imsize or (QUICK_IMSIZE if args.quick else 362 if cuda else 192)
+    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
+    repeats = args.repeats or (2 if cuda and not args.quick else 1)
 
     from dsa_plugin.data.sfm import db_paths
     from dsa_plugin.models import ResnetGenerator
@@ -270,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dsa-bench-epoch-") as tmp_name:
         tmp = Path(tmp_name)
+        phases: dict[str, float] = {"startup_s": time.perf_counter() - T_START}
+        t_phase = time.perf_counter()
         root, origin = make_db(tmp, args.quick)
         pkl, ims = db_paths(root, DB_NAME)
         probe = NightTuplesDataset(DB_NAME, "train", imsize=imsize, qsize=q, poolsize=10**9, data_root=root, progress=False)
@@ -278,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         mean_std = probe.mean_std
 
         torch.manual_seed(0)
-        translator = NightTranslator(ResnetGenerator(ngf=64, n_blocks=9, norm="batch"), device=args.device)
+        translator = NightTranslator(ResnetGenerator(ngf=args.ngf, n_blocks=args.blocks, norm="batch"), device=args.device)
         anchors = [p for p in anchor_images_from_db(pkl, ims, splits=("train",))]
         t0 = time.perf_counter()
+        phases["setup_s"] = t0 - t_phase
         build_night_cache(tmp / "cache", anchors, translator, image_size=imsize, progress=False, workers=0)
         build_s = time.perf_counter() - t0
         cache_size = len(NightCache.open(tmp / "cache", generator=translator.fingerprint, image_size=imsize))
@@ -307,18 +369,22 @@ def main(argv: list[str] | None = None) -> int:
                                       sampler=LiteralReferenceSampler(), reuse_anchor_descriptors=False,
                                       batch_size=1, num_workers=args.workers, **common)
 
-        baseline_kind = "cirtorch TuplesDataset" if args.baseline != "plugin" and cirtorch_dataset(
-            root, imsize, q, pool, mean_std) is not None else "NightTuplesDataset, DSA off, batch 1"
+        baseline_kind = ("cirtorch TuplesDataset" if args.baseline != "plugin" and cirtorch_importable()
+                         else "NightTuplesDataset, DSA off, batch 1")
         plain = Variant("plain", f"(a) plain: {baseline_kind}", build_plain)
         dsa = Variant("dsa", "(b) DSA, plugin: cache + diverse + CLAHE", build_dsa, args.workers)
         reference = Variant("reference", "(c) DSA, reference way: online G + literal loop", build_reference, args.workers)
 
+        t_phase = time.perf_counter()
         net0 = make_net(net_kind, args.device)
         warm_up(build_dsa(), net0, args.device)
+        phases["warm_up_s"] = time.perf_counter() - t_phase
+        t_phase = time.perf_counter()
         for r in range(repeats):
             for v in ((plain, dsa) if r % 2 == 0 else (dsa, plain)):
                 run_variant(v, net0, args.device)
         run_variant(reference, net0, args.device)
+        phases["epochs_s"] = time.perf_counter() - t_phase
 
     key = "wall_s" if cuda else "cpu_s"
     rows = []
@@ -327,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": median_of(v.runs, key), "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
                      "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")), "wall_s": median_of(v.runs, "wall_s"),
                      "images_extracted": v.runs[-1]["images_extracted"], "night_anchors": v.runs[-1]["night_anchors"],
-                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"]})
+                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"],
+                     "profile": {k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
+                                 for k in v.runs[-1]["profile"]}})
     by = {r["variant"]: r for r in rows}
     overhead = by["dsa"]["seconds"] / by["plain"]["seconds"]
     speedup = by["reference"]["seconds"] / by["dsa"]["seconds"]
@@ -344,13 +412,25 @@ def main(argv: list[str] | None = None) -> int:
         if r["timings"]:
             parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
             print(f"  {r['variant']} mining, wall s: {parts}")
+    unit = "wall s" if cuda else "CPU s"
+    for r in rows:
+        p = r["profile"]
+        parts = [f"train forward+backward {p.get('train_fwd_bwd', 0):.2f}"]
+        parts += [f"{name} {p[k]:.2f}" for k, name in (("load", "image load"), ("night", "night images"),
+                                                        ("clahe", "CLAHE")) if k in p]
+        print(f"  {r['variant']} where the time goes, {unit}: {', '.join(parts)}")
+    phases["cache_build_s"] = build_s
+    phases["total_s"] = time.perf_counter() - T_START
+    print("script wall s: " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in phases.items()))
     print(f"overhead (b)/(a) = {overhead:.3f} (target <= 1.10); speedup (c)/(b) = {speedup:.2f}x (target > 1)")
     print(json.dumps({
         "benchmark": "epoch", "overhead": round(overhead, 3), "speedup": round(speedup, 2),
         "plain_s": round(by["plain"]["seconds"], 3), "ours_s": round(by["dsa"]["seconds"], 3),
         "baseline_s": round(by["reference"]["seconds"], 3),
         "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timings"} for r in rows],
-        "cache_build_s": round(build_s, 2), "cache_images": cache_size, "timing": "wall" if cuda else "cpu",
+        "cache_build_s": round(build_s, 2), "cache_images": cache_size,
+        "generator": {"ngf": args.ngf, "blocks": args.blocks}, "wall_total_s": round(phases["total_s"], 1),
+        "timing": "wall" if cuda else "cpu",
         "size": {"images": len(probe.images), "imsize": imsize, "qsize": q, "qpool": qp, "poolsize": pool, "nnum": 5},
         "net": net_kind, "baseline": baseline_kind, "threads": args.threads, "source": origin,
         "device": args.device, "quick": args.quick,
