@@ -96,7 +96,10 @@ class DemoSettings:
     def for_folder(cls, folder: str, **changes: Any) -> "DemoSettings":
         """Settings for real photos given with ``--data``: larger images than the 128 px scenes
         (the pretrained trunk sees too little of a landmark at 128 px)."""
-        return dataclasses.replace(cls(data=folder, image_size=256, eval_image_size=256), **changes)
+        # The GAN trains at the scale it will translate at (short side ~144 px for 256 px-wide
+        # photos): trained at 96 px and applied at 256 px it turned the photos into pink blobs.
+        return dataclasses.replace(cls(data=folder, image_size=256, eval_image_size=256, gan_resize_short=144),
+                                   **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
