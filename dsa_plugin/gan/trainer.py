@@ -42,6 +42,7 @@ from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers,
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
 from dsa_plugin.gan.steps import make_step
+from dsa_plugin.gan.warmup import identity_warmup
 
 log = logging.getLogger("dsa_plugin.gan")
 
@@ -53,7 +54,7 @@ RESUME_KEYS = ("variant", "model.ngf", "model.n_blocks", "model.ndf", "model.n_l
                # what the steps see and how fast they learn: a resumed run with other data or another
                # learning rate would silently continue with the old optimizer lr / mix two datasets
                "data.day", "data.night", "data.root", "data.crop_size", "data.scale", "data.resize_short",
-               "data.skip_bad_images", "optim.lr")
+               "data.skip_bad_images", "optim.lr", "train.identity_warmup")
 #: data keys that change nothing but speed: free to differ on resume
 RESUME_FREE = ("data.num_workers", "data.cache_images")
 
@@ -124,6 +125,7 @@ class Trainer:
         self.epoch, self.in_epoch, self.iteration = 0, 0, 0
         self.resumed_from: int | None = None
         self.elapsed_before = 0.0
+        self.warmup: dict[str, Any] = {}
         if resume and self.state_path.is_file():
             if self.ctx.is_main:
                 for path in remove_stale_temps(self.ckpt_dir):
@@ -246,6 +248,8 @@ class Trainer:
 
             bar = tqdm(total=self.total, initial=self.iteration, desc=f"gan-train {cfg.variant}", unit="it",
                        dynamic_ncols=True)
+        if self.resumed_from is None and cfg.train.identity_warmup:
+            self._identity_warmup(scalars)
         it_start, t_start = self.iteration, time.perf_counter()
         losses, visuals, last_row = None, None, None
         columns = COLUMNS["cyclegan" if cfg.variant == "cyclegan" else "hed"]
@@ -296,6 +300,39 @@ class Trainer:
         result = self._result(sample_paths, it_start, t_start, last_row)
         return result
 
+    def _warmup_batches(self):
+        """``train.identity_warmup`` batches of day and night crops (batch_size of each), the same
+        on every process, drawn from epochs -1, -2, ... so that training's own pairs are unchanged."""
+        n, bs = self.cfg.train.identity_warmup, self.cfg.train.batch_size
+        per_epoch = max(self.cfg.data.epoch_size // bs, 1)
+        for k in range(n):
+            epoch, first = -1 - k // per_epoch, (k % per_epoch) * bs
+            if first == 0:
+                self.dataset.set_epoch(epoch)
+            pairs = [self.dataset[i] for i in range(first, first + bs)]
+            yield self._to_device(torch.stack([crop for pair in pairs for crop in pair]))
+        self.dataset.set_epoch(self.epoch)
+
+    def _identity_warmup(self, scalars) -> None:
+        t = time.perf_counter()
+        for name in _generators(self.cfg.variant):
+            batches = self._warmup_batches()
+            if self.ctx.is_main and self.progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, total=self.cfg.train.identity_warmup, desc=f"identity warm-up {name}",
+                               unit="it", dynamic_ncols=True)
+            losses = identity_warmup(self.nets[name], batches, lr=self.cfg.optim.lr,
+                                     betas=tuple(self.cfg.optim.betas))
+            self.warmup[name] = {"iterations": len(losses), "l1_first": round(losses[0], 6),
+                                 "l1_last": round(losses[-1], 6)}
+        self.warmup["seconds"] = round(time.perf_counter() - t, 3)
+        if self.ctx.is_main:
+            log.info("identity warm-up: %s", self.warmup)
+            if scalars is not None:
+                scalars.write({"iteration": 0, "epoch": -1, **{f"warmup_L1_{n}": w["l1_last"]
+                                                               for n, w in self.warmup.items() if n != "seconds"}})
+
     def _result(self, sample_paths, it_start, t_start, last_row) -> TrainResult:
         wall = time.perf_counter() - t_start
         done = self.iteration - it_start
@@ -309,6 +346,7 @@ class Trainer:
             "its_per_s": round(done / wall, 4) if wall > 0 and done else None,
             "final": last_row, "generator": str(gen), "log": str(self.log_path),
             "samples": [str(p) for p in sample_paths],
+            **({"identity_warmup": self.warmup} if self.warmup else {}),
         }
         previous = self._previous_summary() if done == 0 and self.resumed_from is not None else None
         if previous is not None:
