@@ -90,13 +90,19 @@ class DSAConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def tag(self) -> str:
-        """Short string for export-directory names, in cirtorch's `_key_value` style ('' when off)."""
+    def tag(self, generator_fingerprint: str | None = None) -> str:
+        """Short string for export-directory names, in cirtorch's `_key_value` style ('' when off).
+
+        ``generator_fingerprint`` (the generator's state-dict sha256) adds ``_g<first 8 hex>``, so
+        that runs with different generators never share (or resume) one directory.
+        """
         if not self.enabled:
             return ""
         parts = []
         if self.generator is not None or self.night_cache is not None:
             parts.append(f"_dsa_night{self.night_ratio:g}_{self.night_label}")
+            if generator_fingerprint:
+                parts.append(f"_g{generator_fingerprint[:8]}")
         if self.diverse_anchors:
             parts.append(f"_diverse{self.qpool_size}_{self.similar_exclude:g}-{self.similar_include:g}")
         if self.clahe:

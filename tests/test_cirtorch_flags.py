@@ -228,3 +228,59 @@ def test_wrapper_without_cirtorch_says_how_to_install(monkeypatch, capsys):
     assert dsa_cirtorch.main(["exports", "--dsa-clahe"]) == 2
     err = capsys.readouterr().err
     assert "cirtorch is not installed" in err and "pip install --no-deps -e" in err
+
+
+def _generator_file(path: Path, seed: int) -> Path:
+    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models import ResnetGenerator
+
+    torch.manual_seed(seed)
+    save_network(path, ResnetGenerator(ngf=4, n_blocks=1))
+    return path
+
+
+def test_export_tag_names_the_generator(tmp_path):
+    from dsa_plugin.integrations.cirtorch import export_tag
+
+    p = _parser()
+    tags = []
+    for seed in (0, 1):
+        gen = _generator_file(tmp_path / f"g{seed}.pth", seed)
+        args = p.parse_args(["exp", "--dsa-generator", str(gen)])
+        dsa_config_from_args(args, p)
+        tags.append(export_tag(args))
+    assert tags[0] != tags[1]
+    assert all(t.startswith("_dsa_night0.25_anc_g") and len(t) == len("_dsa_night0.25_anc_g") + 8 for t in tags)
+
+
+def test_resume_refuses_other_dsa_settings(tmp_path, capsys):
+    from dsa_plugin.integrations.cirtorch import DSARun, _ResumeGuard
+
+    p = _parser()
+    gens = [_generator_file(tmp_path / f"g{seed}.pth", seed) for seed in (0, 1)]
+
+    def run(*flags):
+        args = p.parse_args(["exp", *flags])
+        return DSARun(config=dsa_config_from_args(args, p), args=args, cpu_only=True)
+
+    trained = run("--dsa-generator", str(gens[0]), "--dsa-clahe")
+    ckpt = tmp_path / "model_epoch1.pth.tar"
+    torch.save({"epoch": 1, "state_dict": {}, "dsa": {"config": trained.config.to_dict(), "tag": trained.tag,
+                                                      "generator_fingerprint": trained.generator_fingerprint}}, ckpt)
+    plain = tmp_path / "plain.pth.tar"
+    torch.save({"epoch": 1, "state_dict": {}}, plain)
+
+    assert _ResumeGuard(torch, trained, p).load(ckpt)["epoch"] == 1  # the same flags: resumed
+    cases = [
+        (run("--dsa-generator", str(gens[1]), "--dsa-clahe"), ckpt, "generator_fingerprint"),
+        (run("--dsa-generator", str(gens[0])), ckpt, "clahe: checkpoint True, now False"),
+        (run(), ckpt, "trained with DSA"),
+        (trained, plain, "trained without DSA settings"),
+    ]
+    for other, path, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            _ResumeGuard(torch, other, p).load(path)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+    assert _ResumeGuard(torch, run(), p).load(plain)["epoch"] == 1
+    assert _ResumeGuard(torch, trained, p).zeros(2).shape == (2,)  # the rest is torch

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import pickle
 import shutil
 import subprocess
@@ -266,7 +267,9 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     assert len(clahe_transforms) == 2  # oxford5k database and queries
     assert type(clahe_transforms[0].transforms[0]).__name__ == "CLAHETransform"
     assert tuple(clahe_transforms[0].transforms[0].grid_size) == (8, 8)  # --dsa-clahe-grid's default
-    tag = "_dsa_night0.5_anc_diverse12_0.2-0.8_clahe"
+    fingerprint = run.generator_fingerprint
+    assert re.fullmatch(r"[0-9a-f]{64}", fingerprint)
+    tag = f"_dsa_night0.5_anc_g{fingerprint[:8]}_diverse12_0.2-0.8_clahe"
     (export_dir,) = export.iterdir()
     assert export_dir.name.endswith("_imsize64" + tag)
     assert run.checkpoints == [str(export_dir / "model_epoch1.pth.tar")]
@@ -274,6 +277,7 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     ckpt = torch.load(export_dir / "model_epoch1.pth.tar", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["meta"]["architecture"] == "squeezenet1_1"
     assert ckpt["dsa"]["config"] == run.config.to_dict() and ckpt["dsa"]["tag"] == tag
+    assert ckpt["dsa"]["generator_fingerprint"] == fingerprint
     assert ckpt["dsa"]["stats"]["train"]["night_anchors"] == sum(_md5_night(train_ds.names[q]) for q in train_ds.qidxs)
     assert ">> oxford5k: mAP" in out and "DSA: done" in out
 
@@ -432,7 +436,7 @@ def test_patched_script_trains_with_the_flags(world, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (export_dir,) = export.iterdir()
-    assert export_dir.name.endswith("_imsize64_dsa_night0.5_anc_diverse12_0.2-0.8_clahe")
+    assert re.search(r"_imsize64_dsa_night0\.5_anc_g[0-9a-f]{8}_diverse12_0\.2-0\.8_clahe$", export_dir.name)
     ckpt = torch.load(export_dir / "model_epoch1.pth.tar", weights_only=True)
     assert ckpt["dsa"]["config"]["diverse_anchors"] is True and ckpt["dsa"]["stats"]["train"]["night_anchors"] >= 0
     assert "NightTuplesDataset retrieval-SfM-120k-train epoch 0" in result.stdout
@@ -512,3 +516,4 @@ def test_published_embedding_in_cirtorch_with_clahe_multiscale_whitening(world, 
         w = lw["P"] @ (v - lw["m"])
         w = w / (np.linalg.norm(w) + 1e-6)
         np.testing.assert_allclose(vecs[:, i : i + 1], w, atol=2e-4)
+

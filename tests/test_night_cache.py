@@ -93,8 +93,10 @@ def test_resume_after_kill_translates_only_missing(tiny_db, tmp_path):
     victim = cache.names[0]
     cache.path(victim).unlink()
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["complete"], manifest["entries"] = False, {}
+    manifest["complete"] = False
     (out / "manifest.json").write_text(json.dumps(manifest))  # what a killed build leaves
+    orphan = cache.path(victim).parent / f".{victim}.png.x1y2z3.tmp"  # a write cut by SIGKILL
+    orphan.write_bytes(b"half a png")
     with pytest.raises(StaleCacheError, match="partial night cache"):
         NightCache.open(out)
     stamps = {n: cache.path(n).stat().st_mtime_ns for n in cache.names[1:]}
@@ -110,6 +112,24 @@ def test_resume_after_kill_translates_only_missing(tiny_db, tmp_path):
     again = build_night_cache(out, paths, t, ratio=0.5, image_size=SIZE, progress=False)
     assert sum(translated) == 1 and victim in again
     assert {n: again.path(n).stat().st_mtime_ns for n in cache.names[1:]} == stamps
+    assert not orphan.exists()
+
+
+def test_overwrite_deletes_only_the_files_the_cache_listed(tiny_db, tmp_path):
+    paths = db_anchors(tiny_db)
+    out = tmp_path / "cache"
+    cache = build_night_cache(out, paths, tiny_translator(), ratio=0.5, image_size=SIZE, progress=False)
+    listed = cache.path(cache.names[0])
+    user_files = [listed.parent / "holiday.png", out / "ab" / "notes.pt", out / "readme.png"]
+    for f in user_files:
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"the user's own")
+    # another ratio selects other images: the old cache's files go, the user's stay
+    rebuilt = build_night_cache(out, paths, tiny_translator(seed=1), ratio=1.0, image_size=SIZE, overwrite=True,
+                                progress=False)
+    assert all(f.read_bytes() == b"the user's own" for f in user_files)
+    stored = {p for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".pt")} - set(user_files)
+    assert stored == {rebuilt.path(n) for n in rebuilt.names}
 
 
 def test_stale_cache_names_the_field(tiny_db, tmp_path):

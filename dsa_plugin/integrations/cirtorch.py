@@ -16,6 +16,8 @@ looks them up at call time, so its code stays untouched:
                     when no DSA setting is on
 ``extract_vectors`` test-time descriptors with CLAHE added in front of the transform (--dsa-clahe)
 ``save_checkpoint`` adds a ``dsa`` entry (settings, export tag, loader statistics)
+``torch``           with ``--resume`` only: ``torch.load`` refuses a checkpoint whose ``dsa``
+                    entry records other DSA settings or another generator
 ``test``            skipped with --dsa-skip-test
 ``download_*``      replaced by existence checks with --dsa-no-download
 ``get_data_root``   --dsa-data-root (also in cirtorch's dataset and network modules)
@@ -101,7 +103,7 @@ def export_tag(args: argparse.Namespace) -> str:
     """Suffix of the export directory for the DSA settings in ``args`` ('' when DSA is off)."""
     from dsa_plugin.integrations.cirtorch_flags import config_values
 
-    return DSAConfig(**config_values(args)).tag()
+    return DSAConfig(**config_values(args)).tag(getattr(args, "dsa_generator_fingerprint", None))
 
 
 class _TaggedSize(int):
@@ -135,8 +137,12 @@ class DSARun:
     _stack: contextlib.ExitStack | None = None
 
     @property
+    def generator_fingerprint(self) -> str | None:
+        return getattr(self.args, "dsa_generator_fingerprint", None)
+
+    @property
     def tag(self) -> str:
-        return self.config.tag()
+        return self.config.tag(self.generator_fingerprint)
 
     def stats(self) -> dict[str, Any]:
         """Plain-python statistics of the DSA tuple datasets (night images served, ...)."""
@@ -248,13 +254,48 @@ def _save_checkpoint_factory(original: Callable[..., Any], run: DSARun) -> Calla
     def save_checkpoint(state: dict, is_best: bool, directory: str) -> Any:
         if run.config.enabled:
             state = dict(state)
-            state["dsa"] = {"config": run.config.to_dict(), "tag": run.tag, "stats": run.stats()}
+            state["dsa"] = {"config": run.config.to_dict(), "generator_fingerprint": run.generator_fingerprint,
+                            "tag": run.tag, "stats": run.stats()}
         result = original(state, is_best, directory)
         run.checkpoints.append(os.path.join(directory, "model_epoch%d.pth.tar" % state["epoch"]))
         return result
 
     save_checkpoint.__wrapped__ = original  # type: ignore[attr-defined]
     return save_checkpoint
+
+
+def resume_mismatch(recorded: Any, run: DSARun) -> str | None:
+    """Why a checkpoint's ``dsa`` entry cannot be resumed by ``run`` (``None``: it can)."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
+        return (f"it was trained without DSA settings and this run has '{run.tag}'; resume it without --dsa-* flags"
+                if run.config.enabled else None)
+    if not run.config.enabled:
+        return f"it was trained with DSA ('{recorded.get('tag')}'); give the same --dsa-* flags to resume it"
+    now = {**run.config.to_dict(), "generator_fingerprint": run.generator_fingerprint}
+    then = {**recorded["config"], "generator_fingerprint": recorded.get("generator_fingerprint")}
+    diffs = [f"{k}: checkpoint {then.get(k)!r}, now {now[k]!r}" for k in now
+             if k != "device" and then.get(k) != now[k]]
+    return ("it was trained with other DSA settings (" + "; ".join(diffs) + "); resume it with its own flags "
+            "or train into a new directory") if diffs else None
+
+
+class _ResumeGuard:
+    """cirtorch's ``torch`` module for the duration of a ``--resume`` run: ``load`` checks the DSA
+    settings recorded in the checkpoint against this run's; everything else is torch itself."""
+
+    def __init__(self, torch_module: ModuleType, run: DSARun, parser: argparse.ArgumentParser) -> None:
+        self._torch, self._run, self._parser = torch_module, run, parser
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._torch, name)
+
+    def load(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+        checkpoint = self._torch.load(f, *args, **kwargs)
+        if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+            problem = resume_mismatch(checkpoint.get("dsa"), self._run)
+            if problem:
+                self._parser.error(f"--resume {f}: {problem}")
+        return checkpoint
 
 
 def _required_files(args: argparse.Namespace, root: str) -> list[str]:
@@ -382,6 +423,8 @@ def dsa_session(
         if "save_checkpoint" in namespace:
             original = getattr(namespace["save_checkpoint"], "__wrapped__", namespace["save_checkpoint"])
             _set(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))
+        if getattr(args, "resume", "") and "torch" in namespace:
+            _set(stack, namespace, "torch", _ResumeGuard(namespace["torch"], run, parser))
         if tag_export_dir and run.tag and hasattr(args, "image_size"):
             _set(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
         if config.enabled:

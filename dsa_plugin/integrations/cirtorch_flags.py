@@ -117,10 +117,13 @@ def dsa_config_from_args(
     """Validated DSAConfig from parsed flags; any problem ends in ``parser.error`` (exit status 2).
 
     Checks: value ranges (ratio and quantiles in [0, 1], include >= exclude, positive pool),
-    the generator (a local file must exist and hold a ResnetGenerator; URLs are fetched when
-    used), the qpool size against cirtorch's ``--query-size``, and the night cache (complete,
-    and made with the same generator, ratio, label and image size). ``check_files=False``
-    skips the checks that open files.
+    the generator (a local file must exist and hold a ResnetGenerator; a URL is fetched now, not
+    at the first night anchor), the qpool size against cirtorch's ``--query-size``, and the night
+    cache (complete, and made with the same generator, ratio, label and image size).
+    ``check_files=False`` skips the checks that open files.
+
+    With the files checked, the generator's fingerprint (state-dict sha256; the cache's, for a
+    cache alone) is left in ``args.dsa_generator_fingerprint`` for :func:`export_tag`.
     """
     values = config_values(args)
     try:
@@ -137,7 +140,8 @@ def dsa_config_from_args(
     if config.generator is not None:
         fingerprint = _check_generator(config.generator, parser)
     if config.night_cache is not None:
-        _check_cache(config, fingerprint, getattr(args, "image_size", None), parser)
+        fingerprint = _check_cache(config, fingerprint, getattr(args, "image_size", None), parser)
+    args.dsa_generator_fingerprint = fingerprint
     return config
 
 
@@ -148,12 +152,18 @@ def _flagify(message: str) -> str:
     return message
 
 
-def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str | None:
-    """Fingerprint of a local generator file; ``parser.error`` when it is missing or not a generator."""
+def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str:
+    """Fingerprint of the generator; ``parser.error`` when it is missing, unreachable or not a generator."""
     from dsa_plugin.checkpoints import CheckpointError, is_url, load_generator
 
     if is_url(path_or_url):
-        return None  # downloaded (and checked) when the dataset first needs it
+        try:  # fetched into the torch.hub cache now, so that a dead URL fails before any data is read
+            generator = load_generator(path_or_url, device="cpu")
+        except (CheckpointError, OSError, ValueError, KeyError, RuntimeError, AttributeError, TypeError) as err:
+            parser.error(f"--dsa-generator: cannot use {path_or_url}: {err}")
+        from dsa_plugin.night.translator import NightTranslator
+
+        return NightTranslator(generator, device="cpu").fingerprint
     if not os.path.exists(path_or_url):
         parser.error(f"--dsa-generator: file not found: {path_or_url}")
     if os.path.isdir(path_or_url):
@@ -167,7 +177,9 @@ def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str |
     return NightTranslator(generator, device="cpu").fingerprint
 
 
-def _check_cache(config: DSAConfig, fingerprint: str | None, image_size: Any, parser: argparse.ArgumentParser) -> None:
+def _check_cache(config: DSAConfig, fingerprint: str | None, image_size: Any, parser: argparse.ArgumentParser
+                 ) -> str | None:
+    """The cache's generator fingerprint; ``parser.error`` when the cache does not fit the flags."""
     from dsa_plugin.night.cache import NightCache, NightCacheError
 
     # The tuple loader reads raw generator output (CLAHE comes after, on every image).
@@ -177,6 +189,7 @@ def _check_cache(config: DSAConfig, fingerprint: str | None, image_size: Any, pa
     if isinstance(image_size, int):
         expected["image_size"] = int(image_size)
     try:
-        NightCache.open(config.night_cache, verify_files=False, **expected)
+        cache = NightCache.open(config.night_cache, verify_files=False, **expected)
     except NightCacheError as err:
         parser.error(f"--dsa-night-cache: {err}")
+    return cache.settings.get("generator") or fingerprint

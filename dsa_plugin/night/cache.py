@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.files import atomic_write, atomic_write_text
+from dsa_plugin.files import atomic_write, atomic_write_text, remove_stale_temps
 from dsa_plugin.images import load_rgb, pil_to_tensor01
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
@@ -376,8 +376,11 @@ def build_night_cache(
 
     rank, world, own_group = _dist_setup()
     try:
-        if stale and rank == 0:
-            _remove_night_files(out_dir)  # files of other settings must not be "resumed"
+        if rank == 0:
+            if stale and existing is not None:
+                _remove_entries(out_dir, existing)  # files of other settings must not be "resumed"
+            for folder in {(out_dir / entry_file(name, fmt)).parent for name in selected}:
+                remove_stale_temps(folder)  # left by a killed build
         if changed and rank == 0:
             import warnings
 
@@ -393,17 +396,17 @@ def build_night_cache(
             "complete": False,
             "count": len(selected),
             "inputs": stamps,
-            "entries": {},
+            # listed before any file is written, so that a later --overwrite knows which files are its own
+            "entries": {name: entry_file(name, fmt) for name in selected},
         }
         _barrier(world)  # every rank has read the old manifest before rank 0 replaces it
         if rank == 0:
             _write_json(out_dir / MANIFEST, manifest)
         mine = list(selected.items())[rank::world]
         _translate_into(out_dir, mine, translator, image_size, settings["clahe"], fmt, batch_size, workers,
-                        progress, desc=f"night cache (rank {rank}/{world})" if world > 1 else "night cache")
+                        progress, redo=stale and existing is None, desc=f"night cache (rank {rank}/{world})" if world > 1 else "night cache")
         _barrier(world)  # all files are on disk
         if rank == 0:
-            manifest["entries"] = {name: entry_file(name, fmt) for name in selected}
             manifest["complete"] = True
             _write_json(out_dir / MANIFEST, manifest)
         _barrier(world)  # nobody returns before the manifest says complete
@@ -423,19 +426,21 @@ def _night_files(out_dir: Path) -> list[Path]:
             for f in sub.iterdir() if f.suffix in (".png", ".pt")]
 
 
-def _remove_night_files(out_dir: Path) -> None:
-    """Delete the stored images of a cache (``<2 chars>/<name>.png|.pt``), listed or not."""
-    for sub in out_dir.iterdir():
-        if sub.is_dir() and len(sub.name) == 2:
-            for f in sub.iterdir():
-                if f.suffix in (".png", ".pt") or f.name.endswith(".tmp"):
-                    f.unlink()
+def _remove_entries(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Delete the night files an earlier build listed in its manifest, and nothing else."""
+    entries = manifest.get("entries")
+    for rel in entries.values() if isinstance(entries, dict) else ():
+        path = (out_dir / str(rel)).resolve()
+        if isinstance(rel, str) and path.parent.parent == out_dir.resolve() and path.suffix in (".png", ".pt"):
+            path.unlink(missing_ok=True)
 
 
-def _translate_into(out_dir, items, translator, image_size, clahe, fmt, batch_size, workers, progress, desc):
+def _translate_into(out_dir, items, translator, image_size, clahe, fmt, batch_size, workers, progress, desc,
+                    redo=False):
+    """Translate ``items`` into ``out_dir``; files already there are kept (a resumed build) unless ``redo``."""
     from tqdm.auto import tqdm
 
-    todo = [(name, path) for name, path in items if not (out_dir / entry_file(name, fmt)).is_file()]
+    todo = [(name, path) for name, path in items if redo or not (out_dir / entry_file(name, fmt)).is_file()]
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, unit="img", disable=not progress)
     chunk = max(batch_size * 4, 8)
     with ThreadPoolExecutor(max(1, workers)) as pool:
