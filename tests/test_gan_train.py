@@ -109,6 +109,26 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, daynight):
     assert json.loads(kept)["iterations_this_run"] == 5 and json.loads(kept)["final"]
 
 
+def test_identity_warmup_runs_once_and_resumes_bit_identically(tmp_path, daynight):
+    over = tiny_overrides(*daynight, **{"train.epochs": 2, "train.identity_warmup": 30, "optim.lr": 1e-2})
+    full = train("tiny", tmp_path / "full", overrides=over)
+    warm = full.summary["identity_warmup"]["generator_X"]
+    assert warm["iterations"] == 30 and warm["l1_last"] < 0.5 * warm["l1_first"]
+    part = train("tiny", tmp_path / "part", overrides={**over, "train.max_iterations": 3})
+    resumed = train("tiny", tmp_path / "part", overrides=over)
+    assert resumed.resumed_from == 3 and "identity_warmup" not in resumed.summary  # not redone on resume
+    a = torch.load(full.generator_path, weights_only=True)["model_state"]
+    b = torch.load(resumed.generator_path, weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_jsonl(resumed.log_path)
+    assert [r["iteration"] for r in rows] == [0, *range(1, 9)] and "warmup_L1_generator_X" in rows[0]
+    assert part.iterations == 3
+    # the warm-up changes the start, not the data: without it the same pairs give other weights
+    plain = train("tiny", tmp_path / "plain", overrides={**over, "train.identity_warmup": 0})
+    c = torch.load(plain.generator_path, weights_only=True)["model_state"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 @pytest.mark.parametrize("key, value", [("data.crop_size", 24), ("optim.lr", 5e-4), ("data.day", "other"),
                                         ("data.scale", [0.5, 1.0]), ("data.resize_short", 40)])
 def test_resume_refuses_changed_data_or_lr(tmp_path, daynight, key, value):
