@@ -7,6 +7,7 @@ with); a rerun with the same settings skips it, so an interrupted demo continues
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -14,6 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
@@ -413,8 +415,11 @@ def _trunk_stage(settings: DemoSettings, data: DemoData, variants: dict[str, tup
         # Anchors may be night, other roles never are; without night anchors one pass covers both.
         for label in (ANCHOR, NEGATIVE) if dataset.night_enabled else (NEGATIVE,):
             dataset.extract(everything, label, net, settings.device)
-    pretrained = {name: _eval_net(settings, net, data.eval_dir, clahe, progress=True)
-                  for name, (_, clahe) in variants.items()}
+    # At the runs' one thread: the evaluation's downscaled inputs then match theirs bit for bit,
+    # so the runs find these trunk outputs in the store instead of recomputing them.
+    with torch_threads(1):
+        pretrained = {name: _eval_net(settings, net, data.eval_dir, clahe, progress=True)
+                      for name, (_, clahe) in variants.items()}
     out.mkdir(parents=True, exist_ok=True)
     store = out / "trunk.pt"
     net.features.save(store)
@@ -448,13 +453,22 @@ class _Run:
     store: str | None = None  # precomputed frozen-trunk outputs (vgg16 network)
 
 
-def _fit(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
-    # One thread, in a worker or in this process: floating-point sums depend on how work is split
-    # between threads, and training amplifies such differences, so a run's numbers must not
-    # depend on --jobs or on the machine's core count.
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads: floating-point sums (and resampled images) depend
+    on how work is split between threads, so every stage pins its own count."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
+    # One thread, in a worker or in this process: training amplifies rounding differences, so a
+    # run's numbers must not depend on --jobs or on the machine's core count.
+    with torch_threads(1):
         t0 = time.perf_counter()
         trained = run.trained or _train_stage(run.settings, run.data, run.config, run.seed, run.out, run.name,
                                               run.progress, run.store, run.clahe)
@@ -462,8 +476,6 @@ def _fit(run: _Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:
         scores = _eval_stage(run.settings, run.data, trained["checkpoint"], run.clahe, run.store,
                              run.settings.eval_folders)
         return trained, t1 - t0, scores, time.perf_counter() - t1
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit_all(runs: list[_Run], jobs: int, log: Callable[[str], None]):
@@ -493,14 +505,9 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> dict
     With ``settings.jobs > 1`` the fine-tuning runs go to spawned processes: call this from a
     script under ``if __name__ == "__main__":`` (the usual rule for ``multiprocessing``).
     """
-    threads = torch.get_num_threads()
-    # A fixed thread count (not the machine's): sums split over threads round differently, and
-    # training amplifies that, so the table would otherwise depend on the machine's core count.
-    torch.set_num_threads(SHARED_STAGE_THREADS)
-    try:
+    # A fixed thread count (not the machine's), or the table would depend on the core count.
+    with torch_threads(SHARED_STAGE_THREADS):
         return _run_demo(settings, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 # Threads of the shared stages (GAN, night cache, trunk); fine-tuning runs use one each.
