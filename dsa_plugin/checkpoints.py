@@ -43,6 +43,7 @@ from dsa_plugin.checkpoint_files import (
     source_name,
     state_dict_sha256,
 )
+from dsa_plugin.files import to_plain
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
            "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
@@ -280,18 +281,7 @@ def save_network(path: str | os.PathLike, module: nn.Module, model_params: Mappi
         runtime = GENERATOR_RUNTIME if isinstance(module, ResnetGenerator) else {}
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     obj = {"type": "SingleNetwork", "frozen": bool(frozen),
-           "network_params": {"model": dict(model_params), "runtime": _plain(runtime)},
+           "network_params": {"model": dict(model_params), "runtime": to_plain(runtime)},
            "model_state": state}
     atomic_save(obj, path)
     return obj
-
-
-def _plain(obj: Any) -> Any:
-    """Deep-copy into plain dicts/lists so the file loads with weights_only=True."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-

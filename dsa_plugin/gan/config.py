@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from dsa_plugin.config import ConfigError
+from dsa_plugin.files import to_plain
 
 VARIANTS = ("hedngan", "hedgan", "cyclegan")
 
@@ -164,7 +165,7 @@ class GanConfig:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "config") -> "GanConfig":
@@ -415,11 +416,3 @@ def _type_name(option: Any) -> str:
     if typing.get_origin(option) is tuple:
         return f"a list of {len(typing.get_args(option))} numbers"
     return option.__name__
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
