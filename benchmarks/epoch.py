@@ -78,7 +78,7 @@ def make_db(tmp: Path, quick: bool) -> tuple[Path, str]:
     """A retrieval-SfM-format db (data root) from the AMOS photos, or from procedural images."""
     root = tmp / "data"
     if (AMOS / "labels.csv").is_file():
-        from dsa_plugin.tuples_amos import make_amos_sfm_db
+        from dsa_plugin.data.amos import make_amos_sfm_db
 
         source = AMOS
         if quick:  # every fifth photo (all 17 places): ~65 training images

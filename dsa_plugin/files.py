@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a truncated file.
+"""Atomic file writes: readers see the old file or the complete new one, never a truncated file;
+and the one conversion to plain Python values (:func:`to_plain`) behind every JSON file we write.
 
 The data goes to a temporary file in the target's folder (``.<name>.<random>.tmp``, so a rename
 never crosses file systems), is flushed and fsynced, then renamed over the target with
@@ -14,12 +15,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "to_plain", "write_json"]
 
 # os.open applies the umask to this, so the file gets the same permissions as one made by open()
 # (tempfile.mkstemp would make it 0600, unreadable for other users of a shared data folder).
@@ -95,3 +99,51 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return stale
+
+
+def to_plain(obj: Any) -> Any:
+    """A copy of ``obj`` made only of dicts (str keys), lists, str, int, float, bool and None.
+
+    One conversion for everything we serialise: JSON reports and manifests, YAML configs, and the
+    ``runtime`` dict of a checkpoint, which must load with ``torch.load(weights_only=True)`` (so no
+    numpy scalar, tuple subclass or dataclass may slip through). Tensors and numpy values become
+    numbers or nested lists (``.tolist()``), dataclasses dicts, paths strings, tuples lists; anything
+    else becomes its ``str()``, as ``json.dumps(default=str)`` would write it.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from pathlib import Path
+        >>> to_plain({"n": np.int64(3), 1: (torch.tensor([0.5]), Path("a/b")), "x": None})
+        {'n': 3, '1': [[0.5], 'a/b'], 'x': None}
+    """
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {k if isinstance(k, str) else str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if hasattr(obj, "tolist"):  # torch.Tensor, numpy arrays and scalars
+        return to_plain(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, int):  # IntEnum and other subclasses: the number, as json writes them
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
+               newline: bool = True) -> Path:
+    """Write :func:`to_plain` of ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`).
+
+    ``indent``, ``sort_keys`` and ``newline`` (a final line break) let each file keep its layout.
+
+    Example:
+        >>> write_json("report.json", {"mAP": 0.5})  # doctest: +SKIP
+        PosixPath('report.json')
+    """
+    text = json.dumps(to_plain(obj), indent=indent, sort_keys=sort_keys)
+    return atomic_write_text(path, text + "\n" if newline else text)

@@ -23,7 +23,7 @@ import torch
 from dsa_plugin.config import DSAConfig
 from dsa_plugin.demo.data import DemoData, SceneSpec, write_folder_data, write_scene_data
 from dsa_plugin.demo.finetune import finetune
-from dsa_plugin.files import atomic_write_text
+from dsa_plugin.files import to_plain, write_json
 
 
 @dataclass
@@ -133,7 +133,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 def stage_fingerprint(settings: dict[str, Any], *groups: str) -> str:
     """Hash of the settings that the stage groups (cumulative, see ``STAGE_KEYS``) depend on."""
     relevant = {k: settings.get(k) for g in groups for k in STAGE_KEYS[g]}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(to_plain(relevant), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Stages:
@@ -161,8 +161,8 @@ class Stages:
         """Save a finished stage (atomically: a killed run never leaves half a marker)."""
         self.timings[name] = seconds
         fingerprint = stage_fingerprint(self.settings, *groups)
-        atomic_write_text(self.dir / f"{name}.json",
-                          json.dumps({"fingerprint": fingerprint, "seconds": seconds, "result": result}, default=str))
+        write_json(self.dir / f"{name}.json", {"fingerprint": fingerprint, "seconds": seconds, "result": result},
+                   indent=None, newline=False)
         self.log(f"[demo] {name}: done in {seconds:.1f}s")
 
     def run(self, name: str, fn: Callable[[], dict[str, Any]], groups: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -376,7 +376,7 @@ def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed
                  runtime={"test": _test_settings(settings, clahe), "trained_by": f"dsa demo ({label}, seed {seed})"})
     memo = {"trunk_hits": net.features.hits, "trunk_misses": net.features.misses} if settings.network == "vgg16" else {}
     return {"checkpoint": str(path), "history": history, "backend": backend,
-            "stats": _jsonable(getattr(dataset, "stats", {})), **memo}
+            "stats": to_plain(getattr(dataset, "stats", {})), **memo}
 
 
 def _eval_net(settings: DemoSettings, net, eval_dir: Path, clahe: bool, progress: bool = False) -> dict[str, Any]:
@@ -424,10 +424,6 @@ def _trunk_stage(settings: DemoSettings, data: DemoData, variants: dict[str, tup
     store = out / "trunk.pt"
     net.features.save(store)
     return {"store": str(store), "images": len(net.features.store), "pretrained": pretrained}
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
 
 
 def _groups(variant: str, *last: str) -> tuple[str, ...]:
@@ -576,7 +572,7 @@ def _run_demo(settings: DemoSettings, log: Callable[[str], None]) -> dict[str, A
     from dsa_plugin.demo.report import render_demo_report
 
     summary["report"] = str(render_demo_report(out / "report", summary, runs))
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    write_json(out / "summary.json", summary, newline=False)
     return summary
 
 

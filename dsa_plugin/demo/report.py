@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dsa_plugin.files import atomic_write_text
+from dsa_plugin.files import atomic_write_text, to_plain
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
@@ -122,7 +122,7 @@ def write_report(
         "<h2>Timings</h2>",
         html_table(["stage", "seconds"], [(k, f"{v:.1f}") for k, v in timings.items()]),
         "<h2>Settings</h2>",
-        f"<pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>",
+        f"<pre>{html.escape(json.dumps(to_plain(settings), indent=2))}</pre>",
     ]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
     out = report_dir / "index.html"

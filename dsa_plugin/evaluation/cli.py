@@ -11,7 +11,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
-from dsa_plugin.files import atomic_write_text
+from dsa_plugin.files import write_json
 
 
 def _scales(text: str) -> list[float]:
@@ -198,7 +197,7 @@ def _run(argv: list[str] | None) -> int:
             out["folders"].append(r)
             print(format_folder(r, label=Path(label).name if args.checkpoint else label))
     if args.out:
-        path = atomic_write_text(args.out, json.dumps(out, indent=2, default=float) + "\n")
+        path = write_json(args.out, out)
         print(f">> results written to {path}")
     return 0
 

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from dsa_plugin.config import ConfigError
+from dsa_plugin.config import ConfigError, check_value
+from dsa_plugin.files import to_plain
 
 VARIANTS = ("hedngan", "hedgan", "cyclegan")
 
@@ -164,7 +164,7 @@ class GanConfig:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "config") -> "GanConfig":
@@ -379,47 +379,5 @@ def _build(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> A
         if dataclasses.is_dataclass(hint):
             kwargs[name] = value if isinstance(value, hint) else _build(hint, value or {}, where, prefix + name + ".")
         else:
-            kwargs[name] = _coerce(value, hint, prefix + name)
+            kwargs[name] = check_value(value, hint, prefix + name)
     return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against a simple annotation; ints pass as floats, lists as tuples."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
-            return None
-        if option is bool and isinstance(value, bool):
-            return value
-        if isinstance(value, bool):
-            continue  # a YAML `true` must not pass as a number
-        if option is int and isinstance(value, int):
-            return value
-        if option is float and isinstance(value, (int, float)):
-            return float(value)
-        if option is str and isinstance(value, str):
-            return value
-        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
-            args = typing.get_args(option)
-            if len(value) == len(args) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in value):
-                return tuple(float(v) if a is float else v for v, a in zip(value, args))
-    names = " or ".join(_type_name(o) for o in options)
-    raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
-
-
-def _type_name(option: Any) -> str:
-    if option is type(None):
-        return "null"
-    if typing.get_origin(option) is tuple:
-        return f"a list of {len(typing.get_args(option))} numbers"
-    return option.__name__
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value

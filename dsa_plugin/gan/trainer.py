@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from dsa_plugin.checkpoints import atomic_save
-from dsa_plugin.files import atomic_write_text, remove_stale_temps
+from dsa_plugin.files import remove_stale_temps, write_json
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.distributed import DistContext
@@ -356,7 +356,7 @@ class Trainer:
                 log.info("nothing left to do (iteration %d of %d); kept %s", self.iteration, self.total,
                          self.out / "summary.json")
         elif self.ctx.is_main:
-            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_json(self.out / "summary.json", summary)
         checkpoints = sorted(self.ckpt_dir.glob("generator_*.pth"))
         return TrainResult(self.out, gen, self.log_path, list(sample_paths), checkpoints, self.state_path,
                            self.iteration, self.epoch, self.resumed_from, summary)

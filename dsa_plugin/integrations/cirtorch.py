@@ -46,6 +46,7 @@ from types import ModuleType
 from typing import Any
 
 from dsa_plugin.config import DSAConfig
+from dsa_plugin.files import to_plain
 from dsa_plugin.integrations import compat
 from dsa_plugin.integrations.cirtorch_config import apply_yaml_defaults, pop_config_path
 from dsa_plugin.integrations.cirtorch_flags import add_dsa_arguments, dsa_config_from_args
@@ -149,21 +150,13 @@ class DSARun:
         out: dict[str, Any] = {}
         for ds in self.datasets:
             mode = getattr(ds, "mode", "?")
-            out[mode] = _plain(getattr(ds, "stats", {}))
+            out[mode] = to_plain(getattr(ds, "stats", {}))
         return out
 
     def close(self) -> None:
         if self._stack is not None:
             self._stack.close()
             self._stack = None
-
-
-def _plain(value: Any) -> Any:
-    """A copy made of dicts, lists, str, numbers, bools and None (safe for weights_only loading)."""
-    try:
-        return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _set(stack: contextlib.ExitStack, target: Any, name: str, value: Any) -> None:

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import functools
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.files import atomic_write_text
+from dsa_plugin.files import to_plain, write_json
 
 HOW_SRC_ENV = "HOW_SRC"
 DSA_SECTION = "dsa"
@@ -296,7 +295,7 @@ class EpochReporter:
         # "epoch" is HOW's (1-based); the dataset's own 0-based counter stays as "dataset_epoch".
         stats = dataset_stats(self.dataset)
         stats["dataset_epoch"] = stats.pop("epoch", None)
-        entry = {"epoch": len(self.epochs) + 1, "avg_neg_dist": _jsonable(result), **stats}
+        entry = {"epoch": len(self.epochs) + 1, "avg_neg_dist": to_plain(result), **stats}
         self.epochs.append(entry)
         logging.getLogger(self.logger_name).info(
             "DSA: %d tuples, %d night anchors, diverse anchors %s",
@@ -314,7 +313,7 @@ class EpochReporter:
         if self.exp_path is None:
             return
         report = {"config": self.dataset.config.to_dict(), "epochs": self.epochs}
-        atomic_write_text(Path(self.exp_path) / STATS_FILE, json.dumps(report, indent=2, default=_jsonable))
+        write_json(Path(self.exp_path) / STATS_FILE, report, newline=False)
 
 
 def night_images_served(dataset) -> int:
@@ -324,7 +323,7 @@ def night_images_served(dataset) -> int:
 
 def dataset_stats(dataset) -> dict[str, Any]:
     """This epoch's mining statistics plus the tuples, for ``dsa_stats.json``."""
-    stats = {k: _jsonable(v) for k, v in dict(dataset.stats or {}).items()}
+    stats = {k: to_plain(v) for k, v in dict(dataset.stats or {}).items()}
     stats["night_anchors"] = len(dataset.night_anchor_indices)
     stats["night_anchor_indices"] = [int(i) for i in dataset.night_anchor_indices]
     stats["diverse_anchors"] = bool(dataset.sampler.needs_descriptors)
@@ -332,18 +331,6 @@ def dataset_stats(dataset) -> dict[str, Any]:
     stats["pidxs"] = [int(i) for i in (dataset.pidxs or [])]
     stats["nidxs"] = [[int(j) for j in row] for row in (dataset.nidxs or [])]
     return stats
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def install_dsa(dsa: dict[str, Any] | DSAConfig | None, globals: dict[str, Any]) -> DSAConfig | None:

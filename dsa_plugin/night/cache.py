@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.files import atomic_write, atomic_write_text, remove_stale_temps
+from dsa_plugin.distributed import DistContext
+from dsa_plugin.files import atomic_write, remove_stale_temps, write_json
 from dsa_plugin.images import load_rgb, pil_to_tensor01
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
@@ -93,10 +94,6 @@ def _normalise_settings(values: dict[str, Any]) -> dict[str, Any]:
 def entry_file(name: str, fmt: str) -> str:
     """Relative path of an image's night file: ``<name[-2:]>/<name>.<fmt>`` (spreads 100k files over 256 dirs)."""
     return f"{name[-2:]}/{name}.{fmt}"
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def quantise_night(x01: Tensor) -> Tensor:
@@ -203,30 +200,6 @@ def read_image_list(list_path: str | os.PathLike, root: str | os.PathLike | None
         if line and not line.startswith("#"):
             out.append(os.fspath(base / line))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# distributed helpers
-
-
-def _dist_setup() -> tuple[int, int, bool]:
-    """(rank, world_size, we_initialised): joins torchrun's gloo group when WORLD_SIZE > 1."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=2))
-        return dist.get_rank(), dist.get_world_size(), True
-    return 0, 1, False
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +347,10 @@ def build_night_cache(
     stamps = {name: input_stamp(path) for name, path in selected.items()}
     changed = [] if stale or existing is None else _changed_inputs(existing.get("inputs"), stamps)
 
-    rank, world, own_group = _dist_setup()
+    # A gloo group (context device "cpu") whatever device translates: it only carries barriers.
+    # 2 h timeout: a barrier waits for the slowest rank's whole share of the translation.
+    ctx = DistContext.from_env("cpu", timeout=datetime.timedelta(hours=2))
+    rank, world = ctx.rank, ctx.world_size
     try:
         if rank == 0:
             if stale and existing is not None:
@@ -399,23 +375,20 @@ def build_night_cache(
             # listed before any file is written, so that a later --overwrite knows which files are its own
             "entries": {name: entry_file(name, fmt) for name in selected},
         }
-        _barrier(world)  # every rank has read the old manifest before rank 0 replaces it
+        ctx.barrier()  # every rank has read the old manifest before rank 0 replaces it
         if rank == 0:
-            _write_json(out_dir / MANIFEST, manifest)
+            write_json(out_dir / MANIFEST, manifest, indent=1, sort_keys=True, newline=False)
         mine = list(selected.items())[rank::world]
         _translate_into(out_dir, mine, translator, image_size, settings["clahe"], fmt, batch_size, workers,
                         progress, redo=stale and existing is None,
                         desc=f"night cache (rank {rank}/{world})" if world > 1 else "night cache")
-        _barrier(world)  # all files are on disk
+        ctx.barrier()  # all files are on disk
         if rank == 0:
             manifest["complete"] = True
-            _write_json(out_dir / MANIFEST, manifest)
-        _barrier(world)  # nobody returns before the manifest says complete
+            write_json(out_dir / MANIFEST, manifest, indent=1, sort_keys=True, newline=False)
+        ctx.barrier()  # nobody returns before the manifest says complete
     finally:
-        if own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        ctx.close()
     return NightCache.open(out_dir) if rank == 0 else None
 
 
