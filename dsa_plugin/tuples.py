@@ -136,9 +136,9 @@ class NightTuplesDataset(Dataset):
     """cirtorch's ``TuplesDataset`` contract with night anchors, CLAHE and diverse anchors.
 
     The first arguments are cirtorch's. This class is a plain ``torch.utils.data.Dataset`` and
-    imports no toolkit; :class:`dsa_plugin.integrations.cirtorch_tuples.CirtorchNightTuplesDataset`
-    also subclasses cirtorch's ``TuplesDataset`` (``isinstance`` holds) and defaults ``data_root``
-    to cirtorch's ``get_data_root()``: the cirtorch and HOW integrations build that one.
+    imports no toolkit; ``dsa_plugin.integrations.cirtorch_tuples.NightTuplesDataset`` also
+    subclasses cirtorch's ``TuplesDataset`` (``isinstance`` holds) and defaults ``data_root`` to
+    cirtorch's ``get_data_root()``: the cirtorch and HOW integrations build that one.
 
     Args:
         name: db name, ``<data_root>/train/<name>/<name>.pkl`` (any name; ``retrieval-SfM-120k``).
