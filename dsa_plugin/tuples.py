@@ -44,11 +44,6 @@ from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
 from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, normalize
 
-try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
-    from cirtorch.datasets.traindataset import TuplesDataset as _TuplesBase  # type: ignore
-except Exception:  # noqa: BLE001 - cirtorch absent or broken on this Python: a plain Dataset.
-    _TuplesBase = Dataset
-
 #: Labels of the reference (docs/reference.md §md5-selection): tuples, then what mining appends ("-mine").
 ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
 ANCHOR_POOL_MINE, ANCHOR_MINE, NEGATIVE_POOL_MINE = "anc-pool-mine", "anc-mine", "neg-pool-mine"
@@ -137,12 +132,13 @@ def _check_missing(images: Sequence[str], where: str) -> None:
         raise FileNotFoundError(f"{len(missing)} of {len(images)} images of {where} are missing:\n  {shown}{more}")
 
 
-class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
-    """cirtorch's ``TuplesDataset`` with night anchors, CLAHE and diverse anchors.
+class NightTuplesDataset(Dataset):
+    """cirtorch's ``TuplesDataset`` contract with night anchors, CLAHE and diverse anchors.
 
-    The first arguments are cirtorch's. When cirtorch is importable this class subclasses its
-    ``TuplesDataset`` (``isinstance`` holds) but never calls its ``__init__`` (which reads
-    cirtorch's own data root); otherwise it is a plain ``torch.utils.data.Dataset``.
+    The first arguments are cirtorch's. This class is a plain ``torch.utils.data.Dataset`` and
+    imports no toolkit; ``dsa_plugin.integrations.cirtorch_tuples.NightTuplesDataset`` also
+    subclasses cirtorch's ``TuplesDataset`` (``isinstance`` holds) and defaults ``data_root`` to
+    cirtorch's ``get_data_root()``: the cirtorch and HOW integrations build that one.
 
     Args:
         name: db name, ``<data_root>/train/<name>/<name>.pkl`` (any name; ``retrieval-SfM-120k``).
@@ -158,7 +154,8 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
         mean_std: ``((r, g, b), (r, g, b))`` normalisation; default: the transform's ``Normalize``,
             else ImageNet's.
         data_root / pkl_path / ims_root: where the db is (``pkl_path`` wins; ``ims_root`` defaults to
-            ``ims/`` beside the pkl; ``data_root`` defaults to cirtorch's ``get_data_root()``).
+            ``ims/`` beside the pkl; ``data_root`` defaults to ``$DSA_DATA_ROOT``, then to
+            :meth:`_toolkit_data_root`).
         seed: seed of the private generator (epoch e uses ``seed + e``); ``None`` draws one from the
             global RNG once, so the toolkit's ``--seed`` still decides.
         batch_size: images per forward pass in mining (equal sizes only; 1 = cirtorch's way).
@@ -262,20 +259,26 @@ class NightTuplesDataset(_TuplesBase):  # type: ignore[misc, valid-type]
     # ---------------------------------------------------------------- construction helpers
 
     @staticmethod
-    def _locate(name, data_root, pkl_path, ims_root) -> tuple[Path, Path | None]:
+    def _toolkit_data_root() -> str | None:
+        """The toolkit's data root when neither ``data_root`` nor ``$DSA_DATA_ROOT`` is given.
+
+        None here (the core imports no toolkit); the cirtorch integration's subclass answers
+        cirtorch's ``get_data_root()``.
+        """
+        return None
+
+    def _locate(self, name, data_root, pkl_path, ims_root) -> tuple[Path, Path | None]:
         if pkl_path is not None:
             return Path(pkl_path), Path(ims_root) if ims_root is not None else None
         if data_root is None:
             data_root = os.environ.get("DSA_DATA_ROOT")
         if data_root is None:
-            try:
-                from cirtorch.utils.general import get_data_root
-            except ImportError:
-                raise ValueError(
-                    "no training db location: pass data_root=<root holding train/<name>/<name>.pkl> or pkl_path=, "
-                    "or set DSA_DATA_ROOT (cirtorch's get_data_root() is used when cirtorch is installed)"
-                ) from None
-            data_root = get_data_root()
+            data_root = self._toolkit_data_root()
+        if data_root is None:
+            raise ValueError(
+                "no training db location: pass data_root=<root holding train/<name>/<name>.pkl> or pkl_path=, "
+                "or set DSA_DATA_ROOT (the cirtorch integration's dataset uses cirtorch's get_data_root())"
+            )
         pkl, ims = db_paths(data_root, name)
         return pkl, Path(ims_root) if ims_root is not None else ims
 

@@ -111,3 +111,30 @@ def test_fixes_reach_spawned_dataloader_workers():
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, multiprocessing_context="spawn")
     shapes = [tuple(x.shape) for x in loader]
     assert shapes == [(1, 3, 6, 8), (1, 3, 6, 8)]
+
+
+def test_rebind_restores_attributes_and_mapping_entries():
+    import contextlib
+    import types
+
+    ns, env = types.SimpleNamespace(x=1), {"kept": "a"}
+    with pytest.raises(RuntimeError), contextlib.ExitStack() as stack:
+        compat.rebind(stack, ns, "x", 2)
+        compat.rebind(stack, env, "kept", "b")
+        compat.rebind(stack, env, "new", "c")
+        assert (ns.x, env) == (2, {"kept": "b", "new": "c"})
+        raise RuntimeError("boom")
+    assert ns.x == 1 and env == {"kept": "a"}  # restored, the missing key removed again
+    with compat.rebound(ns, "x", 3):
+        assert ns.x == 3
+    assert ns.x == 1
+
+
+def test_global_patches_name_real_functions():
+    import importlib
+
+    assert len({p.patch for p in compat.GLOBAL_PATCHES}) == len(compat.GLOBAL_PATCHES)
+    for patch in compat.GLOBAL_PATCHES:
+        module, _, name = patch.set_by.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name)), patch.set_by
+        assert patch.why_global and patch.when

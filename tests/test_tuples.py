@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,11 +94,30 @@ def test_contract_and_collate(tiny_db):
     assert set(ds.stats["timings"]) >= {"extract_anchors_s", "extract_pool_s", "hard_negatives_s", "total_s"}
 
 
-def test_cirtorch_subclass_and_collate(tiny_db):
+def test_core_dataset_imports_no_toolkit():
+    code = ("import sys, dsa_plugin.tuples as t, torch.utils.data as d; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('cirtorch', 'how')], 'toolkit imported'; "
+            "assert t.NightTuplesDataset.__bases__ == (d.Dataset,)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cirtorch_subclass_and_collate(tiny_db, monkeypatch):
     traindataset = pytest.importorskip("cirtorch.datasets.traindataset")
     datahelpers = pytest.importorskip("cirtorch.datasets.datahelpers")
-    ds = make(tiny_db)
-    assert isinstance(ds, traindataset.TuplesDataset)
+    from dsa_plugin.integrations import cirtorch_tuples
+
+    assert not isinstance(make(tiny_db), traindataset.TuplesDataset)  # the core class is toolkit-free
+    cls = cirtorch_tuples.NightTuplesDataset
+    args = dict(imsize=IMSIZE, nnum=3, qsize=8, poolsize=100, data_root=tiny_db, seed=7, progress=False)
+    ds = cls("retrieval-SfM-120k", "train", **args)
+    assert isinstance(ds, traindataset.TuplesDataset) and isinstance(ds, NightTuplesDataset)
+    assert pickle.loads(pickle.dumps(cls)) is cls  # DataLoader workers find the class by name
+    general = pytest.importorskip("cirtorch.utils.general")
+    monkeypatch.delenv("DSA_DATA_ROOT", raising=False)
+    monkeypatch.setattr(general, "get_data_root", lambda: str(tiny_db))  # cirtorch's root is the default
+    assert cls("retrieval-SfM-120k", "train", **{**args, "data_root": None}).pkl_path == ds.pkl_path
+    with pytest.raises(ValueError, match="no training db location"):
+        NightTuplesDataset("retrieval-SfM-120k", "train", **{**args, "data_root": None})
     ds.create_epoch_tuples(TinyGeM())
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=datahelpers.collate_tuples)
     images, targets = next(iter(loader))

@@ -12,8 +12,9 @@ looks them up at call time, so its code stays untouched:
 
 ==================  ==========================================================================
 ``TuplesDataset``   a factory building :class:`dsa_plugin.tuples.NightTuplesDataset` (night
-                    anchors, diverse anchors, CLAHE) for train and val; cirtorch's own class
-                    when no DSA setting is on
+                    anchors, diverse anchors, CLAHE; as the cirtorch ``TuplesDataset`` subclass
+                    of :mod:`~dsa_plugin.integrations.cirtorch_tuples`) for train and val;
+                    cirtorch's own class when no DSA setting is on
 ``extract_vectors`` test-time descriptors with CLAHE added in front of the transform (--dsa-clahe)
 ``save_checkpoint`` adds a ``dsa`` entry (settings, export tag, loader statistics)
 ``torch``           with ``--resume`` only: ``torch.load`` refuses a checkpoint whose ``dsa``
@@ -159,17 +160,6 @@ class DSARun:
             self._stack = None
 
 
-def _set(stack: contextlib.ExitStack, target: Any, name: str, value: Any) -> None:
-    """Rebind ``target.name`` (or ``target[name]`` for a namespace dict) until the stack closes."""
-    if isinstance(target, MutableMapping):
-        missing = name not in target
-        old = target.get(name)
-        target[name] = value
-        stack.callback(lambda: target.pop(name, None) if missing else target.__setitem__(name, old))
-    else:
-        old = getattr(target, name)
-        setattr(target, name, value)
-        stack.callback(setattr, target, name, old)
 
 
 def _mean_std(transform: Any) -> tuple[list[float], list[float]]:
@@ -210,7 +200,7 @@ def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callab
                           transform=compat.WithRuntimeFixes(transform) if transform is not None else None,
                           **kwargs)
         else:
-            from dsa_plugin.tuples import NightTuplesDataset
+            from dsa_plugin.integrations.cirtorch_tuples import NightTuplesDataset
 
             if data_root is not None:
                 kwargs.setdefault("data_root", data_root)
@@ -341,7 +331,7 @@ def _patch_data_root(stack: contextlib.ExitStack, namespace: MutableMapping[str,
         return root
 
     if "get_data_root" in namespace:
-        _set(stack, namespace, "get_data_root", get_data_root)
+        compat.rebind(stack, namespace, "get_data_root", get_data_root)
     # cirtorch imports the function by name into several modules; rebind it in each.
     for mod_name in ("cirtorch.utils.general", "cirtorch.datasets.traindataset",
                      "cirtorch.networks.imageretrievalnet"):
@@ -350,7 +340,7 @@ def _patch_data_root(stack: contextlib.ExitStack, namespace: MutableMapping[str,
             with contextlib.suppress(ImportError):
                 module = importlib.import_module(mod_name)
         if module is not None and hasattr(module, "get_data_root"):
-            _set(stack, module, "get_data_root", get_data_root)
+            compat.rebind(stack, module, "get_data_root", get_data_root)
 
 
 @contextlib.contextmanager
@@ -390,7 +380,7 @@ def dsa_session(
     stack = contextlib.ExitStack()
     if getattr(args, "gpu_id", None) is not None:
         # main() sets this before touching CUDA; we ask torch about CUDA first, so set it first.
-        _set(stack, os.environ, "CUDA_VISIBLE_DEVICES", str(args.gpu_id))
+        compat.rebind(stack, os.environ, "CUDA_VISIBLE_DEVICES", str(args.gpu_id))
     cpu_only = compat.cpu_only_run(config.device)
     if config.device is None and config.enabled:
         # Translate and mine where cirtorch trains (it calls .cuda(): the current CUDA device).
@@ -403,23 +393,23 @@ def dsa_session(
         if getattr(args, "dsa_no_download", False):
             for name in ("download_train", "download_test"):
                 if name in namespace:
-                    _set(stack, namespace, name, lambda data_dir: None)
+                    compat.rebind(stack, namespace, name, lambda data_dir: None)
         if getattr(args, "dsa_skip_test", False) and "test" in namespace:
-            _set(stack, namespace, "test",
+            compat.rebind(stack, namespace, "test",
                  lambda datasets, net: print(">> DSA: test-set evaluation skipped (--dsa-skip-test)"))
         if "TuplesDataset" in namespace:
             upstream = getattr(namespace["TuplesDataset"], "__wrapped__", namespace["TuplesDataset"])
-            _set(stack, namespace, "TuplesDataset", _tuple_factory(run, upstream, data_root))
+            compat.rebind(stack, namespace, "TuplesDataset", _tuple_factory(run, upstream, data_root))
         if "extract_vectors" in namespace:
             original = getattr(namespace["extract_vectors"], "__wrapped__", namespace["extract_vectors"])
-            _set(stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe, config.clahe_grid))
+            compat.rebind(stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe, config.clahe_grid))
         if "save_checkpoint" in namespace:
             original = getattr(namespace["save_checkpoint"], "__wrapped__", namespace["save_checkpoint"])
-            _set(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))
+            compat.rebind(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))
         if getattr(args, "resume", "") and "torch" in namespace:
-            _set(stack, namespace, "torch", _ResumeGuard(namespace["torch"], run, parser))
+            compat.rebind(stack, namespace, "torch", _ResumeGuard(namespace["torch"], run, parser))
         if tag_export_dir and run.tag and hasattr(args, "image_size"):
-            _set(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
+            compat.rebind(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
         if config.enabled:
             print(f">> DSA: {config.to_dict()} (export tag '{run.tag}', cpu-only run: {run.cpu_only})")
         if (config.generator is not None and not str(config.device).startswith("cpu")
@@ -477,12 +467,8 @@ def run_training(argv: list[str]) -> DSARun:
     args.config = config_path
     with dsa_session(vars(module), args, parser) as run:
         # main() calls parser.parse_args() on sys.argv; hand it the namespace parsed here.
-        parse_args = parser.parse_args
-        parser.parse_args = lambda *a, **k: args  # type: ignore[method-assign]
-        try:
+        with compat.rebound(parser, "parse_args", lambda *a, **k: args):
             module.main()
-        finally:
-            parser.parse_args = parse_args  # type: ignore[method-assign]
         if run.config.enabled:
             print(f">> DSA: done; tuple-loader statistics: {json.dumps(run.stats())}")
     return run

@@ -15,6 +15,14 @@ the toolkit modules from scratch, so the fixes must travel with the data: ``work
 re-applies them, and ``WithRuntimeFixes`` wraps any picklable callable (a transform) so that
 unpickling it in a worker re-applies them before the first image is loaded.
 
+Scoped patches, one way: :func:`rebind` (an attribute or a mapping entry, restored when an
+``ExitStack`` closes) and :func:`rebound` (the same as a ``with`` block). Every integration rebinds
+toolkit names with these.
+
+Global patches: :data:`GLOBAL_PATCHES` below is the complete list of changes that outlive a
+call (what, set by, when, and why each cannot be scoped); docs/toolkits.md §global-patches
+points here.
+
 Example::
 
     >>> from dsa_plugin.integrations import compat
@@ -22,16 +30,86 @@ Example::
     >>> import torch
     >>> with compat.cuda_noop():
     ...     t = torch.zeros(2).cuda()   # stays on the CPU
+    >>> import types
+    >>> ns = types.SimpleNamespace(x=1)
+    >>> with compat.rebound(ns, "x", 2):
+    ...     ns.x
+    2
+    >>> ns.x
+    1
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+
+class GlobalPatch(NamedTuple):
+    """One process-wide change: what, which function makes it, when, and why it is not scoped."""
+
+    patch: str
+    set_by: str
+    when: str
+    why_global: str
+
+
+#: Every change to a toolkit or library that outlives a call (the module docstring's table).
+GLOBAL_PATCHES: tuple[GlobalPatch, ...] = (
+    GlobalPatch("PIL.Image.ANTIALIAS = PIL.Image.Resampling.LANCZOS (only if missing)",
+                "dsa_plugin.integrations.compat.fix_pillow_antialias",
+                "apply_runtime_fixes(): whenever an integration loads or runs toolkit code, in worker_init_fn "
+                "and when a WithRuntimeFixes transform is unpickled in a DataLoader worker",
+                "toolkit code runs in worker processes and after our call returns; adds a missing name only"),
+    GlobalPatch("numpy.in1d = dsa_plugin.integrations.compat.in1d (only if missing)",
+                "dsa_plugin.integrations.compat.fix_numpy_in1d",
+                "as PIL.Image.ANTIALIAS", "as PIL.Image.ANTIALIAS"),
+    GlobalPatch("HOW's checkout root first on sys.path",
+                "dsa_plugin.integrations.how_locate.import_how",
+                "dsa how-train, and tests that import HOW",
+                "HOW has no setup.py; its modules stay in sys.modules and spawned workers re-import them by path"),
+    GlobalPatch("cirtorch train.py names (dsa_session kept open for the rest of the process)",
+                "dsa_plugin.integrations.cirtorch.install",
+                "only from the patched train.py (patches/cirtorch-train.patch)",
+                "the user's own script owns the process and has no exit hook"),
+    GlobalPatch("matplotlib.axes.Axes.grid accepts b= (as visible=)",
+                "dsa_plugin.integrations.how_runtime.accept_grid_b",
+                "only from the patched HOW (install_dsa, patches/how-train.patch)",
+                "HOW's own train() calls install_dsa and runs on; there is no exit hook"),
+    GlobalPatch("torch.serialization.add_safe_globals(HOW checkpoint types)",
+                "dsa_plugin.integrations.how_runtime.allow_how_checkpoints",
+                "only from the patched HOW (install_dsa)",
+                "HOW's own train() calls install_dsa and runs on; there is no exit hook"),
+)
+
+
+def rebind(stack: contextlib.ExitStack, target: Any, name: str, value: Any) -> None:
+    """Rebind ``target.name`` (or ``target[name]`` for a mapping) until ``stack`` closes.
+
+    The one way the integrations patch toolkit (and library) names: the old value, or the
+    absence of a mapping key, comes back on exit, also after an exception.
+    """
+    if isinstance(target, MutableMapping):
+        missing = name not in target
+        old = target.get(name)
+        target[name] = value
+        stack.callback(lambda: target.pop(name, None) if missing else target.__setitem__(name, old))
+    else:
+        old = getattr(target, name)
+        setattr(target, name, value)
+        stack.callback(setattr, target, name, old)
+
+
+@contextlib.contextmanager
+def rebound(target: Any, name: str, value: Any) -> Iterator[None]:
+    """:func:`rebind` for the duration of a ``with`` block."""
+    with contextlib.ExitStack() as stack:
+        rebind(stack, target, name, value)
+        yield
 
 
 def fix_pillow_antialias() -> bool:
@@ -117,13 +195,10 @@ def cuda_noop(enabled: bool = True) -> Iterator[bool]:
     if not enabled:
         yield False
         return
-    saved = (torch.Tensor.cuda, torch.nn.Module.cuda)
-    torch.Tensor.cuda = _tensor_cuda_noop  # type: ignore[method-assign]
-    torch.nn.Module.cuda = _module_cuda_noop  # type: ignore[method-assign]
-    try:
+    with contextlib.ExitStack() as stack:
+        rebind(stack, torch.Tensor, "cuda", _tensor_cuda_noop)
+        rebind(stack, torch.nn.Module, "cuda", _module_cuda_noop)
         yield True
-    finally:
-        torch.Tensor.cuda, torch.nn.Module.cuda = saved  # type: ignore[method-assign]
 
 
 def cuda_noop_active() -> bool:
