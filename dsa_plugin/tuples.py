@@ -43,7 +43,7 @@ from dsa_plugin.data.sfm import db_paths, load_sfm_db
 from dsa_plugin.descriptors import as_columns, declared_dim
 from dsa_plugin.images import ImageList, load_image01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
-from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, normalize
+from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, compose_steps, find_normalize, normalize
 
 try:  # isinstance(ds, cirtorch's TuplesDataset) must hold in user code when cirtorch is there.
     from cirtorch.datasets.traindataset import TuplesDataset as _TuplesBase  # type: ignore
@@ -67,14 +67,13 @@ def _plain_normalize(transform) -> tuple[bool, Any]:
         from torchvision import transforms as T
     except ImportError:  # pragma: no cover - torchvision is a dependency
         return False, None
-    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    steps = compose_steps(transform)
     if not steps or not isinstance(steps[0], T.ToTensor):
         return False, None
     if len(steps) == 1:
         return True, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     if len(steps) == 2 and isinstance(steps[1], T.Normalize) and not getattr(steps[1], "inplace", False):
-        mean, std = steps[1].mean, steps[1].std
-        return True, (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        return True, tuple(find_normalize(transform))
     return False, None
 
 

@@ -405,7 +405,8 @@ def build_night_cache(
             _write_json(out_dir / MANIFEST, manifest)
         mine = list(selected.items())[rank::world]
         _translate_into(out_dir, mine, translator, image_size, settings["clahe"], fmt, batch_size, workers,
-                        progress, redo=stale and existing is None, desc=f"night cache (rank {rank}/{world})" if world > 1 else "night cache")
+                        progress, redo=stale and existing is None,
+                        desc=f"night cache (rank {rank}/{world})" if world > 1 else "night cache")
         _barrier(world)  # all files are on disk
         if rank == 0:
             manifest["complete"] = True
