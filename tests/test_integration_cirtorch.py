@@ -11,8 +11,8 @@ import hashlib
 import importlib.util
 import math
 import os
-import re
 import pickle
+import re
 import shutil
 import subprocess
 import sys

@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="images of equal size translated together (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="threads decoding/encoding images (default: %(default)s)")
     p.add_argument("--amp", action="store_true", help="run the generator under autocast (fp16 on CUDA, bf16 on CPU)")
-    p.add_argument("--overwrite", action="store_true", help="rebuild over a cache made with other settings (deletes only the files listed in its manifest)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild over a cache made with other settings (deletes only the files listed in its manifest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
