@@ -164,9 +164,11 @@ def install_profile() -> None:
     Only in this process: with ``--workers`` > 0 what the workers do is not counted. cirtorch's own
     loader (a) is not instrumented: its per-image work is decode + resize, as the plugin's ``load``.
     """
+    import dsa_plugin.images as images_mod
     import dsa_plugin.tuples as tuples_mod
 
-    tuples_mod._load01 = _timed("load", tuples_mod._load01)
+    tuples_mod._load01 = _timed("load", tuples_mod._load01)  # tuple images
+    images_mod.load_image01 = _timed("load", images_mod.load_image01)  # mining (images.ImageList)
     NightTuplesDataset._night = _timed("night", NightTuplesDataset._night)
     NightTuplesDataset._clahe = _timed("clahe", NightTuplesDataset._clahe)
 

@@ -21,13 +21,14 @@ Mode handling (:func:`to_rgb`):
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageLoadError", "load_rgb", "to_rgb", "pil_to_tensor01", "tensor01_to_pil"]
+__all__ = ["ImageLoadError", "load_rgb", "load_image", "load_image01", "ImageList", "to_rgb", "pil_to_tensor01",
+           "tensor01_to_pil"]
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _PLAIN_MODES = {"L", "1", "CMYK", "YCbCr", "RGBX"}
@@ -118,6 +119,59 @@ def load_rgb(path: str | os.PathLike, max_size: int | None = None, alpha: Litera
     if max_size is not None:
         rgb.thumbnail((max_size, max_size), Image.LANCZOS)
     return rgb
+
+
+def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None,
+               loader: Callable | None = None):
+    """Open ``path`` as every pipeline does: PIL RGB, crop ``bbox`` first, then shrink (LANCZOS).
+
+    Without a bbox the image is thumbnailed to ``image_size`` on its longest side (shrink only,
+    :func:`load_rgb`). With a bbox (a query box ``(x1, y1, x2, y2)``) the crop is thumbnailed to
+    ``image_size * max(crop) / max(full)``: the factor the whole image would get. ``loader``
+    (a toolkit's ``path -> PIL`` loader) replaces :func:`load_rgb`'s decoding.
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "photo.png")
+        >>> Image.new("RGB", (200, 100)).save(path)
+        >>> load_image(path, 50).size, load_image(path, 50, bbox=(10, 0, 110, 40)).size
+        ((50, 25), (25, 10))
+    """
+    from PIL import Image
+
+    if bbox is None and loader is None:
+        return load_rgb(path, image_size)
+    img = load_rgb(path) if loader is None else loader(os.fspath(path))
+    full = max(img.size)
+    if bbox is not None:
+        img = img.crop(tuple(bbox))
+    if image_size is not None:
+        target = image_size * max(img.size) / full if bbox is not None else image_size
+        img.thumbnail((target, target), Image.Resampling.LANCZOS)
+    return img
+
+
+def load_image01(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None,
+                 loader: Callable | None = None) -> Tensor:
+    """:func:`load_image` as a ``3 x H x W`` float32 tensor in [0, 1] (:func:`pil_to_tensor01`)."""
+    return pil_to_tensor01(load_image(path, image_size, bbox, loader))
+
+
+class ImageList(torch.utils.data.Dataset):
+    """``(i, load_image01(paths[i], image_size, bbxs[i], loader))`` items, for a ``DataLoader``
+    (picklable when ``loader`` is: runs in worker processes)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], image_size: int | None = None,
+                 bbxs: Sequence | None = None, loader: Callable | None = None) -> None:
+        self.paths, self.image_size, self.bbxs, self.loader = list(paths), image_size, bbxs, loader
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor]:
+        bbox = self.bbxs[i] if self.bbxs is not None else None
+        return i, load_image01(self.paths[i], self.image_size, bbox, self.loader)
 
 
 def pil_to_tensor01(img) -> Tensor:

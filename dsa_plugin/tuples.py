@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,11 +37,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dsa_plugin.batching import batches_by_size
 from dsa_plugin.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
-from dsa_plugin.images import load_rgb, pil_to_tensor01, tensor01_to_pil
+from dsa_plugin.descriptors import as_columns, declared_dim
+from dsa_plugin.images import ImageList, load_image01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
-from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, normalize
+from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, compose_steps, find_normalize, normalize
 
 #: Labels of the reference (docs/reference.md §md5-selection): tuples, then what mining appends ("-mine").
 ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
@@ -61,59 +62,19 @@ def _plain_normalize(transform) -> tuple[bool, Any]:
         from torchvision import transforms as T
     except ImportError:  # pragma: no cover - torchvision is a dependency
         return False, None
-    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    steps = compose_steps(transform)
     if not steps or not isinstance(steps[0], T.ToTensor):
         return False, None
     if len(steps) == 1:
         return True, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     if len(steps) == 2 and isinstance(steps[1], T.Normalize) and not getattr(steps[1], "inplace", False):
-        mean, std = steps[1].mean, steps[1].std
-        return True, (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        return True, tuple(find_normalize(transform))
     return False, None
 
 
-class _ImageList(Dataset):
-    """Images in [0, 1] for mining (picklable: runs in DataLoader workers)."""
-
-    def __init__(self, paths: Sequence[str], imsize: int | None, loader: Callable | None) -> None:
-        self.paths, self.imsize, self.loader = list(paths), imsize, loader
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, Tensor]:
-        return i, _load01(self.paths[i], self.imsize, self.loader)
-
-
 def _load01(path: str, imsize: int | None, loader: Callable | None) -> Tensor:
-    if loader is None:
-        img = load_rgb(path, imsize)
-    else:
-        from PIL import Image
-
-        img = loader(path)
-        if imsize is not None:
-            img.thumbnail((imsize, imsize), Image.LANCZOS)
-    return pil_to_tensor01(img)
-
-
-def _columns(out: Tensor, batch: int, dim: int | None) -> Tensor:
-    """Network output as D x B columns, whether the net returns D x B (cirtorch) or B x D."""
-    if out.dim() == 1:
-        return out.unsqueeze(1)
-    if out.dim() != 2:
-        raise ValueError(f"the network returned shape {tuple(out.shape)}; expected D x B or B x D descriptors")
-    if dim is not None:
-        if out.shape == (dim, batch):
-            return out
-        if out.shape == (batch, dim):
-            return out.t()
-        raise ValueError(f"the network returned shape {tuple(out.shape)} for a batch of {batch}, but net.meta['outputdim'] is {dim}")
-    if out.shape[1] == batch and out.shape[0] != batch:
-        return out
-    if out.shape[0] == batch:
-        return out.t()
-    raise ValueError(f"the network returned shape {tuple(out.shape)} for a batch of {batch}")
+    """One training image in [0, 1] (:func:`dsa_plugin.images.load_image01`)."""
+    return load_image01(path, imsize, loader=loader)
 
 
 def _net_device(net: torch.nn.Module) -> torch.device:
@@ -362,11 +323,8 @@ class NightTuplesDataset(Dataset):
             return [self._image(index, label) for index, label in items]
         images = [self._image01(index, label) for index, label in items]
         out: list[Tensor | None] = [None] * len(images)
-        groups: dict[tuple, list[int]] = {}
-        for i, x in enumerate(images):
-            groups.setdefault(tuple(x.shape), []).append(i)
-        for members in groups.values():
-            done = self._finish(torch.stack([images[i] for i in members]))
+        for members, group in batches_by_size(enumerate(images)):
+            done = self._finish(torch.stack(group))
             for k, i in enumerate(members):
                 out[i] = done[k : k + 1]
         return out  # type: ignore[return-value]
@@ -431,54 +389,39 @@ class NightTuplesDataset(Dataset):
         """
         device = self._device(net, device)
         batch_size = batch_size or self.batch_size
-        meta = getattr(net, "meta", None)
-        dim = int(meta["outputdim"]) if isinstance(meta, dict) and "outputdim" in meta else None
+        dim = declared_dim(net)
         indices = [int(i) for i in indices]
         vecs: Tensor | None = None if dim is None else torch.zeros(dim, len(indices), device=device)
-        buckets: OrderedDict[tuple, list[tuple[int, Tensor]]] = OrderedDict()
-        state = {"buffered": 0, "night": 0, "batches": 0}
+        state = {"night": 0, "batches": 0}
 
-        def flush(key) -> None:
-            nonlocal vecs, dim
-            items = buckets.pop(key)
-            state["buffered"] -= len(items)
-            positions = [p for p, _ in items]
-            x = torch.stack([t for _, t in items]).to(device)
-            # B == D would make the output orientation ambiguous: split such a batch.
-            parts = [(positions, x)] if dim is None or len(items) != dim else [(positions[:-1], x[:-1]), (positions[-1:], x[-1:])]
-            for pos, xb in parts:
-                if self._plain:
-                    xb = self._finish(xb)
-                cols = self._forward(net, xb, dim)
-                if vecs is None:
-                    dim = cols.shape[0]
-                    vecs = torch.zeros(dim, len(indices), device=device)
-                vecs[:, pos] = cols.to(device=device, dtype=vecs.dtype)
-                state["batches"] += 1
+        def images():
+            for pos, x01 in tqdm(loader, total=len(indices), desc=f"extract {label}", disable=not self.progress, leave=False):
+                index = indices[pos]
+                if self._is_night(index, label):
+                    x01 = self._night(index, x01, device)
+                    state["night"] += 1
+                yield pos, (x01 if self._plain else self._custom(x01))
 
         was_training = net.training
         net.eval()
         try:
-            loader = DataLoader(
-                _ImageList([self.images[i] for i in indices], self.imsize, self.loader),
-                batch_size=None, shuffle=False, num_workers=self.num_workers,
-            )
+            loader = DataLoader(ImageList([self.images[i] for i in indices], self.imsize, loader=self.loader),
+                                batch_size=None, shuffle=False, num_workers=self.num_workers)
             with torch.no_grad():
-                for pos, x01 in tqdm(loader, total=len(indices), desc=f"extract {label}", disable=not self.progress, leave=False):
-                    index = indices[pos]
-                    if self._is_night(index, label):
-                        x01 = self._night(index, x01, device)
-                        state["night"] += 1
-                    x = x01 if self._plain else self._custom(x01)
-                    key = tuple(x.shape)
-                    buckets.setdefault(key, []).append((pos, x))
-                    state["buffered"] += 1
-                    if len(buckets[key]) >= batch_size:
-                        flush(key)
-                    elif state["buffered"] >= 4 * batch_size:
-                        flush(max(buckets, key=lambda k: len(buckets[k])))
-                while buckets:
-                    flush(next(iter(buckets)))
+                for positions, group in batches_by_size(images(), batch_size, max_buffered=4 * batch_size):
+                    x = torch.stack(group).to(device)
+                    # B == D would make the output orientation ambiguous: split such a batch.
+                    parts = ([(positions, x)] if dim is None or len(positions) != dim
+                             else [(positions[:-1], x[:-1]), (positions[-1:], x[-1:])])
+                    for pos, xb in parts:
+                        if self._plain:
+                            xb = self._finish(xb)
+                        cols = self._forward(net, xb, dim)
+                        if vecs is None:
+                            dim = cols.shape[0]
+                            vecs = torch.zeros(dim, len(indices), device=device)
+                        vecs[:, pos] = cols.to(device=device, dtype=vecs.dtype)
+                        state["batches"] += 1
         finally:
             net.train(was_training)
         self._last_extract = state
@@ -495,12 +438,12 @@ class NightTuplesDataset(Dataset):
         """
         key = id(net)
         if x.shape[0] == 1 or self._batch_safe.get(key) is False:
-            return torch.cat([_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
+            return torch.cat([as_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
         if key in self._batch_safe:
-            return _columns(net(x), x.shape[0], dim)
-        singles = torch.cat([_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
+            return as_columns(net(x), x.shape[0], dim)
+        singles = torch.cat([as_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
         try:
-            batched = _columns(net(x), x.shape[0], dim)
+            batched = as_columns(net(x), x.shape[0], dim)
             safe = batched.shape == singles.shape and torch.allclose(batched, singles, rtol=1e-3, atol=1e-4)
         except RuntimeError:
             safe = False

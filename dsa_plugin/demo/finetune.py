@@ -15,6 +15,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from dsa_plugin.batching import batches_by_size
+from dsa_plugin.descriptors import as_columns
+
 
 def contrastive_loss(descriptors: Tensor, target: Tensor, margin: float = 0.7) -> Tensor:
     """Contrastive loss of one tuple, cirtorch's formulation.
@@ -44,11 +47,6 @@ def contrastive_loss(descriptors: Tensor, target: Tensor, margin: float = 0.7) -
 def collate_tuples(batch: Sequence) -> tuple[list, list]:
     """cirtorch's collate: lists of tuples, no stacking (images differ in size)."""
     return [item[0] for item in batch], [item[1] for item in batch]
-
-
-def _columns(out: Tensor, dim: int) -> Tensor:
-    """Descriptors as D×B whatever the network's orientation."""
-    return out if out.shape[0] == dim else out.t()
 
 
 def finetune(
@@ -98,12 +96,9 @@ def describe(net: nn.Module, images: Sequence[Tensor], dim: int, device: torch.d
     times faster on a CPU); the gradients are those of one image at a time, since the network
     describes each image on its own (no batch statistics in training mode).
     """
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        by_size.setdefault(tuple(im.shape[-2:]), []).append(i)
     out: list[Tensor | None] = [None] * len(images)
-    for idx in by_size.values():
-        cols = _columns(net(torch.cat([images[i] for i in idx]).to(device)), dim)
+    for idx, group in batches_by_size(enumerate(images)):
+        cols = as_columns(net(torch.cat(group).to(device)), len(idx), dim)
         for j, i in enumerate(idx):
             out[i] = cols[:, j : j + 1]
     return torch.cat(out, dim=1)  # type: ignore[arg-type]

@@ -238,7 +238,7 @@ def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: 
     import numpy as np
     from PIL import Image
 
-    from dsa_plugin.images import load_rgb, pil_to_tensor01
+    from dsa_plugin.images import load_image01
     from dsa_plugin.night.translator import NightTranslator
     from dsa_plugin.transforms import clahe
 
@@ -250,9 +250,9 @@ def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: 
     for place in places:
         day = next(r for r in rows if r["place_id"] == place and r["domain"] == "day")
         night = next(r for r in rows if r["place_id"] == place and r["domain"] == "night")
-        x = pil_to_tensor01(load_rgb(data.eval_dir / day["file"], settings.image_size)).unsqueeze(0)
+        x = load_image01(data.eval_dir / day["file"], settings.image_size).unsqueeze(0)
         fake = translator.translate(x.to(settings.device)).cpu()[..., : x.shape[-2], : x.shape[-1]]
-        real = pil_to_tensor01(load_rgb(data.eval_dir / night["file"], settings.image_size)).unsqueeze(0)
+        real = load_image01(data.eval_dir / night["file"], settings.image_size).unsqueeze(0)
         real = torch.nn.functional.interpolate(real, size=x.shape[-2:], mode="bilinear", align_corners=False)
         lines.append(torch.cat([x, fake, clahe(fake.clamp(0, 1), grid_size=settings.clahe_grid), real], dim=-1)[0])
     grid = torch.cat(lines, dim=-2).clamp(0, 1).permute(1, 2, 0).numpy()

@@ -6,26 +6,30 @@ side -> [0,1] tensor -> CLAHE (at full resolution, before downscaling) -> mean/s
 ``v = (mean_s desc_s^p)^(1/p)`` -> L2. ``p`` is the network's learned GeM ``pool.p`` when the
 network is cirtorch-like GeM (non-regional, unwhitened), else 1.
 
-Images of equal size are stacked into batches (the result is the same as one at a time); works
-with cirtorch networks (``D x B`` output), :class:`dsa_plugin.models.gem.GeMNet`, HOW networks
+Images of equal size are stacked into batches (:func:`dsa_plugin.batching.batches_by_size`; the
+result is the same as one at a time); works with cirtorch networks (``D x B`` output), :class:`dsa_plugin.models.gem.GeMNet`, HOW networks
 (``forward_global(x, scales=...)``, which aggregates scales itself), and any ``nn.Module`` that
-returns L2-normalised vectors (``B x D`` or ``D x B``). Descriptors come back as rows ``[N, D]``.
+returns L2-normalised vectors (``B x D`` or ``D x B``, read by :func:`dsa_plugin.descriptors.as_rows`).
+Descriptors come back as rows ``[N, D]``. Images load with :func:`dsa_plugin.images.load_image`
+(re-exported here), which crops a query ``bbox`` first, then shrinks.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from dsa_plugin import transforms
-from dsa_plugin.images import ImageLoadError, load_rgb, pil_to_tensor01
+from dsa_plugin.batching import batches_by_size
+from dsa_plugin.descriptors import net_rows
+from dsa_plugin.images import ImageList, ImageLoadError
+from dsa_plugin.images import load_image as load_image  # re-exported: the test pipeline's loader
+from dsa_plugin.images import pil_to_tensor01 as pil_to_tensor01  # re-exported (this module's name since 0.1)
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
 #: the standard multi-scale setting [1, 1/sqrt(2), 1/2]
@@ -34,23 +38,6 @@ DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 
 #: An image could not be opened or decoded (names the file); the name this module has always exported.
 ImageReadError = ImageLoadError
-
-
-def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None) -> Image.Image:
-    """Load an RGB image as the standard test code does: crop ``bbox`` first, then shrink.
-
-    Without a bbox the image is thumbnailed (LANCZOS, shrink only) to ``image_size`` on its
-    longest side. With a bbox the crop is thumbnailed to ``image_size * max(crop) / max(full)``:
-    the factor the whole image would get. Decoding and mode handling: :func:`dsa_plugin.images.load_rgb`.
-    """
-    img = load_rgb(path)
-    full = max(img.size)
-    if bbox is not None:
-        img = img.crop(tuple(bbox))
-    if image_size is not None:
-        target = image_size * max(img.size) / full if bbox is not None else image_size
-        img.thumbnail((target, target), Image.Resampling.LANCZOS)
-    return img
 
 
 def network_mean_std(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -90,29 +77,8 @@ def is_how_network(net: nn.Module) -> bool:
     return callable(getattr(net, "forward_global", None)) and callable(getattr(net, "features_attentions", None))
 
 
-def descriptor_rows(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``[B, D]`` descriptors of ``x [B, 3, H, W]`` whether ``net`` returns ``D x B`` or ``B x D``.
-
-    When ``B == D`` the orientation is ambiguous; networks with a cirtorch ``meta`` are ``D x B``.
-    """
-    out = net(x)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    b = x.shape[0]
-    if out.dim() == 1:
-        return out.unsqueeze(0) if b == 1 else out.unsqueeze(1).T
-    if out.dim() == 4 and out.shape[-2:] == (1, 1):  # pooled map [B, D, 1, 1]
-        out = out.flatten(1)
-    if out.dim() != 2:
-        raise ValueError(f"{type(net).__name__} returned shape {tuple(out.shape)}; need B x D or D x B descriptors")
-    rows, cols = out.shape
-    if rows == b and cols != b:
-        return out
-    if cols == b and rows != b:
-        return out.T
-    if rows == b and cols == b:
-        return out.T if isinstance(getattr(net, "meta", None), dict) else out
-    raise ValueError(f"{type(net).__name__} returned shape {tuple(out.shape)} for a batch of {b} images")
+#: ``[B, D]`` descriptors of ``x [B, 3, H, W]`` (one orientation rule: :mod:`dsa_plugin.descriptors`).
+descriptor_rows = net_rows
 
 
 def multiscale_descriptors(
@@ -149,34 +115,6 @@ def multiscale_descriptors(
         acc = v if acc is None else acc + v
     v = (acc / len(scales)).pow(1.0 / power)
     return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def _batches_by_size(
-    items: Iterable[tuple[int, torch.Tensor]], batch_size: int
-) -> Iterable[tuple[list[int], torch.Tensor]]:
-    """Group ``(index, [3,H,W])`` items into batches of one image size, keeping at most one open batch per size."""
-    open_batches: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
-    for i, t in items:
-        key = tuple(t.shape[-2:])
-        bucket = open_batches.setdefault(key, [])
-        bucket.append((i, t))
-        if len(bucket) >= batch_size:
-            del open_batches[key]
-            yield [j for j, _ in bucket], torch.stack([u for _, u in bucket])
-    for bucket in open_batches.values():
-        yield [j for j, _ in bucket], torch.stack([u for _, u in bucket])
-
-
-class _ImageList(torch.utils.data.Dataset):
-    def __init__(self, images: Sequence[str], image_size: int | None, bbxs: Sequence | None):
-        self.images, self.image_size, self.bbxs = list(images), image_size, bbxs
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        bbox = self.bbxs[i] if self.bbxs is not None else None
-        return i, pil_to_tensor01(load_image(self.images[i], self.image_size, bbox))
 
 
 @torch.no_grad()
@@ -225,13 +163,13 @@ def extract_descriptors(
     if is_how_network(net):
         batch_size = 1  # HOW normalises attention over the whole batch: one image at a time
     loader = torch.utils.data.DataLoader(
-        _ImageList(images, image_size, bbxs), batch_size=None, shuffle=False, num_workers=num_workers
+        ImageList(images, image_size, bbxs), batch_size=None, shuffle=False, num_workers=num_workers
     )
     out: torch.Tensor | None = None
     warned = False
     with tqdm(total=len(images), desc=desc, disable=not progress, unit="img", leave=False) as bar:
-        for idx, batch in _batches_by_size(iter(loader), batch_size):
-            x = batch.to(device, non_blocking=True)
+        for idx, batch in batches_by_size(iter(loader), batch_size):
+            x = torch.stack(batch).to(device, non_blocking=True)
             if clahe:
                 x = transforms.clahe(x, clip_limit=clip_limit, grid_size=clahe_grid)
             x = (x - mean_t) / std_t

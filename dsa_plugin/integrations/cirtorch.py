@@ -164,29 +164,18 @@ class DSARun:
 
 def _mean_std(transform: Any) -> tuple[list[float], list[float]]:
     """(mean, std) of the Normalize in cirtorch's Compose (ImageNet when there is none)."""
-    for t in getattr(transform, "transforms", []) or []:
-        if hasattr(t, "mean") and hasattr(t, "std"):
-            return list(map(float, t.mean)), list(map(float, t.std))
-    from dsa_plugin.transforms import IMAGENET_MEAN_STD
+    from dsa_plugin.transforms import IMAGENET_MEAN_STD, find_normalize
 
-    return list(IMAGENET_MEAN_STD.mean), list(IMAGENET_MEAN_STD.std)
+    mean, std = find_normalize(transform) or IMAGENET_MEAN_STD
+    return list(mean), list(std)
 
 
 def _with_clahe(transform: Any, grid: int = 8) -> Any:
-    """cirtorch's test transform with CLAHE first, on the float image as the reference does.
+    """cirtorch's test transform with CLAHE first, on the float image as the reference does
+    (:func:`dsa_plugin.transforms.with_clahe`)."""
+    from dsa_plugin.transforms import with_clahe
 
-    ``Compose([ToTensor(), Normalize])`` becomes ``Compose([CLAHETransform(as_tensor=True),
-    Normalize])`` (CLAHE's float result goes straight on, like the training loader's); any
-    other transform gets a CLAHE'd PIL image.
-    """
-    import torchvision.transforms as T
-
-    from dsa_plugin.transforms import CLAHETransform
-
-    steps = list(getattr(transform, "transforms", [transform]))
-    if steps and isinstance(steps[0], T.ToTensor):
-        return T.Compose([CLAHETransform(grid_size=grid, as_tensor=True), *steps[1:]])
-    return T.Compose([CLAHETransform(grid_size=grid), *steps])
+    return with_clahe(transform, grid_size=grid)
 
 
 def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callable[..., Any]:

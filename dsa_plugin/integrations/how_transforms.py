@@ -15,15 +15,11 @@ class ClaheCompose:
     """
 
     def __init__(self, plain: Callable, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = 8):
-        from torchvision import transforms as T
-
-        from dsa_plugin.transforms import CLAHETransform
+        from dsa_plugin.transforms import with_clahe
 
         self.plain = plain
-        steps = list(plain.transforms) if isinstance(plain, T.Compose) else [plain]
-        as_tensor = isinstance(steps[0], T.ToTensor)
-        self.clahe = CLAHETransform(clip_limit=clip_limit, grid_size=grid_size, as_tensor=as_tensor)
-        self.rest = steps[1:] if as_tensor else steps
+        first, *self.rest = with_clahe(plain, clip_limit=clip_limit, grid_size=grid_size).transforms
+        self.clahe = first
 
     def __call__(self, img):
         x = self.clahe(img)
@@ -54,10 +50,11 @@ def plain_transform(transform: Callable | None) -> Callable | None:
 def mean_std_of(transform) -> list[list[float]]:
     """``[mean, std]`` of the ``Normalize`` in HOW's transform (inside our wrappers)."""
     from dsa_plugin.integrations.how_locate import HOWIntegrationError
+    from dsa_plugin.transforms import find_normalize
 
-    for t in getattr(plain_transform(transform), "transforms", []):
-        if hasattr(t, "mean") and hasattr(t, "std"):
-            return [list(map(float, t.mean)), list(map(float, t.std))]
+    found = find_normalize(plain_transform(transform))
+    if found is not None:
+        return [list(found.mean), list(found.std)]
     raise HOWIntegrationError(f"cannot find Normalize(mean, std) in HOW's transform {transform!r}")
 
 

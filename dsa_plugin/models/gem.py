@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsa_plugin.descriptors import net_rows
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
 __all__ = ["gem", "GeM", "l2n", "standardize", "Standardize", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
@@ -165,24 +166,6 @@ def gem_resnet101(device: str | torch.device | None = None) -> GeMNet:
         return GeMNet(features, 2048, IMAGENET_MEAN_STD, architecture="resnet101")
 
 
-def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Descriptors ``[B, D]`` of a batch ``x [B, 3, H, W]``, whether ``net`` returns ``D x B``
-    (cirtorch) or ``B x D``.
-
-    When D == B the orientation is ambiguous; nets with a cirtorch ``meta`` are taken as ``D x B``.
-    """
-    out = net(x)
-    b = x.shape[0]
-    if out.dim() == 1:
-        return out.unsqueeze(0) if b == 1 else out.unsqueeze(1)
-    if out.dim() != 2:
-        raise ValueError(f"embed expects a 2-D descriptor output, got shape {tuple(out.shape)}")
-    rows, cols = out.shape
-    if cols == b and rows != b:
-        return out.t()
-    if rows == b and cols != b:
-        return out
-    if rows == b and cols == b:
-        dim = getattr(net, "meta", {}).get("outputdim") if isinstance(getattr(net, "meta", None), dict) else None
-        return out.t() if dim is not None else out
-    raise ValueError(f"descriptor output {tuple(out.shape)} does not match batch size {b}")
+#: ``[B, D]`` descriptors of a batch, whether ``net`` returns ``D x B`` (cirtorch) or ``B x D``: the one
+#: orientation rule of :mod:`dsa_plugin.descriptors` (:func:`~dsa_plugin.descriptors.net_rows`).
+embed = net_rows

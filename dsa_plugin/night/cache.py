@@ -41,7 +41,7 @@ from torch import Tensor
 
 from dsa_plugin.distributed import DistContext
 from dsa_plugin.files import atomic_write, remove_stale_temps, write_json
-from dsa_plugin.images import load_rgb, pil_to_tensor01
+from dsa_plugin.images import load_image01 as _load01
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
 MANIFEST = "manifest.json"
@@ -157,13 +157,14 @@ MIN_SIDE = 8
 
 
 def load_image01(path: str | os.PathLike, image_size: int | None) -> Tensor:
-    """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it (``images.load_rgb``)."""
-    img = load_rgb(path, max_size=image_size)
-    if min(img.size) < MIN_SIDE:
-        raise NightCacheError(f"{path}: {img.size[0]}x{img.size[1]} px"
+    """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it
+    (:func:`dsa_plugin.images.load_image01`), refusing images smaller than :data:`MIN_SIDE`."""
+    x = _load01(path, image_size)
+    if min(x.shape[-2:]) < MIN_SIDE:
+        raise NightCacheError(f"{path}: {x.shape[-1]}x{x.shape[-2]} px"
                               f"{f' after shrinking to --image-size {image_size}' if image_size else ''}; "
                               f"the generator needs at least {MIN_SIDE} px on each side")
-    return pil_to_tensor01(img)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------

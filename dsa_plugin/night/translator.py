@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from dsa_plugin.batching import batches_by_size
 from dsa_plugin.models.generator import generator_output_size
 
 
@@ -162,18 +162,14 @@ class NightTranslator(nn.Module):
         """Translate ``3 x H x W`` images of mixed sizes, batching those of equal size; order is kept."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, img in enumerate(images):
             if img.dim() != 3:
                 raise TranslatorError(f"translate_many expects 3 x H x W images, image {i} has shape {tuple(img.shape)}")
-            groups[tuple(img.shape)].append(i)
         out: list[Tensor | None] = [None] * len(images)
-        for idx in groups.values():
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start : start + batch_size]
-                y = self.translate(torch.stack([images[i] for i in chunk]))
-                for i, yi in zip(chunk, y):
-                    out[i] = yi
+        for chunk, group in batches_by_size(enumerate(images), batch_size):
+            y = self.translate(torch.stack(group))
+            for i, yi in zip(chunk, y):
+                out[i] = yi
         return out  # type: ignore[return-value]
 
     def translate_pil(self, img):
