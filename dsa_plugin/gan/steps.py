@@ -125,7 +125,24 @@ def _visuals(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v[:N_VISUALS].detach().float() for k, v in tensors.items()}
 
 
-class HedNGanStep(GanStep):
+class _EdgeGanStep(GanStep):
+    """The generator step both HED GANs share: adversarial + weighted edge L1, then the update."""
+
+    def _edge_generator_step(self, fake_y, fake_e, real_e):
+        """``fake_e`` must carry the graph back to the generator; returns (loss, adversarial, edge)."""
+        weights = self.loss_weights
+        with frozen(self.nets["discriminator_Y"]), self.autocast():
+            self._zero("generator_X")
+            g_gan = weights.adversarial * lsgan_loss(self.nets["discriminator_Y"](fake_y), real=True)
+            g_hed = weights.edge * l1_loss(fake_e, real_e)
+            loss_g = g_gan + g_hed
+        self._backward(loss_g)
+        self._step("generator_X")
+        self._finish()
+        return loss_g, g_gan, g_hed
+
+
+class HedNGanStep(_EdgeGanStep):
     """D step -> detector (student) step -> G step (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -138,7 +155,7 @@ class HedNGanStep(GanStep):
 
     def __call__(self, real_x, real_y):
         weights = self.loss_weights
-        discriminator, student, teacher = (self.nets[k] for k in ("discriminator_Y", "detector", "detector_frozen"))
+        student, teacher = self.nets["detector"], self.nets["detector_frozen"]
         with self.autocast():
             fake_y = self.generator(real_x)
 
@@ -163,16 +180,10 @@ class HedNGanStep(GanStep):
         self._step("detector")
 
         # (3) generator: adversarial + edge L1 of the updated student on G(day) vs the teacher on day
-        with frozen(discriminator, student), self.autocast():
-            self._zero("generator_X")
+        with frozen(student), self.autocast():
             fake_e = student(hed_preprocess(fake_y))
             real_e = torch.sigmoid(target)
-            g_gan = weights.adversarial * lsgan_loss(discriminator(fake_y), real=True)
-            g_hed = weights.edge * l1_loss(fake_e, real_e)
-            loss_g = g_gan + g_hed
-        self._backward(loss_g)
-        self._step("generator_X")
-        self._finish()
+        loss_g, g_gan, g_hed = self._edge_generator_step(fake_y, fake_e, real_e)
 
         losses = {"total": loss_g + loss_d, "D": loss_d, "D_real": d_real, "D_fake": d_fake,
                   "G": loss_g, "G_gan": g_gan, "G_hed": g_hed, "E": loss_e, "E_real": e_real, "E_fake": e_fake}
@@ -180,7 +191,7 @@ class HedNGanStep(GanStep):
         return {k: v.detach() for k, v in losses.items()}, visuals
 
 
-class HedGanStep(GanStep):
+class HedGanStep(_EdgeGanStep):
     """Frozen detector: D step -> G step with adversarial + edge L1 (docs/reference.md §gan-step-order)."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -190,7 +201,7 @@ class HedGanStep(GanStep):
 
     def __call__(self, real_x, real_y):
         weights = self.loss_weights
-        discriminator, detector = self.nets["discriminator_Y"], self.nets["detector"]
+        detector = self.nets["detector"]
         with self.autocast():
             fake_y = self.generator(real_x)
             fake_e = detector(hed_preprocess(fake_y))
@@ -202,14 +213,7 @@ class HedGanStep(GanStep):
         self._backward(loss_d)
         self._step("discriminator_Y")
 
-        with frozen(discriminator), self.autocast():
-            self._zero("generator_X")
-            g_gan = weights.adversarial * lsgan_loss(discriminator(fake_y), real=True)
-            g_hed = weights.edge * l1_loss(fake_e, real_e)
-            loss_g = g_gan + g_hed
-        self._backward(loss_g)
-        self._step("generator_X")
-        self._finish()
+        loss_g, g_gan, g_hed = self._edge_generator_step(fake_y, fake_e, real_e)
 
         losses = {"total": loss_g + loss_d, "D": loss_d, "D_real": d_real, "D_fake": d_fake,
                   "G": loss_g, "G_gan": g_gan, "G_hed": g_hed}
