@@ -1,5 +1,9 @@
 """The synthetic-night tuple loader: cirtorch's ``TuplesDataset`` contract with Dark Side Augmentation.
 
+Why one module of ~560 lines: it is cirtorch's ``TuplesDataset`` contract, whose epoch state
+(``create_epoch_tuples``) and its consumer (``__getitem__``) must stay together; mining,
+descriptor orientation, batching and image loading are already in their own modules.
+
 Per epoch, :meth:`NightTuplesDataset.create_epoch_tuples` picks anchors (uniformly at random as
 cirtorch, or by diverse anchor mining), extracts their descriptors with the selected anchors
 turned into synthetic night (the md5 rule, docs/reference.md §md5-selection), mines ``nnum`` hard negatives

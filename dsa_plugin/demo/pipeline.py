@@ -1,5 +1,8 @@
 """``dsa demo``: the whole method end to end, with stages that a rerun reuses.
 
+Why one module of ~610 lines: the stage table and the small functions each stage runs; the
+settings, their fingerprints and the stages that read them are checked against each other here.
+
 data → HEDN GAN → night cache → fine-tune baseline and DSA (same seed) → evaluate → report.
 Each finished stage leaves ``<out>/stages/<stage>.json`` (its result and the settings it ran
 with); a rerun with the same settings skips it, so an interrupted demo continues where it stopped.

@@ -1,5 +1,8 @@
 """GAN training settings: one nested dataclass schema with the paper's defaults (docs/reference.md §gan-variants).
 
+Why one module of ~380 lines: the schema, its presets and its validation are one contract; a
+field, its default and its check are read together.
+
 A config is built from presets (``hedngan``, ``hedgan``, ``cyclegan``, ``tiny``), YAML files and
 ``key=value`` overrides with dotted keys (``data.crop_size=64``). Every value is validated at the
 boundary: an unknown key names itself and the valid keys, a wrong type names the expected one.

@@ -1,5 +1,8 @@
 """The GAN training loop: data, steps, checkpoints/resume, sample grids, scalar logs, DDP.
 
+Why one module of ~430 lines: the loop, its resumable state (save / load) and the run summary
+share every attribute of one ``Trainer``; split, a resume would read what another file writes.
+
 Output directory::
 
     config.yaml                          the resolved config of the run

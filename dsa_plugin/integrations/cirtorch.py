@@ -1,5 +1,9 @@
 """Dark Side Augmentation inside cnnimageretrieval-pytorch (cirtorch): cirtorch's loop, our data.
 
+Why one module of ~480 lines: it is the one place that lists (table below) and installs every
+name rebound in cirtorch's script; each rebinding is a small factory next to that table. Flags,
+YAML defaults, evaluation and the tuple subclass live in the ``cirtorch_*`` modules.
+
 Two ways in, one mechanism:
 
 - ``dsa cirtorch-train <cirtorch train.py arguments> <--dsa-* flags> [--config FILE.yaml]``

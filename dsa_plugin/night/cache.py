@@ -1,5 +1,8 @@
 """The night cache: precomputed night versions of the selected anchors, with a manifest.
 
+Why one module of ~570 lines: the writer (``build_night_cache``) and the reader
+(``NightCache``) of one on-disk format must agree on every manifest field and file encoding.
+
 Layout of a cache directory::
 
     <dir>/manifest.json          settings + entries + "complete" flag (written atomically)
