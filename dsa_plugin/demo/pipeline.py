@@ -275,9 +275,10 @@ def resolve_backend(backend: str) -> str:
         raise BackendError(f"backend must be auto, plugin or cirtorch, got {backend!r}")
     if backend == "plugin":
         return backend
+    from dsa_plugin.integrations.cirtorch_models import check_importable
+
     try:
-        import cirtorch.layers.loss  # noqa: F401
-        import cirtorch.networks.imageretrievalnet  # noqa: F401
+        check_importable()
     except ImportError as err:
         if backend == "cirtorch":
             raise BackendError(f"--backend cirtorch: cirtorch is not importable ({err}); install "
@@ -312,12 +313,9 @@ def _net(settings: DemoSettings, seed: int, backend: str = "plugin", store: str 
         raise ValueError(f"network must be 'vgg16' or 'small', got {settings.network!r}")
     if backend != "cirtorch":
         return net
-    from cirtorch.layers.pooling import GeM
-    from cirtorch.networks.imageretrievalnet import ImageRetrievalNet
+    from dsa_plugin.integrations.cirtorch_models import as_cirtorch_network
 
-    wrapped = ImageRetrievalNet(list(net.features.children()), None, GeM(), None, dict(net.meta))
-    wrapped.features = net.features  # keep the memoised trunk (same keys as cirtorch's nn.Sequential)
-    return wrapped
+    return as_cirtorch_network(net)
 
 
 def _architecture(settings: DemoSettings) -> dict[str, Any]:
@@ -334,9 +332,9 @@ def _architecture(settings: DemoSettings) -> dict[str, Any]:
 def _loss_fn(settings: DemoSettings, backend: str):
     if backend != "cirtorch":
         return None  # finetune's own contrastive_loss (the same formula)
-    from cirtorch.layers.loss import ContrastiveLoss
+    from dsa_plugin.integrations.cirtorch_models import contrastive_loss
 
-    return ContrastiveLoss(margin=settings.margin)
+    return contrastive_loss(settings.margin)
 
 
 def _dataset(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, progress: bool = True):
