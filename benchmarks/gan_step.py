@@ -15,7 +15,7 @@ high-water mark over the steps, beyond the memory held after setup, on CPU;
 ``torch.cuda.max_memory_allocated`` on CUDA).
 
     python benchmarks/gan_step.py                # 256x256, batch 1, full-size networks
-    python benchmarks/gan_step.py --quick        # 96x96, fewer repeats (< 1 min on 2 cores)
+    python benchmarks/gan_step.py --quick        # 96x96 (about 1.5 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -132,10 +132,10 @@ def peak_memory(impl: str, size: int, batch: int, device: str, iters: int = 2) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="96 px, 3 timed iterations each")
+    p.add_argument("--quick", action="store_true", help="96 px, 5 timed iterations each")
     p.add_argument("--size", type=int, default=None, help="crop side (default 256, quick 96)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=None, help="timed iterations per implementation (default 5, quick 3)")
+    p.add_argument("--repeats", type=int, default=None, help="timed iterations per implementation (default 5)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default on CPU: 1, the repeatable comparison on a shared machine)")
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     if args.threads or args.device == "cpu":
         torch.set_num_threads(args.threads or 1)
     size = args.size or (96 if args.quick else 256)
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or 5
 
     steps, data = _setup(size, args.batch, args.device)
     times = {"ours": [], "baseline": []}
