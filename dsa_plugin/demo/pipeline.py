@@ -188,32 +188,32 @@ def _data_stage(settings: DemoSettings, root: Path) -> dict[str, Any]:
     return {k: str(v) for k, v in dataclasses.asdict(demo).items()}
 
 
+def gan_overrides(settings: DemoSettings, data: DemoData) -> dict[str, Any]:
+    """The ``tiny`` GAN preset's overrides for the demo's settings (``gan_*``, ``hed_weights``)."""
+    return {
+        "data.day": str(data.gan_day),
+        "data.night": str(data.gan_night),
+        "data.crop_size": settings.gan_crop,
+        "data.resize_short": settings.gan_resize_short,
+        "data.epoch_size": -(-settings.gan_iterations // settings.gan_epochs) * settings.gan_batch_size,
+        "model.ngf": settings.gan_ngf,
+        **({"model.hed_weights": settings.hed_weights, "model.hed_width": 1.0} if settings.hed_weights else {}),
+        "optim.lr": settings.gan_lr,
+        "loss.edge": settings.gan_edge_weight,
+        "train.batch_size": settings.gan_batch_size,
+        "train.max_iterations": settings.gan_iterations,
+        "train.epochs": settings.gan_epochs,
+        "optim.n_epochs_decay": settings.gan_decay_epochs,
+        "train.identity_warmup": settings.gan_identity_warmup,
+        "train.sample_every": max(settings.gan_iterations // 2, 1),
+        "train.seed": 0,
+    }
+
+
 def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, Any]:
     from dsa_plugin.gan import train
 
-    result = train(
-        "tiny",
-        out_dir=out,
-        device=settings.device,
-        overrides={
-            "data.day": str(data.gan_day),
-            "data.night": str(data.gan_night),
-            "data.crop_size": settings.gan_crop,
-            "data.resize_short": settings.gan_resize_short,
-            "data.epoch_size": -(-settings.gan_iterations // settings.gan_epochs) * settings.gan_batch_size,
-            "model.ngf": settings.gan_ngf,
-            **({"model.hed_weights": settings.hed_weights, "model.hed_width": 1.0} if settings.hed_weights else {}),
-            "optim.lr": settings.gan_lr,
-            "loss.edge": settings.gan_edge_weight,
-            "train.batch_size": settings.gan_batch_size,
-            "train.max_iterations": settings.gan_iterations,
-            "train.epochs": settings.gan_epochs,
-            "optim.n_epochs_decay": settings.gan_decay_epochs,
-            "train.identity_warmup": settings.gan_identity_warmup,
-            "train.sample_every": max(settings.gan_iterations // 2, 1),
-            "train.seed": 0,
-        },
-    )
+    result = train("tiny", out_dir=out, device=settings.device, overrides=gan_overrides(settings, data))
     return {
         "generator": str(result.generator_path),
         "log": str(result.log_path),
