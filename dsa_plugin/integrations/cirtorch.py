@@ -266,7 +266,8 @@ class _ResumeGuard:
         return getattr(self._torch, name)
 
     def load(self, f: Any, *args: Any, **kwargs: Any) -> Any:
-        checkpoint = self._torch.load(f, *args, **kwargs)
+        # A resumed checkpoint is a file from disk: tensors and plain containers only, never pickled code.
+        checkpoint = self._torch.load(f, *args, **{**kwargs, "weights_only": True})
         if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
             problem = resume_mismatch(checkpoint.get("dsa"), self._run)
             if problem:
