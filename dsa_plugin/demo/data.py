@@ -6,7 +6,12 @@ place_id[, role]`` like ``amos-daynight``) become the same three things:
 - ``train/<db>/<db>.pkl`` + ``ims/``: a retrieval-SfM training db of *day* images (place = cluster,
   pairs within a place) — the setting of the paper, whose training data has no night pairs;
 - ``gan/day.txt`` and ``gan/night.txt``: unpaired day and night images of the training places;
-- ``eval/``: a folder test set with ``labels.csv`` of held-out places, queried night→day and day→day.
+- ``val/``: a folder of validation places (day and night, ``labels.csv``), held out from the GAN,
+  the training db and the evaluation: every setting the demo picks (CLAHE grid, GAN choices) is
+  scored there, never on ``eval/``;
+- ``eval/``: a folder test set with ``labels.csv`` of held-out places, queried night→day and day→day;
+- ``oracle.json``: for each training-db image, a real night photo of the same view or place (the
+  scenes' renderer at the same camera, a webcam's night photo), the demo's upper-bound arm.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from PIL import Image
 
 from dsa_plugin.data.sfm import cid_to_path, write_sfm_db
 from dsa_plugin.demo.scenes import make_place, random_view, render
-from dsa_plugin.files import atomic_write
+from dsa_plugin.files import atomic_write, write_json
 
 DB_NAME = "demo-sfm"
 
@@ -39,6 +44,8 @@ class DemoData:
     gan_day: Path  # list file, one absolute path per line
     gan_night: Path
     eval_dir: Path  # folder test set with labels.csv
+    val_dir: Path  # validation places (labels.csv, day and night), for the demo's choices
+    oracle: Path  # JSON {training-db image path: real night photo of the same view / place}
 
     @property
     def data_root(self) -> Path:
@@ -97,6 +104,12 @@ def _write_lists(root: Path, day: list[Path], night: list[Path]) -> tuple[Path, 
     return gan / "day.txt", gan / "night.txt"
 
 
+def _write_oracle(root: Path, pairs: dict[str, str]) -> Path:
+    path = root / "oracle.json"
+    write_json(path, {str(Path(k).absolute()): v for k, v in sorted(pairs.items())}, indent=None, newline=False)
+    return path
+
+
 def _write_labels(eval_dir: Path, rows: list[dict[str, str]]) -> None:
     eval_dir.mkdir(parents=True, exist_ok=True)
     with open(eval_dir / "labels.csv", "w", newline="") as f:
@@ -145,15 +158,23 @@ def write_scene_data(root: str | os.PathLike, spec: SceneSpec = SceneSpec()) -> 
                 bucket.append(path)
     gan_day, gan_night = _write_lists(root, day, night)
 
-    eval_dir, rows = root / "eval", []
-    for pid in place_ids[n_train + n_val :]:
-        for v in range(spec.views):
-            for domain in ("day", "night"):
-                rel = f"{domain}/{pid}_{v}.png"
-                _save_png(eval_dir / rel, rendered[pid, v, domain == "night"])
-                rows.append({"file": rel, "domain": domain, "place_id": f"street_{pid}", "role": "eval"})
-    _write_labels(eval_dir, rows)
-    return DemoData(root, pkl, gan_day, gan_night, eval_dir)
+    folders = {}
+    for role, pids in (("val", place_ids[n_train : n_train + n_val]), ("eval", place_ids[n_train + n_val :])):
+        folder, rows = root / role, []
+        for pid in pids:
+            for v in range(spec.views):
+                for domain in ("day", "night"):
+                    rel = f"{domain}/{pid}_{v}.png"
+                    _save_png(folder / rel, rendered[pid, v, domain == "night"])
+                    rows.append({"file": rel, "domain": domain, "place_id": f"street_{pid}", "role": role})
+        _write_labels(folder, rows)
+        folders[role] = folder
+    # The renderer's night at the same camera as each training-db image: what a perfect generator gives.
+    train_pids = set(place_ids[:n_train])
+    oracle = {cid_to_path(ims_root, cid): str((root / "gan" / "night" / f"{pid}_{v}.png").absolute())
+              for cid, (pid, v) in cids.items() if pid in train_pids}
+    oracle_path = _write_oracle(root, oracle)
+    return DemoData(root, pkl, gan_day, gan_night, folders["eval"], folders["val"], oracle_path)
 
 
 def read_labels(folder: Path) -> list[dict[str, str]]:
@@ -187,6 +208,8 @@ def write_folder_data(root: str | os.PathLike, folder: str | os.PathLike, seed: 
     """Lay out a user folder for the demo: ``role`` gan_train → GAN and training db, eval → evaluation.
 
     Without a ``role`` column, a third of the places (at least one) are held out for evaluation.
+    A fifth of the other places with day and night photos (see :func:`_validation_places`) are
+    held out as validation places: the db's val split and ``val/``; the GAN never sees them.
     Images are referenced or copied; the folder itself is never modified.
     """
     root, folder = Path(root), Path(folder).resolve()
@@ -197,53 +220,80 @@ def write_folder_data(root: str | os.PathLike, folder: str | os.PathLike, seed: 
     else:
         order = np.random.default_rng(seed).permutation(len(places))
         eval_places = {places[i] for i in order[: max(1, len(places) // 3)]}
-    train_rows = [r for r in rows if r["place_id"] not in eval_places]
-    eval_rows = [r for r in rows if r["place_id"] in eval_places]
-    if not eval_rows or not train_rows:
+    val_places = _validation_places(rows, eval_places, seed)
+    train_rows = [r for r in rows if r["place_id"] not in eval_places | val_places]
+    if not any(r["place_id"] in eval_places for r in rows) or not train_rows:
         raise DemoDataError(f"{folder}/labels.csv: needs places for both training and evaluation")
 
     day_train = [r for r in train_rows if r["domain"] == "day"]
     train_places = sorted({r["place_id"] for r in day_train})
     if len(train_places) < 2:
         raise DemoDataError(f"{folder}/labels.csv: needs day images of at least 2 training places")
-    cluster_of = {p: i for i, p in enumerate(train_places)}
-    # Hold out a few training places for the db's val split (loss monitoring, as cirtorch does).
-    n_val = len(train_places) // 5 if len(train_places) >= 10 else 0
-    val_places = set(train_places[-n_val:]) if n_val else set()
+    cluster_of = {p: i for i, p in enumerate(sorted({r["place_id"] for r in rows if r["domain"] == "day"}))}
     pkl = root / "train" / DB_NAME / f"{DB_NAME}.pkl"
     ims_root = pkl.parent / "ims"
-    source = {_cid("folder", r["file"]): folder / r["file"] for r in day_train}
+    db_rows = {"train": day_train,
+               "val": [r for r in rows if r["place_id"] in val_places and r["domain"] == "day"]}
+    source = {_cid("folder", r["file"]): folder / r["file"] for part in db_rows.values() for r in part}
 
     def copy(cid: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source[cid], path)
 
-    splits = {
-        split: _db_split(
-            [(_cid("folder", r["file"]), cluster_of[r["place_id"]]) for r in day_train if (r["place_id"] in val_places) == (split == "val")],
-            ims_root,
-            copy,
-        )
-        for split in ("train", "val")
-    }
+    splits = {split: _db_split([(_cid("folder", r["file"]), cluster_of[r["place_id"]]) for r in part], ims_root, copy)
+              for split, part in db_rows.items()}
     write_sfm_db(pkl, splits)
     gan_day, gan_night = _write_lists(
         root,
         [folder / r["file"] for r in train_rows if r["domain"] == "day"],
         [folder / r["file"] for r in train_rows if r["domain"] == "night"],
     )
-    # The held-out images are copied (hard-linked where possible): a labels.csv may only list files
-    # inside its own folder, and the user's folder is never written to.
-    eval_dir = root / "eval"
+    oracle = _oracle_pairs(folder, train_rows, lambda r: cid_to_path(ims_root, _cid("folder", r["file"])))
+    val_dir = _copy_folder(folder, [r for r in rows if r["place_id"] in val_places], root / "val", "val")
+    eval_dir = _copy_folder(folder, [r for r in rows if r["place_id"] in eval_places], root / "eval", "eval")
+    return DemoData(root, pkl, gan_day, gan_night, eval_dir, val_dir, _write_oracle(root, oracle))
+
+
+def _validation_places(rows: list[dict[str, str]], eval_places: set[str], seed: int) -> set[str]:
+    """Training places held out for the demo's choices: a fifth (at least 1, 2 from 6 on) of those
+    with both day and night photos, drawn with ``seed``; never evaluation places."""
+    both = sorted(p for p in {r["place_id"] for r in rows} - eval_places
+                  if {"day", "night"} <= {r["domain"] for r in rows if r["place_id"] == p})
+    if len(both) < 3:
+        return set()
+    n = max(2 if len(both) >= 6 else 1, len(both) // 5)
+    order = np.random.default_rng(seed + 1).permutation(len(both))
+    return {both[i] for i in order[:n]}
+
+
+def _oracle_pairs(folder: Path, rows: list[dict[str, str]], db_path) -> dict[str, str]:
+    """Each training day photo → a night photo of the same place (webcams: the same view), picked
+    by a hash of the day photo's name so that every run pairs alike."""
+    nights: dict[str, list[str]] = {}
+    for r in rows:
+        if r["domain"] == "night":
+            nights.setdefault(r["place_id"], []).append(r["file"])
+    pairs = {}
+    for r in rows:
+        options = sorted(nights.get(r["place_id"], []))
+        if r["domain"] == "day" and options:
+            pick = int(hashlib.md5(r["file"].encode()).hexdigest(), 16) % len(options)
+            pairs[db_path(r)] = str(folder / options[pick])
+    return pairs
+
+
+def _copy_folder(folder: Path, rows: list[dict[str, str]], target_dir: Path, role: str) -> Path:
+    """A labels.csv folder of ``rows`` (hard-linked where possible): a labels.csv may only list files
+    inside its own folder, and the user's folder is never written to."""
     labels = []
-    for r in eval_rows:
-        target = eval_dir / "images" / r["file"]
+    for r in rows:
+        target = target_dir / "images" / r["file"]
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(folder / r["file"], target)
             except OSError:
                 shutil.copyfile(folder / r["file"], target)
-        labels.append({"file": f"images/{r['file']}", "domain": r["domain"], "place_id": r["place_id"], "role": "eval"})
-    _write_labels(eval_dir, labels)
-    return DemoData(root, pkl, gan_day, gan_night, eval_dir)
+        labels.append({"file": f"images/{r['file']}", "domain": r["domain"], "place_id": r["place_id"], "role": role})
+    _write_labels(target_dir, labels)
+    return target_dir

@@ -135,6 +135,8 @@ class TrainConfig:
         identity_warmup: before the first iteration, this many L1 steps fitting each generator to
             the identity on day and night crops (0: none, the reference; for CPU-sized runs, see
             ``dsa_plugin.gan.warmup``).
+        ema: decay of an exponential moving average of the generator's weights, saved as the
+            generator (0: none, the reference; see ``dsa_plugin.gan.ema``).
     """
 
     epochs: int = 50
@@ -149,6 +151,7 @@ class TrainConfig:
     channels_last: bool = False
     progress: bool = True
     identity_warmup: int = 0
+    ema: float = 0.0
 
 
 @dataclass
@@ -216,6 +219,8 @@ def validate(cfg: GanConfig) -> None:
     if cfg.data.resize_short is not None and cfg.data.resize_short < cfg.data.crop_size:
         raise ConfigError(
             f"data.resize_short ({cfg.data.resize_short}) must be >= data.crop_size ({cfg.data.crop_size})")
+    if not 0.0 <= cfg.train.ema < 1.0:
+        raise ConfigError(f"train.ema must be in [0, 1) (0: no weight average), got {cfg.train.ema}")
     if not 0 <= cfg.optim.n_epochs_decay <= cfg.train.epochs:
         raise ConfigError(
             f"optim.n_epochs_decay must be in [0, train.epochs={cfg.train.epochs}], got {cfg.optim.n_epochs_decay}")

@@ -41,6 +41,7 @@ from dsa_plugin.files import remove_stale_temps, write_json
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.distributed import DistContext
+from dsa_plugin.gan.ema import WeightAverage
 from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers, build_schedulers
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
@@ -57,7 +58,7 @@ RESUME_KEYS = ("variant", "model.ngf", "model.n_blocks", "model.ndf", "model.n_l
                # what the steps see and how fast they learn: a resumed run with other data or another
                # learning rate would silently continue with the old optimizer lr / mix two datasets
                "data.day", "data.night", "data.root", "data.crop_size", "data.scale", "data.resize_short",
-               "data.skip_bad_images", "optim.lr", "train.identity_warmup")
+               "data.skip_bad_images", "optim.lr", "train.identity_warmup", "train.ema")
 #: data keys that change nothing but speed: free to differ on resume
 RESUME_FREE = ("data.num_workers", "data.cache_images")
 
@@ -129,6 +130,7 @@ class Trainer:
         self.resumed_from: int | None = None
         self.elapsed_before = 0.0
         self.warmup: dict[str, Any] = {}
+        self.ema: dict[str, WeightAverage] = {}  # train.ema: made after the warm-up, or from the state
         if resume and self.state_path.is_file():
             if self.ctx.is_main:
                 for path in remove_stale_temps(self.ckpt_dir):
@@ -153,6 +155,7 @@ class Trainer:
             "schedulers": {n: {"last_epoch": s.last_epoch} for n, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": self.step.state_dict(), "rng": rng,
+            "ema": {n: avg.state_dict() for n, avg in self.ema.items()},
         }
 
     def _load_state(self) -> None:
@@ -178,6 +181,9 @@ class Trainer:
                               f"resume it with the same number of processes (now {self.ctx.world_size})")
         for name, sd in state["nets"].items():
             self.nets[name].load_state_dict(sd)
+        for name, sd in (state.get("ema") or {}).items():
+            self.ema[name] = WeightAverage(self.nets[name], self.cfg.train.ema)
+            self.ema[name].load_state_dict(sd)
         for name, sd in state["optimizers"].items():
             self.optimizers[name].load_state_dict(sd)
         for name, sd in state["schedulers"].items():
@@ -206,7 +212,7 @@ class Trainer:
         from dsa_plugin.checkpoints import save_network
 
         for name in _generators(self.cfg.variant):
-            net = self.nets[name]
+            net = self.ema[name].module if name in self.ema else self.nets[name]
             save_network(self.ckpt_dir / f"{name}_last.pth", net)
             if epoch_snapshot is not None:
                 save_network(self.ckpt_dir / f"{name}_epoch_{epoch_snapshot:02d}.pth", net)
@@ -253,6 +259,8 @@ class Trainer:
                        dynamic_ncols=True)
         if self.resumed_from is None and cfg.train.identity_warmup:
             self._identity_warmup(scalars)
+        if self.resumed_from is None and cfg.train.ema:
+            self.ema = {name: WeightAverage(self.nets[name], cfg.train.ema) for name in _generators(cfg.variant)}
         it_start, t_start = self.iteration, time.perf_counter()
         losses, visuals, last_row = None, None, None
         columns = COLUMNS["cyclegan" if cfg.variant == "cyclegan" else "hed"]
@@ -261,6 +269,8 @@ class Trainer:
                 self.dataset.set_epoch(self.epoch)
                 for day, night in self._loader():
                     losses, visuals = self.step(self._to_device(day), self._to_device(night))
+                    for name, average in self.ema.items():
+                        average.update(self.nets[name])
                     self.iteration += 1
                     self.in_epoch += 1
                     if self.iteration % cfg.train.log_every == 0 or self.iteration == self.total:
