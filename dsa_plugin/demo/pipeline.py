@@ -139,7 +139,8 @@ def figures_stage(settings: DemoSettings, data: DemoData, generators: dict[int, 
     return {"figures": figures}
 
 
-def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: int, out: Path) -> dict[str, Any]:
+def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: int, out: Path,
+                models: Path) -> dict[str, Any]:
     """Frozen-trunk outputs of every image the runs will see (day, night caches, CLAHE'd, held-out),
     computed once; scores the pretrained network as it is on the way."""
     from dsa_plugin.tuples import ANCHOR, NEGATIVE
@@ -170,7 +171,21 @@ def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: i
     store = out / "trunk.pt"
     net.features.save(store)
     write_json(out / "trunk.json", identity)
-    return {"store": str(store), "images": len(net.features.store), "pretrained": pretrained}
+    return {"store": str(store), "images": len(net.features.store), "pretrained": pretrained,
+            "checkpoint": _save_pretrained(settings, net, grid, models)}
+
+
+def _save_pretrained(settings: DemoSettings, net, grid: int, models: Path) -> str:
+    """The pretrained network the table's "pretrained" rows score, as a checkpoint like the others
+    (tested without CLAHE; ``dsa evaluate --checkpoint ... --clahe`` gives the CLAHE row)."""
+    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.demo.runs import architecture
+
+    models.mkdir(parents=True, exist_ok=True)
+    path = models / "pretrained.pth"
+    save_network(path, net.cpu(), {**architecture(settings), "backend": "plugin"},
+                 runtime={"test": test_settings(settings, False, grid), "trained_by": "dsa demo (pretrained, not fine-tuned)"})
+    return str(path)
 
 
 def arm_groups(arm: Arm, *last: str) -> tuple[str, ...]:
@@ -254,7 +269,8 @@ def _run_demo(settings: DemoSettings, log: Callable[[str], None]) -> dict[str, A
     trunk = None
     if settings.network == "vgg16":
         version = stages.fingerprint(("data", "gan", "night-cache", "train", "eval"), {"gan_seeds": settings.gan_seeds})
-        trunk = stages.run("trunk", lambda: trunk_stage(settings, data, arms, grid, out / "trunk" / version[:8]),
+        trunk = stages.run("trunk", lambda: trunk_stage(settings, data, arms, grid, out / "trunk" / version[:8],
+                                                       out / "models"),
                            ("data", "gan", "night-cache", "train", "eval"),
                            {"gan_seeds": settings.gan_seeds, "arms": settings.arms})
     runs = _collect_runs(settings, stages, data, arms, choices, trunk["store"] if trunk else None, out, log)
