@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                 for role, folder in (("validation", data.val_dir), ("evaluation", data.eval_dir))}
         held_out = folder_images(data.eval_dir, settings.image_size)
         nights = [load_image01(path, settings.image_size) for path in data.gan_night.read_text().split()]
-        sets["real nights (reference)"] = meter.score(held_out["day"], nights, held_out["night"])
+        sets["real nights (reference)"] = meter.score(held_out["day"], nights, held_out["night"], paired=False)
 
     print(f"GAN of `dsa demo --data {args.data}` (seed {args.gan_seed}{', quick' if args.quick else ''}): "
           f"{result.iterations} iterations in {train_s:.0f} s on {args.device}")

@@ -125,9 +125,25 @@ def test_amos_folder_layout(tmp_path, amos_dir, amos_labels):
         eval_places = {r["place_id"] for r in csv.DictReader(f)}
     assert eval_places == {p for p, r in roles.items() if r == "eval"}
     assert len(set(train.clusters)) >= 2
+    # Validation webcams: training places with day and night photos, held out from the GAN, the
+    # training db and the evaluation (the demo's choices are made there).
+    with open(data.val_dir / "labels.csv", newline="") as f:
+        val_rows = list(csv.DictReader(f))
+    val_places = {r["place_id"] for r in val_rows}
+    assert len(val_places) == 2 and not val_places & eval_places
+    assert {r["domain"] for r in val_rows} == {"day", "night"}
+    assert all(roles[p] == "gan_train" for p in val_places)
+    by_file = {r["file"]: r["place_id"] for r in amos_labels}
+    gan = data.gan_day.read_text().split() + data.gan_night.read_text().split()
+    assert not {by_file[str(Path(p).relative_to(amos_dir.resolve()))] for p in gan} & (val_places | eval_places)
     assert len(data.gan_night.read_text().split()) == sum(
-        1 for r in amos_labels if r["role"] == "gan_train" and r["domain"] == "night"
+        1 for r in amos_labels if r["role"] == "gan_train" and r["domain"] == "night" and r["place_id"] not in val_places
     )
+    # The oracle pairs every training day photo with a night photo of the same webcam.
+    oracle = json.loads(data.oracle.read_text())
+    assert len(oracle) == len(train.images)
+    for night in oracle.values():
+        assert by_file[str(Path(night).relative_to(amos_dir.resolve()))] not in val_places | eval_places
 
 
 def test_svg_chart_handles_series_and_empty():

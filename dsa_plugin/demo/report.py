@@ -172,7 +172,7 @@ def result_rows(summary: dict[str, Any]) -> list[tuple]:
         rows.append((name, _fmt(table[name]["night->day"]), _fmt(table[name]["day->day"]), _setting(test),
                      _fmt(other[name]["night->day"]), _fmt(other[name]["day->day"])))
     for name, scores in (summary.get("pretrained") or {}).items():
-        rows.append((f"pretrained ({name} at test)", f"{100 * scores['night->day']['map']:.1f}",
+        rows.append((f"pretrained, {name}", f"{100 * scores['night->day']['map']:.1f}",
                      f"{100 * scores['day->day']['map']:.1f}", name, "", ""))
     return rows
 

@@ -168,10 +168,13 @@ class NightRealism:
     def features(self, images: Sequence[Tensor]) -> Tensor:
         return local_features(images, self.trunk, self.per_image, self.seed, **self.norm)
 
-    def score(self, days: Sequence[Tensor], fakes: Sequence[Tensor], nights: Sequence[Tensor]) -> dict[str, float]:
+    def score(self, days: Sequence[Tensor], fakes: Sequence[Tensor], nights: Sequence[Tensor],
+              paired: bool = True) -> dict[str, float]:
+        """The measure for ``fakes`` (``fakes[i]`` made from ``days[i]`` when ``paired``; unpaired
+        sets, e.g. real nights of other places as a reference, get no edge L1)."""
         f_day, f_fake, f_night = self.features(days), self.features(fakes), self.features(nights)
         out = kid_gap_closed(f_day, f_fake, f_night, subset_size=self.subset_size, subsets=self.subsets, seed=self.seed)
         out.update(day_luma=mean_luma(days), fake_luma=mean_luma(fakes), night_luma=mean_luma(nights))
-        if self.edges is not None:
+        if self.edges is not None and paired:
             out["edge_l1"] = edge_l1(fakes, days, self.edges)
         return out
