@@ -57,7 +57,8 @@ RESUME_KEYS = ("variant", "model.ngf", "model.n_blocks", "model.ndf", "model.n_l
                # what the steps see and how fast they learn: a resumed run with other data or another
                # learning rate would silently continue with the old optimizer lr / mix two datasets
                "data.day", "data.night", "data.root", "data.crop_size", "data.scale", "data.resize_short",
-               "data.skip_bad_images", "optim.lr", "train.identity_warmup")
+               "data.skip_bad_images", "optim.lr", "train.identity_warmup",
+               "model.rcf_weights", "model.mlp_nc", "loss.nce_layers")
 #: data keys that change nothing but speed: free to differ on resume
 RESUME_FREE = ("data.num_workers", "data.cache_images")
 
@@ -255,7 +256,7 @@ class Trainer:
             self._identity_warmup(scalars)
         it_start, t_start = self.iteration, time.perf_counter()
         losses, visuals, last_row = None, None, None
-        columns = COLUMNS["cyclegan" if cfg.variant == "cyclegan" else "hed"]
+        columns = COLUMNS.get(cfg.variant, COLUMNS["hed"])
         try:
             while self.iteration < self.total and self.epoch < cfg.train.epochs:
                 self.dataset.set_epoch(self.epoch)
