@@ -218,11 +218,24 @@ def batches(n, b=2, size=32, seed=0):
             for _ in range(n)]
 
 
-def assert_close_states(a, b, atol):
+def normed_biases(net):
+    """Biases of convs right before an InstanceNorm: the norm removes them, their true gradient is 0 and
+    Adam turns the float noise of that zero into +-lr steps, different for any other summation order."""
+    names = set()
+    for prefix, module in net.named_modules():
+        if isinstance(module, torch.nn.Sequential):
+            for i, (m, after) in enumerate(zip(module, list(module)[1:])):
+                if getattr(m, "bias", None) is not None and isinstance(after, torch.nn.InstanceNorm2d):
+                    names.add(f"{prefix}.{i}.bias".lstrip("."))
+    return names
+
+
+def assert_close_states(a, b, atol, skip=()):
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
     for key in sa:
-        assert torch.allclose(sa[key].float(), sb[key].float(), atol=atol, rtol=0), key
+        if key not in skip:
+            assert torch.allclose(sa[key].float(), sb[key].float(), atol=atol, rtol=0), key
 
 
 def small(variant, **extra):
@@ -362,7 +375,11 @@ def test_cut_iterations_match_literal_reference():
             assert abs(got[key].item() - value.item()) <= 2e-5 * max(1.0, abs(value.item())), (it, key)
         assert set(visuals) == {"day", "fake", "night", "idt"}
     for name in ("generator_X", "discriminator_Y", "featdown"):
-        assert_close_states(nets[name], ref[name], atol=1e-5)
+        skip = normed_biases(nets[name])
+        assert_close_states(nets[name], ref[name], atol=1e-5, skip=skip)
+        for key in skip:  # both moved by noise only: at most one lr step per iteration
+            assert (nets[name].state_dict()[key] - ref[name].state_dict()[key]).abs().max() <= 2 * 3 * 2e-4 + 1e-7
+    assert "model.1.bias" in normed_biases(nets["generator_X"]) and "model.4.bias" not in normed_biases(nets["generator_X"])
     assert not torch.equal(nets["featdown"].state_dict()["mlp_0.0.weight"],
                            build_networks(cfg)["featdown"].state_dict()["mlp_0.0.weight"])  # the MLP learns
 
