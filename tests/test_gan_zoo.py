@@ -375,11 +375,11 @@ def test_cut_iterations_match_literal_reference():
             assert abs(got[key].item() - value.item()) <= 2e-5 * max(1.0, abs(value.item())), (it, key)
         assert set(visuals) == {"day", "fake", "night", "idt"}
     for name in ("generator_X", "discriminator_Y", "featdown"):
-        skip = normed_biases(nets[name])
+        skip = normed_biases(nets[name]) - {"model.4.bias"}  # conv 4's output is tapped by PatchNCE
         assert_close_states(nets[name], ref[name], atol=1e-5, skip=skip)
         for key in skip:  # both moved by noise only: at most one lr step per iteration
             assert (nets[name].state_dict()[key] - ref[name].state_dict()[key]).abs().max() <= 2 * 3 * 2e-4 + 1e-7
-    assert "model.1.bias" in normed_biases(nets["generator_X"]) and "model.4.bias" not in normed_biases(nets["generator_X"])
+    assert {"model.1.bias", "model.7.bias", "model.11.bias", "model.14.bias"} <= normed_biases(nets["generator_X"])
     assert not torch.equal(nets["featdown"].state_dict()["mlp_0.0.weight"],
                            build_networks(cfg)["featdown"].state_dict()["mlp_0.0.weight"])  # the MLP learns
 
