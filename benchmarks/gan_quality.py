@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="100 iterations")
     p.add_argument("--iterations", type=int, default=None, help="training iterations (default 300, quick 100)")
     p.add_argument("--config", default="tiny", help="preset or YAML (default tiny)")
+    p.add_argument("--variant", default=None, help="train this variant's tiny preset (hedngan, cut, rcfngan, ...)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/gan_quality", help="output folder (training run + grid)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -95,6 +96,10 @@ def main(argv=None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.variant:
+        from dsa_plugin.gan.variants import gan_preset
+
+        args.config = gan_preset(args.variant, tiny=True)
     warnings.filterwarnings("ignore")
     from dsa_plugin.checkpoints import load_generator
     from dsa_plugin.gan import load_config, train
