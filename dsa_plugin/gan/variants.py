@@ -112,3 +112,22 @@ def validate_zoo(cfg: Any) -> None:
     if cfg.variant == "cut" and (layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= n_modules):
         raise ConfigError(f"loss.nce_layers must be increasing indices in [0, {n_modules - 1}] "
                           f"(model.n_blocks={m.n_blocks}), got {loss.nce_layers!r}")
+
+
+#: override keys that only concern the HED (ignored by, and left out for, the other variants)
+_HED_ONLY = ("model.hed_weights", "model.hed_width")
+
+
+def variant_overrides(variant: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` written for the HEDN GAN tiny preset (e.g. the demo's), fitted to ``variant``:
+    the HED settings are dropped for the variants without a HED (CUT, CycleGAN, the RCF GANs: their
+    tiny presets keep a slim random RCF; pass ``model.rcf_weights`` for the published one).
+
+    Example:
+        >>> variant_overrides("cut", {"model.hed_weights": "hed", "model.hed_width": 1.0, "optim.lr": 1e-3})
+        {'optim.lr': 0.001}
+    """
+    gan_preset(variant)  # validates the name
+    if detector_kind(variant) == "hed":
+        return dict(overrides)
+    return {k: v for k, v in overrides.items() if k not in _HED_ONLY}
