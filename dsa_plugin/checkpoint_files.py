@@ -39,6 +39,7 @@ PUBLISHED = {
     "hedngan": _PUBLISHED_BASE + "hedngan_generator_X.pth",
     "cyclegan": _PUBLISHED_BASE + "cyclegan_generator_X.pth",
     "hed": _PUBLISHED_BASE + "hed_sniklaus_github.pth",
+    "rcf": _PUBLISHED_BASE + "rcf_bsds500_pascal_model.pth",  # RCF GAN / RCF^N GAN detector
     "hedngan_embed_vgg16": _PUBLISHED_BASE + "hedngan_embed_vgg16.pth",
     "cyclegan_embed_vgg16": _PUBLISHED_BASE + "cyclegan_embed_vgg16.pth",
     "hedngan_embed_resnet101": _PUBLISHED_BASE + "hedngan_embed_resnet101.pth",

@@ -12,7 +12,8 @@ from dsa_plugin.gan.config import GanConfig, load_config, preset
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["hedngan", "hedgan", "cyclegan"])
+@pytest.mark.parametrize("name", ["hedngan", "hedgan", "cyclegan", "cut", "rcfgan", "rcfngan",
+                                  "cut-tiny", "rcfgan-tiny", "rcfngan-tiny"])
 def test_yaml_files_equal_presets(name):
     assert load_config(CONFIGS / f"{name}.yaml").to_dict() == preset(name).to_dict()
 

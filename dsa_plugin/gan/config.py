@@ -1,9 +1,9 @@
 """GAN training settings: one nested dataclass schema with the paper's defaults (docs/reference.md §gan-variants).
 
-Why one module of ~380 lines: the schema, its presets and its validation are one contract; a
+Why one module of ~400 lines: the schema, its presets and its validation are one contract; a
 field, its default and its check are read together.
 
-A config is built from presets (``hedngan``, ``hedgan``, ``cyclegan``, ``tiny``), YAML files and
+A config is built from presets (``hedngan``, ``cut``, ..., ``tiny``, ``cut-tiny``, ...), YAML files and
 ``key=value`` overrides with dotted keys (``data.crop_size=64``). Every value is validated at the
 boundary: an unknown key names itself and the valid keys, a wrong type names the expected one.
 
@@ -25,8 +25,7 @@ import yaml
 
 from dsa_plugin.config import ConfigError, check_value
 from dsa_plugin.files import to_plain
-
-VARIANTS = ("hedngan", "hedgan", "cyclegan")
+from dsa_plugin.gan.variants import VARIANTS, validate_zoo, zoo_presets
 
 
 @dataclass
@@ -70,8 +69,11 @@ class ModelConfig:
         init_gain: 0.2 as the reference (not upstream CycleGAN's 0.02).
         hed_weights: path or URL of the pretrained HED (student and teacher start from it);
             None trains with a randomly initialised HED and logs a warning.
-        hed_width: channel multiplier of the HED's VGG blocks. 1.0 is the real HED (required with
-            hed_weights); smaller values only make random-init smoke runs (the ``tiny`` preset) fast.
+        hed_width: channel multiplier of the edge detector's VGG blocks (HED, or RCF for the RCF
+            variants). 1.0 is the real detector (required with hed_weights / rcf_weights); smaller
+            values only make random-init smoke runs (the ``tiny`` presets) fast.
+        rcf_weights: pretrained RCF of the RCF variants (``rcf`` = the published file, a path or URL).
+        mlp_nc: CUT's patch MLP width (256).
     """
 
     ngf: int = 64
@@ -83,6 +85,8 @@ class ModelConfig:
     init_gain: float = 0.2
     hed_weights: str | None = None
     hed_width: float = 1.0
+    rcf_weights: str | None = None
+    mlp_nc: int = 256
 
 
 @dataclass
@@ -107,13 +111,20 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (docs/reference.md §gan-losses)."""
+    """Loss weights (docs/reference.md §gan-losses). CUT's ``identity`` (10, a PatchNCE of night vs
+    G(night)), ``nce`` (1), ``nce_layers`` ("4,8,12,16"), ``num_patches`` (256) and
+    ``nce_temperature`` (0.07): docs/gan.md §cut."""
 
     adversarial: float = 1.0
     edge: float = 5.0
     hed: float = 1.0
     cycle: float = 10.0
     pool_size: int = 50
+    identity: float = 10.0
+    nce: float = 1.0
+    nce_layers: str = "4,8,12,16"
+    num_patches: int = 256
+    nce_temperature: float = 0.07
 
 
 @dataclass
@@ -224,6 +235,7 @@ def validate(cfg: GanConfig) -> None:
     if not 0 <= cfg.optim.n_epochs_decay <= cfg.train.epochs:
         raise ConfigError(
             f"optim.n_epochs_decay must be in [0, train.epochs={cfg.train.epochs}], got {cfg.optim.n_epochs_decay}")
+    validate_zoo(cfg)
     dev = cfg.device
     if not (dev in ("cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
@@ -254,11 +266,13 @@ PRESETS: dict[str, Any] = {
         "train": {"epochs": 100, "batch_size": 1},
     },
     "tiny": _tiny,
+    **zoo_presets(_tiny),  # cut, rcfgan, rcfngan and <variant>-tiny (dsa_plugin.gan.variants)
 }
 
 
 def preset(name: str) -> GanConfig:
-    """A built-in config: ``hedngan``, ``hedgan``, ``cyclegan`` (the paper's) or ``tiny``."""
+    """A built-in config: ``hedngan``, ``hedgan``, ``cyclegan``, ``cut``, ``rcfgan``, ``rcfngan`` (the
+    reference's), ``tiny`` (= ``hedngan-tiny``) or ``<variant>-tiny``."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
     return GanConfig.from_dict(PRESETS[name](), where=f"preset {name}")

@@ -27,12 +27,18 @@ NETWORKS = {
     "hedngan": ("generator_X", "discriminator_Y", "detector", "detector_frozen"),
     "hedgan": ("generator_X", "discriminator_Y", "detector"),
     "cyclegan": ("generator_X", "generator_Y", "discriminator_X", "discriminator_Y"),
+    "cut": ("generator_X", "discriminator_Y", "featdown"),
+    "rcfgan": ("generator_X", "discriminator_Y", "detector"),
+    "rcfngan": ("generator_X", "discriminator_Y", "detector", "detector_frozen"),
 }
 #: networks with an optimizer (all others are frozen)
 TRAINABLE = {
     "hedngan": ("discriminator_Y", "detector", "generator_X"),
     "hedgan": ("discriminator_Y", "generator_X"),
     "cyclegan": ("generator_X", "generator_Y", "discriminator_X", "discriminator_Y"),
+    "cut": ("discriminator_Y", "generator_X", "featdown"),  # the reference's optimizer order
+    "rcfgan": ("discriminator_Y", "generator_X"),
+    "rcfngan": ("discriminator_Y", "detector", "generator_X"),
 }
 
 
@@ -103,6 +109,10 @@ def calibrate_random_hed(hed: HED, seed: int = 0, target_std: float = 2.0, targe
 def build_networks(cfg: GanConfig) -> dict[str, nn.Module]:
     """CPU networks of ``cfg.variant``, named as in the reference; frozen ones have requires_grad off."""
     v = cfg.variant
+    if v in ("cut", "rcfgan", "rcfngan"):
+        from dsa_plugin.gan.zoo import build_zoo_networks
+
+        return build_zoo_networks(cfg)
     nets: dict[str, nn.Module] = {}
     if v == "cyclegan":
         nets["generator_X"], nets["generator_Y"] = build_generator(cfg), build_generator(cfg)

@@ -1,5 +1,5 @@
 """Sample grids: one row per image, columns day | G(day) | real night | HED(day) | HED(G(day))
-(CycleGAN: day | G_X(day) | real night | G_Y(night) | G_Y(G_X(day))).
+(CycleGAN: day | G_X(day) | real night | G_Y(night) | G_Y(G_X(day)); CUT: day | G(day) | night | G(night)).
 
 Example:
     >>> grid = sample_grid({"day": torch.zeros(2, 3, 8, 8), "edge_day": torch.ones(2, 1, 8, 8)})
@@ -21,6 +21,7 @@ from dsa_plugin.files import atomic_write_bytes
 COLUMNS = {
     "hed": ("day", "fake", "night", "edge_day", "edge_fake"),
     "cyclegan": ("day", "fake", "night", "fake_day", "rec_day"),
+    "cut": ("day", "fake", "night", "idt"),  # idt = G(night), the identity term's input
 }
 EDGE_KEYS = ("edge_day", "edge_fake")
 

@@ -126,7 +126,10 @@ def _visuals(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class _EdgeGanStep(GanStep):
-    """The generator step both HED GANs share: adversarial + weighted edge L1, then the update."""
+    """The generator step both HED GANs share: adversarial + weighted edge L1, then the update.
+    ``preprocess`` maps generator RGB to the detector's input (the RCF variants override it)."""
+
+    preprocess = staticmethod(hed_preprocess)
 
     def _edge_generator_step(self, fake_y, fake_e, real_e):
         """``fake_e`` must carry the graph back to the generator; returns (loss, adversarial, edge)."""
@@ -168,11 +171,11 @@ class HedNGanStep(_EdgeGanStep):
 
         # (2) detector student vs frozen teacher, on logits; target = teacher on the real day image
         with self.autocast():
-            pre_x = hed_preprocess(real_x)
+            pre_x = self.preprocess(real_x)
             with torch.no_grad():
                 target = teacher(pre_x, no_sigmoid=True)
             self._zero("detector")
-            real_logits, fake_logits = self.student_pair(pre_x, hed_preprocess(fake_y.detach()))
+            real_logits, fake_logits = self.student_pair(pre_x, self.preprocess(fake_y.detach()))
             e_real = weights.hed * l1_loss(real_logits, target)
             e_fake = weights.hed * l1_loss(fake_logits, target)
             loss_e = e_real + e_fake
@@ -181,7 +184,7 @@ class HedNGanStep(_EdgeGanStep):
 
         # (3) generator: adversarial + edge L1 of the updated student on G(day) vs the teacher on day
         with frozen(student), self.autocast():
-            fake_e = student(hed_preprocess(fake_y))
+            fake_e = student(self.preprocess(fake_y))
             real_e = torch.sigmoid(target)
         loss_g, g_gan, g_hed = self._edge_generator_step(fake_y, fake_e, real_e)
 
@@ -204,9 +207,9 @@ class HedGanStep(_EdgeGanStep):
         detector = self.nets["detector"]
         with self.autocast():
             fake_y = self.generator(real_x)
-            fake_e = detector(hed_preprocess(fake_y))
+            fake_e = detector(self.preprocess(fake_y))
             with torch.no_grad():
-                real_e = detector(hed_preprocess(real_x))
+                real_e = detector(self.preprocess(real_x))
             self._zero("discriminator_Y")
             pred_real, pred_fake = self.discriminator_pair(real_y, fake_y.detach())
             loss_d, d_real, d_fake = discriminator_loss(pred_real, pred_fake, weights.adversarial)
@@ -285,4 +288,6 @@ STEPS = {"hedngan": HedNGanStep, "hedgan": HedGanStep, "cyclegan": CycleGanStep}
 
 def make_step(cfg: GanConfig, nets, optimizers, **kwargs) -> GanStep:
     """The step object of ``cfg.variant`` (networks must already be on their device)."""
-    return STEPS[cfg.variant](cfg, nets, optimizers, **kwargs)
+    from dsa_plugin.gan.zoo_steps import ZOO_STEPS  # CUT, RCF GAN, RCF^N GAN
+
+    return {**STEPS, **ZOO_STEPS}[cfg.variant](cfg, nets, optimizers, **kwargs)

@@ -58,7 +58,8 @@ RESUME_KEYS = ("variant", "model.ngf", "model.n_blocks", "model.ndf", "model.n_l
                # what the steps see and how fast they learn: a resumed run with other data or another
                # learning rate would silently continue with the old optimizer lr / mix two datasets
                "data.day", "data.night", "data.root", "data.crop_size", "data.scale", "data.resize_short",
-               "data.skip_bad_images", "optim.lr", "train.identity_warmup", "train.ema")
+               "data.skip_bad_images", "optim.lr", "train.identity_warmup", "train.ema",
+               "model.rcf_weights", "model.mlp_nc", "loss.nce_layers")
 #: data keys that change nothing but speed: free to differ on resume
 RESUME_FREE = ("data.num_workers", "data.cache_images")
 
@@ -263,7 +264,7 @@ class Trainer:
             self.ema = {name: WeightAverage(self.nets[name], cfg.train.ema) for name in _generators(cfg.variant)}
         it_start, t_start = self.iteration, time.perf_counter()
         losses, visuals, last_row = None, None, None
-        columns = COLUMNS["cyclegan" if cfg.variant == "cyclegan" else "hed"]
+        columns = COLUMNS.get(cfg.variant, COLUMNS["hed"])
         try:
             while self.iteration < self.total and self.epoch < cfg.train.epochs:
                 self.dataset.set_epoch(self.epoch)
