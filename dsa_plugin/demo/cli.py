@@ -136,6 +136,10 @@ def format_summary(summary: dict) -> str:
     if summary.get("oracle_fraction") is not None:
         lines.append(f"The GAN's nights recover {100 * summary['oracle_fraction']:.0f} % of the oracle's gain over "
                      f"baseline+clahe (asked: >= 33 %).")
+    validation = summary.get("validation") or {}
+    if validation:
+        lines.append("validation places, night->day (as tested): " + ", ".join(
+            f"{k} {v['night->day']['mean']:.1f}" for k, v in validation.items()))
     realism = summary.get("realism") or {}
     if any(realism.values()):
         lines.append("night realism on validation places (KID gap closed / edge L1): "

@@ -233,6 +233,11 @@ def render_demo_report(report_dir: str | os.PathLike, summary: dict[str, Any]) -
                                     + ")")
     realism = "<h2>Night realism (validation places)</h2>" + html_table(
         ["nights", "KID gap closed", "edge L1", "day luma", "night-image luma", "real night luma"], realism_rows(summary))
+    validation = summary.get("validation") or {}
+    if validation:
+        realism = ("<h2>Validation places (where GAN settings are compared)</h2>" + html_table(
+            ["arm", "night→day mAP", "day→day mAP"],
+            [(name, _fmt(row["night->day"]), _fmt(row["day->day"])) for name, row in validation.items()])) + realism
     realism += ("<p>KID gap closed: 1 − KID(nights, real nights) / KID(days, real nights) on local conv3_3 features "
                 "of the pretrained VGG16 (1: as close to the real nights as real nights of other places are); "
                 "edge L1: |HED(night image) − HED(day)|.</p>")

@@ -134,10 +134,12 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     # clahe_choice: the grid picked on the validation places (set by the choices stage)
     "train": ("clahe_choice", "backend", "network", "trainable_convs", "image_size", "epochs", "qsize", "poolsize", "nnum",
               "qpool_size", "lr", "margin", "outputdim", "batch_size", "standardize"),
-    "eval": ("eval_image_size", "eval_scales", "eval_folders"),
+    "eval": ("eval_image_size", "eval_scales", "eval_folders", "eval_layout"),
 }
 #: Version of the data layout (``val/``, ``oracle.json``): older data stages are redone.
 DATA_LAYOUT = 2
+#: Version of what an evaluation stage records (2: also the validation places).
+EVAL_LAYOUT = 2
 
 
 #: Settings added after demo outputs existed, with the value every earlier run had: left out of the
@@ -147,7 +149,8 @@ LATER_KEYS = {"gan_variant": "hedngan"}
 
 def stage_fingerprint(settings: dict[str, Any], *groups: str) -> str:
     """Hash of the settings that the stage groups (cumulative, see ``STAGE_KEYS``) depend on."""
-    relevant = {k: settings.get(k, DATA_LAYOUT if k == "layout" else None) for g in groups for k in STAGE_KEYS[g]
+    layouts = {"layout": DATA_LAYOUT, "eval_layout": EVAL_LAYOUT}
+    relevant = {k: settings.get(k, layouts.get(k)) for g in groups for k in STAGE_KEYS[g]
                 if not (k in LATER_KEYS and settings.get(k, LATER_KEYS[k]) == LATER_KEYS[k])}
     return hashlib.sha256(json.dumps(to_plain(relevant), sort_keys=True).encode()).hexdigest()[:16]
 

@@ -43,6 +43,14 @@ def _cells(per_seed: dict[int, dict[str, Any]], other: bool = False) -> dict[str
     return row
 
 
+def validation_table(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per arm label, mean ± spread of the mAP on the validation places (as tested): what GAN
+    settings are compared on, never the evaluation places."""
+    val = {name: {s: {"eval": r["eval"]["validation"]} for s, r in per_seed.items() if "validation" in r["eval"]}
+           for name, per_seed in runs.items()}
+    return {name: _cells(per_seed) for name, per_seed in val.items() if per_seed}
+
+
 def arm_table(runs: dict[str, dict[int, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(table, other)``: per arm label, mean ± spread and per-seed mAP (%) as tested and under
     the other CLAHE setting."""
@@ -138,5 +146,5 @@ def summarise(runs: dict[str, dict[int, dict[str, Any]]], gan_seeds: tuple[int, 
         "table": table, "other_setting": other, "control": control, "claim": main,
         "claim_holds": robust, "oracle_fraction": fraction,
         "oracle_criterion": None if fraction is None else fraction >= MIN_ORACLE_FRACTION,
-        "per_gan_seed": per_gan, "gan_seeds": list(gan_seeds),
+        "per_gan_seed": per_gan, "gan_seeds": list(gan_seeds), "validation": validation_table(runs),
     }
