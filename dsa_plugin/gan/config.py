@@ -302,7 +302,10 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
     else:
         path = Path(source)
         if not path.is_file():
-            raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}) nor a YAML file")
+            path = packaged_config(source) or path
+        if not path.is_file():
+            raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}), a YAML file nor one "
+                              f"of the installed configs ({', '.join(packaged_configs())})")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
@@ -315,6 +318,29 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(values, key, value)
     return GanConfig.from_dict(values, where=str(source) if source is not None else "config")
+
+
+#: The YAML configs installed with the package: a copy of the repository's top-level ``configs/``.
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the installed GAN configs (``hedngan``, ``hedngan-tiny``, ...)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def packaged_config(name: "str | Path") -> Path | None:
+    """The installed copy of ``name``: ``hedngan-tiny``, ``hedngan-tiny.yaml`` or ``configs/hedngan-tiny.yaml``
+    (so the README's commands also work outside a checkout); ``None`` when there is none."""
+    parts = Path(name).parts
+    if parts and parts[0] == "configs":
+        parts = parts[1:]
+    if not parts or ".." in parts:
+        return None
+    path = PACKAGED_CONFIGS.joinpath(*parts)
+    if path.suffix not in (".yaml", ".yml"):
+        path = path.with_name(path.name + ".yaml")
+    return path if path.is_file() else None
 
 
 def _with_preset(values: dict[str, Any], where: str) -> dict[str, Any]:
