@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         changes["epochs"] = args.epochs
     if args.jobs is not None:
         cores = os.cpu_count() or 1
-        if not 1 <= args.jobs <= cores:
-            build_parser().error(f"--jobs must be in [1, {cores}] (one CPU thread each; this machine has {cores} "
-                                 f"cores), got {args.jobs}")
+        most = max(2, cores)  # 2: the default, also on one core
+        if not 1 <= args.jobs <= most:
+            build_parser().error(f"--jobs must be in [1, {most}] (one process and CPU thread each; this machine has "
+                                 f"{cores} core(s)), got {args.jobs}")
         changes["jobs"] = args.jobs
     from dsa_plugin.devices import DeviceError, check_device
     from dsa_plugin.files import check_output_folder
