@@ -15,7 +15,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["dsa_plugin", "dsa_plugin.*"]),
-    package_data={"dsa_plugin": ["configs/*.yaml", "demo/*.html"]},
+    # dsa_plugin/configs/ is a copy of the top-level configs/ (tests/test_package_data.py keeps them identical)
+    package_data={"dsa_plugin": ["configs/*.yaml", "configs/cirtorch/*.yaml", "configs/how/*.yml"]},
     install_requires=[
         "torch>=2.1,<2.15",
         "torchvision>=0.16,<0.30",

@@ -136,6 +136,12 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
         if shapes:
             lines.append(f"  shape differences ({len(shapes)}): {_limited(shapes, 6)}")
         raise CheckpointError("\n".join(lines))
+    # load_state_dict casts silently: an int64 tensor becomes integer-valued float weights.
+    dtypes = [f"{k}: {state_dict[k].dtype}" for k, v in own.items()
+              if v.is_floating_point() and isinstance(state_dict[k], torch.Tensor) and not state_dict[k].is_floating_point()]
+    if dtypes:
+        raise CheckpointError(f"{source}: {len(dtypes)} weight tensor(s) are not floating point, e.g. {dtypes[0]}; "
+                              "the file was saved with a wrong dtype")
     module.load_state_dict(state_dict, strict=True)
     return module
 

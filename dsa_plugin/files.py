@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "to_plain", "write_json"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "check_output_folder", "to_plain", "write_json"]
 
 # os.open applies the umask to this, so the file gets the same permissions as one made by open()
 # (tempfile.mkstemp would make it 0600, unreadable for other users of a shared data folder).
@@ -147,3 +147,30 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sor
     """
     text = json.dumps(to_plain(obj), indent=indent, sort_keys=sort_keys)
     return atomic_write_text(path, text + "\n" if newline else text)
+
+
+#: Kernel file systems: paths there are not files, and writing to them fails late or does harm.
+_KERNEL_FOLDERS = ("/proc", "/sys", "/dev")
+
+
+def check_output_folder(path: str | os.PathLike, what: str) -> Path:
+    """Refuse an output folder that cannot hold outputs, before anything runs (nothing is created).
+
+    ``path`` may not exist yet; its nearest existing ancestor must be a writable folder. Refused:
+    a file (or a path under a file), a path under ``/proc``, ``/sys`` or ``/dev``, and a folder
+    the user cannot write. Raises ``ValueError`` whose message starts with ``what`` and ``path``.
+    """
+    given = Path(path).expanduser()
+    real = Path(os.path.realpath(given))
+    for kernel in _KERNEL_FOLDERS:
+        if real == Path(kernel) or Path(kernel) in real.parents:
+            raise ValueError(f"{what} {path}: is under {kernel}, a kernel file system, not a folder for outputs")
+    existing = real
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == real else f"is under {existing}, which is a file"
+        raise ValueError(f"{what} {path}: {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: {existing} is not writable")
+    return given

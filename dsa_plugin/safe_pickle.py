@@ -10,9 +10,12 @@ a :class:`PickleFileError`: a ``ValueError`` whose one-line message names the fi
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import types
 from pathlib import Path
+from typing import BinaryIO
 
 from dsa_plugin.files import atomic_write
 
@@ -78,16 +81,35 @@ def load_pickle(path: str | os.PathLike) -> object:
     :class:`PickleFileError` for a missing, empty, truncated or non-pickle file.
     """
     path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise PickleFileError(f"{path}: cannot read the file: {err.strerror or err}") from None
+    return _load_bytes(data, path)
+
+
+def load_from(file: BinaryIO, name: str | os.PathLike | None = None) -> object:
+    """``pickle.load(file)`` through the restricted unpickler (reads the rest of ``file``).
+
+    For toolkit code that calls ``pickle.load`` on a handle it opened (see
+    :data:`RESTRICTED_PICKLE`); ``name`` (default: ``file.name``) is what the errors say.
+    """
+    path = Path(str(name if name is not None else getattr(file, "name", "<pickle stream>")))
+    try:
+        data = file.read()
+    except OSError as err:
+        raise PickleFileError(f"{path}: cannot read the file: {err.strerror or err}") from None
+    return _load_bytes(data, path)
+
+
+def _load_bytes(data: bytes, path: Path) -> object:
     for encoding in ("ASCII", "latin1"):
         try:
-            with open(path, "rb") as f:
-                return _RestrictedUnpickler(f, path, encoding=encoding).load()
+            return _RestrictedUnpickler(io.BytesIO(data), path, encoding=encoding).load()
         except UnicodeDecodeError:
             continue  # a Python-2 str holding non-ASCII bytes: latin1 maps every byte
         except PickleFileError:
             raise
-        except OSError as err:
-            raise PickleFileError(f"{path}: cannot read the file: {err.strerror or err}") from None
         except EOFError:
             raise PickleFileError(f"{path}: empty or truncated pickle (ran out of data)") from None
         except pickle.UnpicklingError as err:
@@ -99,6 +121,28 @@ def load_pickle(path: str | os.PathLike) -> object:
                 f"{path}: not a valid pickle ({type(err).__name__}: {_one_line(err)[:200]})"
             ) from None
     raise PickleFileError(f"{path}: cannot decode the pickle (tried ASCII and latin1 string encodings)")
+
+
+class _RestrictedPickleModule(types.ModuleType):
+    """Stands in for the ``pickle`` module inside toolkit code: ``load``/``loads`` are restricted,
+    everything else (``dump``, ``HIGHEST_PROTOCOL``, ...) is the real module's."""
+
+    def __init__(self) -> None:
+        super().__init__("pickle", "the pickle module with load/loads through dsa_plugin.safe_pickle")
+
+    load = staticmethod(load_from)
+
+    @staticmethod
+    def loads(data: bytes, **_: object) -> object:
+        return _load_bytes(bytes(data), Path("<pickled bytes>"))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(pickle, name)
+
+
+#: What :func:`dsa_plugin.integrations.how_runtime.how_runtime` binds as ``pickle`` in the
+#: toolkit modules it runs: every ``pickle.load`` there reads plain data only.
+RESTRICTED_PICKLE = _RestrictedPickleModule()
 
 
 def dump_pickle(obj: object, path: str | os.PathLike) -> Path:

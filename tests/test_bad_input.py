@@ -145,6 +145,99 @@ def _no_cuda() -> None:
         pytest.skip("checks the no-GPU message")
 
 
+MARKER = "PAYLOAD-RAN"
+
+
+class _Payload:
+    """Unpickling it writes ``MARKER`` beside the pickle (it names ``os.system``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.folder / MARKER}",)
+
+
+def _payload_pickle(tmp: Path, name: str = "evil.pkl") -> Path:
+    path = tmp / name
+    path.write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [], "x": _Payload(tmp)}))
+    return path
+
+
+def _payload_checkpoint(tmp: Path) -> Path:
+    path = tmp / "payload.pth"
+    torch.save({"state_dict": {}, "epoch": 1, "x": _Payload(tmp)}, path)
+    return path
+
+
+def _int64_generator(tmp: Path) -> Path:
+    state = torch.load(_generator(tmp), weights_only=True)
+    state["model_state"] = {k: v.to(torch.int64) for k, v in state["model_state"].items()}
+    path = tmp / "g_int64.pth"
+    torch.save(state, path)
+    return path
+
+
+def _embedding_meta(tmp: Path, **meta) -> Path:
+    from dsa_plugin.evaluation.networks import build_gem_network
+
+    net = build_gem_network("gem_small", outputdim=16)
+    path = tmp / "embed_meta.pth"
+    torch.save({"meta": {"architecture": "gem_small", "pooling": "gem", "mean": [0.485, 0.456, 0.406],
+                         "std": [0.229, 0.224, 0.225], **meta}, "state_dict": net.state_dict()}, path)
+    return path
+
+
+def _deep_yaml(tmp: Path) -> Path:
+    return _gan_config(tmp, "preset: tiny\ndata: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def _escaping_list(tmp: Path, entry: str | None = None) -> Path:
+    """A list in ``tmp/sub`` naming an image beside it in ``tmp`` (``../img.png``) or ``entry``."""
+    Image.new("RGB", (32, 24)).save(tmp / "img.png")
+    (tmp / "sub").mkdir(exist_ok=True)
+    (tmp / "sub" / "list.txt").write_text(f"{entry or '../img.png'}\n")
+    return tmp / "sub" / "list.txt"
+
+
+def _escaping_manifest(tmp: Path) -> Path:
+    """A night cache whose manifest lists a file outside the cache."""
+    import json
+
+    from dsa_plugin.night.cache import CACHE_KIND, CACHE_VERSION, MANIFEST
+
+    cache = tmp / "cache"
+    cache.mkdir(exist_ok=True)
+    (cache / MANIFEST).write_text(json.dumps({
+        "kind": CACHE_KIND, "version": CACHE_VERSION, "generator": "0" * 64, "ratio": 1.0, "prefix": "",
+        "image_size": 362, "clahe": None, "format": "png", "amp": False, "source": "x", "complete": True,
+        "count": 1, "inputs": {}, "entries": {"img": "../../../../etc/hostname"}}))
+    return cache
+
+
+def _offline(monkeypatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution (test: offline)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request, "urlretrieve", refuse)
+
+
+def _how_run(tmp: Path, extra: str, gpu: str = "null") -> list[str]:
+    """``dsa how-train`` on HOW's r18 recipe with an empty data folder (HOW would download) and ``extra``."""
+    return ["how-train", str(_how_params(tmp, f"__template__: {_how_template()}\n"
+            f"demo_train: {{data_folder: {tmp / 'data'}, exp_folder: {tmp / 'exp'}, gpu_id: {gpu}}}\n{extra}"))]
+
+
+def _demo(tmp: Path, *extra: str) -> list[str]:
+    return ["demo", "--quick", "--out", str(tmp / "demo"), *extra]
+
+
 # ------------------------------------------------------------------------------------ the table
 
 
@@ -154,6 +247,10 @@ class Case:
     argv: Callable[[Path], list[str]]  # built in tmp_path
     needle: Callable[[Path], str] | str  # must appear in the error line
     pre: Callable[[], None] | None = None
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None  # e.g. no network
+    #: False where the problem shows only while the work runs: a bad image is found when `translate`
+    #: reads it, after the cache folder and its manifest (the resume point) were written.
+    writes_nothing: bool = True
 
 
 def _translate(tmp: Path, *extra: str, images: Path | None = None) -> list[str]:
@@ -167,9 +264,14 @@ def _evaluate(tmp: Path, *extra: str, rows: list[str] | bytes = GOOD_ROWS) -> li
             "--image-size", "24", "--single-scale", "--folder", str(_folder(tmp, rows)), *extra]
 
 
-def _cirtorch(tmp: Path, *extra: str) -> list[str]:
-    return ["cirtorch-train", str(tmp / "export"), "--dsa-data-root", str(tmp / "root"), "--dsa-skip-test",
+def _cirtorch(tmp: Path, *extra: str, export: str | None = None) -> list[str]:
+    return ["cirtorch-train", export or str(tmp / "export"), "--dsa-data-root", str(tmp / "root"), "--dsa-skip-test",
             "--dsa-no-download", "--training-dataset", "retrieval-SfM-120k", "--neg-num", "1", *extra]
+
+
+def _cirtorch_db(tmp: Path, *extra: str, export: str | None = None) -> list[str]:
+    _db(tmp)
+    return _cirtorch(tmp, *extra, export=export)
 
 
 def _how_template() -> str:
@@ -185,15 +287,27 @@ CASES = [
     Case("gan device foo", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "--device", "foo"], "foo"),
     Case("gan data is a list", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
                                           "--out", str(t / "o")], "data"),
+    Case("gan data list then data.day", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
+         "--out", str(t / "o"), f"data.day={t}"], "data must be a mapping"),
+    Case("gan betas above 1", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.betas=[2,3]",
+                                         *_gan_data(t)], "optim.betas"),
+    Case("gan seed 2**70", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), f"train.seed={2 ** 70}",
+                                      *_gan_data(t)], "train.seed"),
+    Case("gan crop 2", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "data.crop_size=2",
+                                  "data.resize_short=2", *_gan_data(t)], "data.crop_size"),
+    Case("gan config nested 5000 deep", lambda t: ["gan-train", "--config", str(_deep_yaml(t)), "--out", str(t / "o")],
+         "nested too deeply"),
+    Case("gan loss weight nan", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "loss.edge=.nan",
+                                           *_gan_data(t)], "loss.edge"),
     Case("gan config not utf-8", lambda t: ["gan-train", "--config", str(_gan_config(t, b"preset: tiny\n# \xff\xfe\n")),
                                             "--out", str(t / "o")], "gan.yaml"),
     Case("gan out is a file", lambda t: ["gan-train", "--config", "tiny", "--out", str(_gan_config(t, "x")), *_gan_data(t)],
          "gan.yaml"),
     # translate
-    Case("translate 1x1 image", lambda t: _translate(t, images=_image_list(t, (1, 1))), "img.png"),
-    Case("translate 3x500 image", lambda t: _translate(t, images=_image_list(t, (3, 500))), "img.png"),
+    Case("translate 1x1 image", lambda t: _translate(t, images=_image_list(t, (1, 1))), "img.png", writes_nothing=False),
+    Case("translate 3x500 image", lambda t: _translate(t, images=_image_list(t, (3, 500))), "img.png", writes_nothing=False),
     Case("translate decompression bomb", lambda t: _translate(t, images=_image_list(t, (64, 64))), "decompression-bomb",
-         pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000)),  # 4096 px > 2x the limit: Pillow's bomb error
+         pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000), writes_nothing=False),  # 4096 px > 2x the limit: Pillow's bomb error
     Case("translate device foo", lambda t: _translate(t, "--device", "foo", images=_image_list(t)), "foo"),
     Case("translate cuda without gpu", lambda t: _translate(t, "--device", "cuda", images=_image_list(t)), "cuda", pre=_no_cuda),
     Case("translate db qidxs out of range", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
@@ -211,7 +325,21 @@ CASES = [
          "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "g_bad_params.pth"),
     Case("translate generator with NaN weights", lambda t: ["translate", "--generator", str(_nan_generator(t)),
          "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "non-finite"),
+    Case("translate clahe nan", lambda t: _translate(t, "--clahe", "nan", images=_image_list(t)), "--clahe"),
+    Case("translate clahe -1", lambda t: _translate(t, "--clahe", "-1", images=_image_list(t)), "--clahe"),
+    Case("translate int64 generator", lambda t: ["translate", "--generator", str(_int64_generator(t)),
+         "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "not floating point"),
+    Case("translate list entry ../", lambda t: _translate(t, images=_escaping_list(t)), "line 1"),
+    Case("translate list entry absolute", lambda t: _translate(t, images=_escaping_list(t, str(t / "img.png"))), "line 1"),
+    Case("translate manifest entry outside the cache", lambda t: (_escaping_manifest(t),
+         _translate(t, images=_image_list(t)))[1], "../../../../etc/hostname"),
     # evaluate
+    Case("evaluate checkpoint architecture 5", lambda t: ["evaluate", "--checkpoint", str(_embedding_meta(t, architecture=5)),
+         "--device", "cpu", "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "architecture"),
+    Case("evaluate outputdim 1e9", lambda t: _evaluate(t, "--outputdim", "1000000000"), "--outputdim"),
+    Case("evaluate threads -1", lambda t: _evaluate(t, "--threads", "-1"), "--threads"),
+    Case("evaluate scales nan", lambda t: _evaluate(t, "--scales", "nan"), "--scales"),
+    Case("evaluate labels domain nite", lambda t: _evaluate(t, rows=[*GOOD_ROWS[:3], "d.jpg,nite,p2"]), "nite"),
     Case("evaluate labels not utf-8", lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"), "labels.csv"),
     Case("evaluate labels short row", lambda t: _evaluate(t, rows=[*GOOD_ROWS, "a.jpg,day"]), "row 6"),
     Case("evaluate image size 0", lambda t: _evaluate(t, "--image-size", "0"), "--image-size"),
@@ -230,7 +358,32 @@ CASES = [
          pre=_needs_cirtorch),
     Case("cirtorch dsa-device cuda:0", lambda t: (_db(t), _cirtorch(t, "--dsa-device", "cuda:0", "--dsa-clahe"))[1], "cuda",
          pre=lambda: (_needs_cirtorch(), _no_cuda())),
+    *[Case(f"cirtorch {flag} {value}", lambda t, f=flag, v=value: _cirtorch_db(t, f, v), flag, pre=_needs_cirtorch)
+      for flag, value in (("--lr", "-1"), ("--lr", "nan"), ("--batch-size", "0"), ("--query-size", "0"),
+                          ("--pool-size", "0"), ("--image-size", "0"), ("--update-every", "0"), ("--epochs", "-1"),
+                          ("--arch", "get_model"))],
+    Case("cirtorch EXPORT_DIR a file", lambda t: _cirtorch_db(t, export=str(_gan_config(t, "x"))), "EXPORT_DIR",
+         pre=_needs_cirtorch),
+    Case("cirtorch EXPORT_DIR under /proc", lambda t: _cirtorch_db(t, export="/proc/dsa-export"), "/proc",
+         pre=_needs_cirtorch),
+    Case("cirtorch resume payload", lambda t: _cirtorch_db(t, "--resume", str(_payload_checkpoint(t))), "payload.pth",
+         pre=_needs_cirtorch),
+    Case("cirtorch resume missing", lambda t: _cirtorch_db(t, "--resume", "nope.pth"), "nope.pth", pre=_needs_cirtorch),
     # how-train
+    Case("how template names itself", lambda t: ["how-train", str(_how_params(t, "__template__: how.yml\n"))],
+         "__template__", pre=_how_root),
+    Case("how offline, validation data missing", lambda t: _how_run(t, ""), "cannot be reached", pre=_how_root,
+         patch=_offline),
+    Case("how dsa.device differs from HOW's", lambda t: _how_run(t, "dsa: {device: cpu}\n", gpu="0"), "dsa.device",
+         pre=_how_root, patch=_offline),
+    Case("how payload in validation datasets", lambda t: _how_run(t, "validation: {global_descriptor: {frequency: 1, "
+         f"datasets: [{_payload_pickle(t)}]}}}}\n"), "evil.pkl", pre=_how_root, patch=_offline),
+    # demo
+    Case("demo cuda without gpu", lambda t: _demo(t, "--device", "cuda"), "cuda", pre=_no_cuda),
+    Case("demo out a file", lambda t: ["demo", "--quick", "--out", str(_gan_config(t, "x"))], "gan.yaml"),
+    Case("demo out under /proc", lambda t: ["demo", "--quick", "--out", "/proc/dsa-demo"], "/proc"),
+    *[Case(f"demo seeds {value!r}", lambda t, v=value: _demo(t, "--seeds", v), "--seeds") for value in ("", "-1", "0,0")],
+    Case("demo jobs 1000", lambda t: _demo(t, "--jobs", "1000"), "--jobs"),
     Case("how yaml syntax error", lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))], "how.yml",
          pre=_how_root),
     Case("how bad template", lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))], "nope.yml",
@@ -252,8 +405,13 @@ def test_bad_input_is_one_clear_line(case: Case, tmp_path: Path, capsys, monkeyp
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the case
     if case.pre is not None:
         case.pre()
+    if case.patch is not None:
+        case.patch(monkeypatch)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a default output folder would land here
     argv = case.argv(tmp_path)
     needle = case.needle(tmp_path) if callable(case.needle) else case.needle
+    before = sorted(tmp_path.rglob("*"))
     try:
         code = dsa_main(argv)
     except SystemExit as exc:
@@ -264,3 +422,6 @@ def test_bad_input_is_one_clear_line(case: Case, tmp_path: Path, capsys, monkeyp
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1, err
     assert needle in errors[0], err
+    if case.writes_nothing:
+        assert sorted(tmp_path.rglob("*")) == before, "the refused command wrote files"
+    assert not (tmp_path / MARKER).exists()

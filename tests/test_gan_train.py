@@ -285,3 +285,41 @@ def test_cli_reports_empty_list_and_bad_image(tmp_path, daynight, capsys):
     small = make_domain(tmp_path / "small", 2, False, size=(20, 16))
     assert main(args + items + [f"data.night={small}"]) == 2
     assert "is smaller than the crop 32x32" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_at_its_iteration(tmp_path, daynight, monkeypatch, capsys):
+    """A loss that turns NaN stops training at once, naming the iteration; the last finite checkpoint stays."""
+    from dsa_plugin.gan import trainer as trainer_module
+    from dsa_plugin.gan.cli import main as gan_main
+
+    real_make_step = trainer_module.make_step
+
+    class Diverging:
+        """The real step (state_dict and all); its 6th call reports a NaN generator loss."""
+
+        def __init__(self, step):
+            self.step, self.calls = step, 0
+
+        def __call__(self, day, night):
+            losses, visuals = self.step(day, night)
+            self.calls += 1
+            if self.calls == 6:  # iteration 6: the second epoch's second step
+                losses = {**losses, "G": torch.tensor(float("nan"))}
+            return losses, visuals
+
+        def __getattr__(self, name):
+            return getattr(self.step, name)
+
+    def make_step(*args, **kwargs):
+        return Diverging(real_make_step(*args, **kwargs))
+
+    monkeypatch.setattr(trainer_module, "make_step", make_step)
+    over = [f"{k}={'null' if v is None else v}" for k, v in tiny_overrides(*daynight).items()]
+    code = gan_main(["--config", "tiny", "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress", *over])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1 and "iteration 6: non-finite loss (G=nan)" in lines[0], err
+    assert "from iteration 4" in lines[0]  # the end of epoch 1 (4 iterations) was the last save
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state_last.pth", weights_only=False)
+    assert state["iteration"] == 4

@@ -274,6 +274,11 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     assert export_dir.name.endswith("_imsize64" + tag)
     assert run.checkpoints == [str(export_dir / "model_epoch1.pth.tar")]
     assert (export_dir / "model_best.pth.tar").is_file()
+    # --resume is looked up in this folder: the wrapper names it before main() runs, as cirtorch does.
+    parser = dsa_cirtorch.build_parser(dsa_cirtorch.load_train_module())
+    fresh = parser.parse_args(argv)
+    dsa_cirtorch.dsa_config_from_args(fresh, parser)
+    assert dsa_cirtorch._export_directory(fresh, tag) == str(export_dir)
     ckpt = torch.load(export_dir / "model_epoch1.pth.tar", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["meta"]["architecture"] == "squeezenet1_1"
     assert ckpt["dsa"]["config"] == run.config.to_dict() and ckpt["dsa"]["tag"] == tag

@@ -207,3 +207,57 @@ def test_bad_dsa_section_fails_before_training(tmp_path, data_root, capsys, dsa,
     for word in words:
         assert word in err
     assert not (tmp_path / "exp").exists()  # HOW's demo never started
+
+
+class _Payload:
+    """Unpickling it creates ``marker`` (it names ``os.system``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hows_pickle_loads_go_through_the_restricted_loader(tmp_path):
+    """HOW's load_dataset unpickles any dataset name with a "/" in it: inside how_runtime it is restricted."""
+    from how.utils import data_helpers
+
+    from dsa_plugin.safe_pickle import UnsafePickleError
+
+    modules = dsa_how.import_how(HOW_ROOT)
+    marker = tmp_path / "PAYLOAD-RAN"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [], "x": _Payload(marker)}))
+    good = tmp_path / "val.pkl"
+    good.write_bytes(pickle.dumps({"imlist": ["a.jpg"], "qimlist": ["b.jpg"], "gnd": [{"ok": [0]}]}, protocol=2))
+    with dsa_how.how_runtime(modules, None):
+        with pytest.raises(UnsafePickleError, match="posix.system|os.system"):
+            data_helpers.load_dataset(str(evil))
+        assert data_helpers.load_dataset(str(good)) == (["a.jpg"], ["b.jpg"], None, [{"ok": [0]}])
+    assert not marker.exists()
+    assert data_helpers.pickle is pickle  # restored after the run
+
+
+def test_payload_in_validation_datasets_never_runs(tmp_path, data_root, monkeypatch, capsys):
+    """The real HOW run: validation after epoch 1 loads the payload, which is refused (no file appears).
+
+    The up-front check (check_validation_pickles) is switched off here so that HOW itself reaches
+    the pickle; with it on, the run is refused before HOW starts (tests/test_bad_input.py).
+    """
+    from dsa_plugin.integrations import how_cli
+
+    marker = tmp_path / "PAYLOAD-RAN"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [], "x": _Payload(marker)}))
+    monkeypatch.setattr(how_cli, "check_validation_pickles", lambda params: None)
+    params = _write_params(tmp_path / "evil.yml", data_root, tmp_path / "exp", validation={
+        "global_descriptor": {"frequency": 1, "datasets": [str(evil)]},
+        "local_descriptor": {"frequency": None, "datasets": []}})
+    code = dsa_how.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "evil.pkl" in err and "refusing to unpickle" in err and "Traceback" not in err
+    assert not marker.exists()

@@ -260,3 +260,37 @@ def test_files_without_manifest_are_not_adopted(tiny_db, tmp_path):
         build_night_cache(out, paths, t, ratio=0.5, image_size=SIZE, progress=False)
     rebuilt = build_night_cache(out, paths, t, ratio=0.5, image_size=SIZE, overwrite=True, progress=False)
     rebuilt.load(cache.names[0])  # re-translated: a valid image again
+
+
+def _hand_made_cache(root, **manifest):
+    """A complete one-image cache written by hand (``manifest`` overrides its keys)."""
+    import json
+
+    from dsa_plugin.night.cache import CACHE_KIND, CACHE_VERSION, MANIFEST, entry_file
+
+    name = "0123456789abcdef"
+    (root / entry_file(name, "png")).parent.mkdir(parents=True)
+    (root / entry_file(name, "png")).write_bytes(b"")
+    values = {"kind": CACHE_KIND, "version": CACHE_VERSION, "generator": "0" * 64, "ratio": 1.0, "prefix": "",
+              "image_size": 362, "clahe": None, "format": "png", "amp": False, "source": "x", "complete": True,
+              "count": 1, "inputs": {}, "entries": {name: entry_file(name, "png")}, **manifest}
+    (root / MANIFEST).write_text(json.dumps(values))
+    return root
+
+
+def test_open_refuses_another_cache_version(tmp_path):
+    from dsa_plugin.night.cache import CACHE_VERSION, NightCache, StaleCacheError
+
+    assert len(NightCache.open(_hand_made_cache(tmp_path / "ok"))) == 1  # the same cache at this version opens
+    for version in (CACHE_VERSION - 1, CACHE_VERSION + 1, None):
+        with pytest.raises(StaleCacheError, match=rf"manifest version {version!r}; this dsa_plugin reads version"):
+            NightCache.open(_hand_made_cache(tmp_path / f"v{version}", version=version))
+
+
+@pytest.mark.parametrize("entry", ["../../../../etc/hostname", "/etc/hostname", "ef/../../x.png", "ef/other.png"])
+def test_open_refuses_manifest_entries_outside_the_cache(tmp_path, entry):
+    from dsa_plugin.night.cache import NightCache, NightCacheError
+
+    root = _hand_made_cache(tmp_path / "c", entries={"0123456789abcdef": entry})
+    with pytest.raises(NightCacheError, match="is not a file of this cache"):
+        NightCache.open(root, verify_files=False)

@@ -203,3 +203,39 @@ def test_how_train_data_folder(tmp_path, capsys, position):
     code, err = _run(["how-train", str(params)], capsys)
     _assert_refused(code, err, marker, target.name)
     assert not (tmp_path / "exp").exists()
+
+
+class _NumpyExecPayload:
+    """Unpickles to numpy's own ``runstring`` (an ``exec``): a numpy module is not a safe module."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        from numpy.testing._private.utils import runstring
+
+        return (runstring, (f"open({str(self.marker)!r}, 'w').write('pwned')", {}))
+
+
+def test_numpy_globals_outside_the_allow_list_are_refused(tmp_path):
+    """Only the listed numpy names pass, not any ``numpy.*``: numpy has exec, file and pickle loaders."""
+    marker = tmp_path / "marker"
+    path = _evil(tmp_path / "evil.pkl", marker, _NumpyExecPayload)
+    with pytest.raises(UnsafePickleError, match=r"refusing to unpickle global numpy\.testing\._private\.utils\.runstring"):
+        load_pickle(path)
+    assert not marker.exists()
+    for module, name in (("numpy", "load"), ("numpy", "save"), ("numpy", "fromfile"), ("numpy.lib.npyio", "load"),
+                         ("numpy.ctypeslib", "load_library")):
+        path.write_bytes(f"c{module}\n{name}\n)R.".encode())  # GLOBAL, empty tuple, REDUCE: a call of module.name()
+        with pytest.raises(UnsafePickleError, match=rf"global {module}\.{name}:"):
+            load_pickle(path)
+
+
+def test_python2_pickles_with_non_ascii_text_load_via_latin1(tmp_path):
+    """A Python-2 db (protocol 2, a str holding byte 0xe9) fails as ASCII; latin1 reads every byte."""
+    path = tmp_path / "py2.pkl"
+    # {'name': 'caf\xe9', 'cids': ['a']} as Python 2 pickles it: SHORT_BINSTRING for str
+    path.write_bytes(b"\x80\x02}q\x00(U\x04nameq\x01U\x04caf\xe9q\x02U\x04cidsq\x03]q\x04U\x01aq\x05au.")
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(path.read_bytes())  # Python 3's default (ASCII) cannot read it
+    assert load_pickle(path) == {"name": "caf\xe9", "cids": ["a"]}

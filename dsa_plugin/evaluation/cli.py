@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
+from dsa_plugin.evaluation.networks import MAX_OUTPUTDIM
 from dsa_plugin.files import write_json
 
 
@@ -27,13 +28,13 @@ def _scales(text: str) -> list[float]:
         vals = [float(eval_scale(s)) for s in text.split(",") if s.strip()]
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if not vals or any(v <= 0 or v > 4 for v in vals):
+    if not vals or not all(0 < v <= 4 for v in vals):  # also refuses nan
         raise argparse.ArgumentTypeError(f"scales must be positive factors like 1,0.7071,0.5; got {text!r}")
     return vals
 
 
-def _int_at_least(minimum: int, what: str):
-    """argparse type: an int >= ``minimum`` (``what`` says why, in the error)."""
+def _int_at_least(minimum: int, what: str, maximum: int | None = None):
+    """argparse type: an int >= ``minimum`` (and <= ``maximum``; ``what`` says why, in the error)."""
 
     def parse(text: str) -> int:
         try:
@@ -42,6 +43,8 @@ def _int_at_least(minimum: int, what: str):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum} ({what}), got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum} ({what}), got {value}")
         return value
 
     return parse
@@ -67,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, "
                      "cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
     net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
-    net.add_argument("--outputdim", type=_int_at_least(1, "descriptor size"), default=None,
+    net.add_argument("--outputdim", type=_int_at_least(1, "descriptor size", MAX_OUTPUTDIM), default=None,
                      help="descriptor size for --arch gem_small (default 128)")
     net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")
-    net.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    net.add_argument("--seed", type=_int_at_least(0, "a torch seed", 2 ** 63 - 1), default=0, help="seed for --random-init (default 0)")
     net.add_argument("--whitening", help="published-format *_lw.pkl to apply ({'m': (D,1), 'P': (D,D)})")
     net.add_argument("--learn-whitening", metavar="PKL", help="learn lw whitening from a whitening db {cids, qidxs, pidxs} first")
     net.add_argument("--whitening-ims", metavar="DIR", help="image root of --learn-whitening (default: <pkl dir>/ims)")
@@ -97,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--batch-size", type=_int_at_least(1, "images per forward pass"), default=8,
                       help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
-    pipe.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    pipe.add_argument("--threads", type=_int_at_least(1, "torch CPU threads"), default=None,
+                      help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="write the results as JSON here")
     return p
 

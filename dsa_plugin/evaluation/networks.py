@@ -34,6 +34,11 @@ _TV_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 _TV_VGGS = ("vgg11", "vgg13", "vgg16", "vgg19")
 
 
+#: The largest descriptor a network may be built with (cirtorch's largest is 2048): a typo such as
+#: 1000000000 would otherwise try to allocate terabytes of weights.
+MAX_OUTPUTDIM = 65536
+
+
 def available_architectures() -> list[str]:
     return ["gem_small", *_TV_RESNETS, *_TV_VGGS]
 
@@ -46,6 +51,12 @@ def build_gem_network(arch: str, outputdim: int | None = None, mean_std=IMAGENET
         >>> build_gem_network("gem_small", outputdim=32).meta["outputdim"]
         32
     """
+    if not isinstance(arch, str):
+        raise CheckpointError(f"embedding architecture must be a name (one of {available_architectures()}), "
+                              f"got {arch!r}")
+    if outputdim is not None and (isinstance(outputdim, bool) or not isinstance(outputdim, int)
+                                  or not 1 <= outputdim <= MAX_OUTPUTDIM):
+        raise CheckpointError(f"outputdim must be an integer in [1, {MAX_OUTPUTDIM}], got {outputdim!r}")
     name = arch.lower().removeprefix("gem_")
     if name == "small":
         return gem_small(outputdim=outputdim or 128, mean_std=mean_std, standardize=standardize)
@@ -138,6 +149,12 @@ def network_from_checkpoint(obj: Any, source: str = "checkpoint") -> nn.Module:
     except ValueError as err:
         raise CheckpointError(str(err)) from None
     arch = arch or _infer_arch(sd)
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{source}: its architecture must be a name (one of {available_architectures()}), "
+                              f"got {arch!r}")
+    if outputdim is not None and (isinstance(outputdim, bool) or not isinstance(outputdim, int)
+                                  or not 1 <= outputdim <= MAX_OUTPUTDIM):
+        raise CheckpointError(f"{source}: its outputdim must be an integer in [1, {MAX_OUTPUTDIM}], got {outputdim!r}")
     small = arch.lower().removeprefix("gem_") == "small"
     # a parameter-free Standardize layer first shifts gem_small's conv keys by one (features.1, 3, 5, 7)
     standardize = small and bool(params.get("standardize", "features.6.weight" not in sd))

@@ -108,6 +108,12 @@ def evaluate_folder(
     ds = load_folder_dataset(folder, role=role)
     for d in (query_domain, db_domain):
         ds.indices(d)  # clear error for an unknown domain before any work
+    others = sorted(set(ds.domains) - {query_domain, db_domain})
+    if others:  # e.g. a typo 'nite': those rows would silently drop out of the evaluation
+        count = sum(d in others for d in ds.domains)
+        raise TestSetError(f"{Path(folder) / 'labels.csv'}: {count} image(s) have domain(s) {others}, neither the query "
+                           f"domain '{query_domain}' nor the db domain '{db_domain}'; fix the rows (a typo?) or choose "
+                           "the domains (--query-domain, --db-domain)")
     t0 = time.perf_counter()
     X = extract_descriptors(
         net, ds.files, device=device, image_size=image_size, scales=scales, clahe=clahe, clahe_grid=clahe_grid,

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dsa_plugin.gan.config import get_key, load_config
     from dsa_plugin.gan.data import GanDataError
-    from dsa_plugin.gan.trainer import ResumeError, format_summary, train
+    from dsa_plugin.gan.trainer import DivergedError, ResumeError, format_summary, train
 
     try:
         overrides = list(args.overrides)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         out = args.out or f"runs/gan-{Path(str(args.config)).stem}"
         result = train(cfg, out, resume=not args.no_resume, progress=False if args.no_progress else None)
-    except (ConfigError, GanDataError, ResumeError) as err:
+    except (ConfigError, GanDataError, ResumeError, DivergedError) as err:
         print(f"dsa gan-train: error: {err}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as err:

@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +221,26 @@ def validate(cfg: GanConfig) -> None:
         value = get_key(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+    # The smallest crop every network can take: HED's four 2x poolings need 16 px, the
+    # discriminator's n_layers stride-2 convs and two 4x4 convs need 3 * 2**n_layers.
+    min_crop = max(16, 3 * 2 ** min(cfg.model.n_layers, 30))
+    if cfg.data.crop_size < min_crop:
+        raise ConfigError(f"data.crop_size must be >= {min_crop} (the smallest input the networks take with "
+                          f"model.n_layers={cfg.model.n_layers}), got {cfg.data.crop_size}")
+    for key in _float_keys():
+        value = get_key(cfg, key)
+        for v in value if isinstance(value, tuple) else (value,):
+            if not math.isfinite(v):
+                raise ConfigError(f"{key} must be finite, got {value!r}")
+    for key in ("loss.adversarial", "loss.edge", "loss.hed", "loss.cycle", "optim.weight_decay",
+                "optim.detector_weight_decay"):
+        if get_key(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get_key(cfg, key)!r}")
+    for key in ("optim.betas", "optim.detector_betas"):
+        if not all(0.0 <= b < 1.0 for b in get_key(cfg, key)):
+            raise ConfigError(f"{key} must be two numbers in [0, 1) (Adam's decay rates), got {list(get_key(cfg, key))}")
+    if not 0 <= cfg.train.seed < 2 ** 63:
+        raise ConfigError(f"train.seed must be in [0, 2**63), got {cfg.train.seed}")
     if not 0.0 < cfg.model.hed_width <= 1.0:
         raise ConfigError(f"model.hed_width must be in (0, 1], got {cfg.model.hed_width}")
     if cfg.model.hed_weights and cfg.model.hed_width != 1.0:
@@ -299,17 +321,45 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
     else:
         path = Path(source)
         if not path.is_file():
-            raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}) nor a YAML file")
+            path = packaged_config(source) or path
+        if not path.is_file():
+            raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}), a YAML file nor one "
+                              f"of the installed configs ({', '.join(packaged_configs())})")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"cannot parse YAML config {path}: {err}") from None
+        except RecursionError:
+            raise ConfigError(f"cannot parse YAML config {path}: nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must hold a mapping at the top level")
         values = _with_preset(loaded, str(path))
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(values, key, value)
     return GanConfig.from_dict(values, where=str(source) if source is not None else "config")
+
+
+#: The YAML configs installed with the package: a copy of the repository's top-level ``configs/``.
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the installed GAN configs (``hedngan``, ``hedngan-tiny``, ...)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def packaged_config(name: "str | Path") -> Path | None:
+    """The installed copy of ``name``: ``hedngan-tiny``, ``hedngan-tiny.yaml`` or ``configs/hedngan-tiny.yaml``
+    (so the README's commands also work outside a checkout); ``None`` when there is none."""
+    parts = Path(name).parts
+    if parts and parts[0] == "configs":
+        parts = parts[1:]
+    if not parts or ".." in parts:
+        return None
+    path = PACKAGED_CONFIGS.joinpath(*parts)
+    if path.suffix not in (".yaml", ".yml"):
+        path = path.with_name(path.name + ".yaml")
+    return path if path.is_file() else None
 
 
 def _with_preset(values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -353,9 +403,31 @@ def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {GanConfig.keys()}")
     parts = key.split(".")
     node = values
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:  # absent, or an empty YAML section
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[:i + 1])} must be a mapping (to set {key}), got {child!r}")
+        node = child
     node[parts[-1]] = value
+
+
+@functools.cache
+def _float_keys() -> tuple[str, ...]:
+    """Dotted keys of every float or float-tuple setting (all must be finite)."""
+    floats = {float, float | None, tuple[float, float]}
+    out = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, hint in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                walk(hint, prefix + name + ".")
+            elif hint in floats:
+                out.append(prefix + name)
+
+    walk(GanConfig, "")
+    return tuple(out)
 
 
 def get_key(cfg: Any, key: str) -> Any:

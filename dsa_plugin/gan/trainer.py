@@ -68,6 +68,10 @@ class ResumeError(RuntimeError):
     """The output directory holds a training state that cannot be resumed with this config."""
 
 
+class DivergedError(RuntimeError):
+    """A loss became NaN or infinite: training stopped at that iteration, nothing of it was saved."""
+
+
 @dataclass
 class TrainResult:
     """What a run produced (paths are on the main process's file system)."""
@@ -270,6 +274,7 @@ class Trainer:
                 self.dataset.set_epoch(self.epoch)
                 for day, night in self._loader():
                     losses, visuals = self.step(self._to_device(day), self._to_device(night))
+                    self._check_finite(losses)
                     for name, average in self.ema.items():
                         average.update(self.nets[name])
                     self.iteration += 1
@@ -313,6 +318,23 @@ class Trainer:
         self.ctx.barrier()
         result = self._result(sample_paths, it_start, t_start, last_row)
         return result
+
+    def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        """Stop at the first iteration with a NaN/inf loss (over all processes: they stop together).
+
+        The networks have already taken that step, so nothing is saved: the last checkpoint in
+        the output folder stays the last finite state.
+        """
+        keys = sorted(losses)
+        values = self.ctx.mean(torch.stack([losses[k].detach().float().reshape(()) for k in keys]))
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = ", ".join(f"{k}={v:g}" for k, v, ok in zip(keys, values.tolist(), finite.tolist()) if not ok)
+        saved = (f"the last checkpoint in {self.out} is from iteration {self.last_saved}"
+                 if self.last_saved >= 0 else "nothing was saved")
+        raise DivergedError(f"iteration {self.iteration + 1}: non-finite loss ({bad}); training stopped, {saved}. "
+                            "Lower optim.lr or the loss weights, or check the input images")
 
     def _warmup_batches(self):
         """``train.identity_warmup`` batches of day and night crops (batch_size of each), the same

@@ -267,7 +267,12 @@ class _ResumeGuard:
 
     def load(self, f: Any, *args: Any, **kwargs: Any) -> Any:
         # A resumed checkpoint is a file from disk: tensors and plain containers only, never pickled code.
-        checkpoint = self._torch.load(f, *args, **{**kwargs, "weights_only": True})
+        import pickle
+
+        try:
+            checkpoint = self._torch.load(f, *args, **{**kwargs, "weights_only": True})
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+            _fail(self._parser, f"--resume {f}: {_load_problem(err)}")
         if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
             problem = resume_mismatch(checkpoint.get("dsa"), self._run)
             if problem:
@@ -286,6 +291,111 @@ def _required_files(args: argparse.Namespace, root: str) -> list[str]:
         if whiten:
             files.append(os.path.join(root, "train", whiten, f"{whiten}-whiten.pkl"))
     return files
+
+
+#: cirtorch's numeric flags and what they must be (its parser checks only the types): a zero or
+#: negative size fails deep in the loop, and --epochs -1 exits 0 having trained nothing.
+_AT_LEAST = {"epochs": 1, "batch_size": 1, "query_size": 1, "pool_size": 1, "image_size": 16, "update_every": 1,
+             "neg_num": 1, "workers": 0, "print_freq": 1, "test_freq": 1}
+_FINITE = {"lr": "a positive", "momentum": "a non-negative", "weight_decay": "a non-negative",
+           "loss_margin": "a non-negative"}
+
+
+def check_train_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse cirtorch arguments its ``main()`` would fail on late (or train nothing with), one line each.
+
+    Checks the numeric ranges of :data:`_AT_LEAST` and :data:`_FINITE`, that ``--arch`` is a
+    network cirtorch can build (its parser accepts any lowercase torchvision callable, e.g.
+    ``get_model``) and that ``EXPORT_DIR`` can hold a folder. Flags the parser lacks are skipped.
+    """
+    from dsa_plugin.files import check_output_folder
+
+    for dest, minimum in _AT_LEAST.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, int) and value < minimum:
+            _fail(parser, f"--{dest.replace('_', '-')} must be >= {minimum}, got {value}")
+    for dest, kind in _FINITE.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, float) and not (math.isfinite(value) and (value > 0 if dest == "lr" else value >= 0)):
+            _fail(parser, f"--{dest.replace('_', '-')} must be {kind} finite number, got {value}")
+    arch = getattr(args, "arch", None)
+    if isinstance(arch, str):
+        try:
+            from cirtorch.networks.imageretrievalnet import OUTPUT_DIM
+        except ImportError:
+            OUTPUT_DIM = None
+        if OUTPUT_DIM is not None and arch not in OUTPUT_DIM:
+            _fail(parser, f"--arch {arch}: not a network cirtorch builds; choose from {sorted(OUTPUT_DIM)}")
+    directory = getattr(args, "directory", None)
+    if isinstance(directory, str):
+        try:
+            check_output_folder(directory, "EXPORT_DIR")
+        except ValueError as err:
+            _fail(parser, str(err))
+
+
+def _export_directory(args: argparse.Namespace, tag: str) -> str:
+    """The run folder cirtorch's ``main()`` makes under EXPORT_DIR (its naming, with the DSA tag)."""
+    name = f"{args.training_dataset}_{args.arch}_{args.pool}"
+    name += "_lwhiten" if args.local_whitening else ""
+    name += "_r" if args.regional else ""
+    name += "_whiten" if args.whitening else ""
+    name += "" if args.pretrained else "_notpretrained"
+    name += "_{}_m{:.2f}".format(args.loss, args.loss_margin)
+    name += "_{}_lr{:.1e}_wd{:.1e}".format(args.optimizer, args.lr, args.weight_decay)
+    name += "_nnum{}_qsize{}_psize{}".format(args.neg_num, args.query_size, args.pool_size)
+    name += "_bsize{}_uevery{}_imsize{}".format(args.batch_size, args.update_every, int(args.image_size))
+    return os.path.join(args.directory, name + tag)
+
+
+def check_resume(args: argparse.Namespace, parser: argparse.ArgumentParser, tag: str) -> None:
+    """``--resume`` must name an existing file: cirtorch itself prints a note and trains from scratch.
+
+    cirtorch reads ``--resume`` inside the run's export folder (``os.path.join``: an absolute
+    path stays as it is).
+    """
+    resume = getattr(args, "resume", "")
+    if not resume:
+        return
+    try:
+        path = os.path.join(_export_directory(args, tag), resume)
+    except AttributeError:  # a parser without cirtorch's flags: nothing to compute the folder from
+        return
+    if not os.path.isfile(path):
+        _fail(parser, f"--resume {resume}: no checkpoint at {path} (cirtorch looks for it in the run's export "
+                      "folder; give an absolute path or a file name there)")
+    _load_resume(path, parser, resume)
+
+
+def _load_resume(path: str, parser: argparse.ArgumentParser, flag: str | None = None) -> Any:
+    """``torch.load(path, weights_only=True)``; a file that is not one: one line, exit status 2."""
+    import pickle
+
+    import torch
+
+    try:
+        try:  # memory-mapped: the check reads the pickle, not the tensors (cirtorch loads it again)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+        _fail(parser, f"--resume {flag or path}: {_load_problem(err)}")
+
+
+def _load_problem(err: BaseException) -> str:
+    """One line for a ``torch.load(weights_only=True)`` failure (torch's own text is a page long)."""
+    import pickle
+    import re
+
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and "weights_only" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return f"refused: it names a Python object{what} beyond tensors and plain data; loading it could run code"
+    first = " ".join(text.split("\n")[0].split())[:300]
+    return f"not a checkpoint of tensors and plain data ({type(err).__name__}: {first})"
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> None:
@@ -351,6 +461,7 @@ def dsa_session(
     ``tag_export_dir`` appends ``DSAConfig.tag()`` to cirtorch's export directory name through
     ``args.image_size`` (the patched script does it explicitly instead).
     """
+    check_train_args(args, parser)
     config = dsa_config_from_args(args, parser)
     data_root = getattr(args, "dsa_data_root", None)
     if data_root is not None:
@@ -370,6 +481,7 @@ def dsa_session(
             check_data_files(args, root)
     except ValueError as err:
         _fail(parser, str(err))
+    check_resume(args, parser, config.tag(getattr(args, "dsa_generator_fingerprint", None)))
     compat.apply_runtime_fixes()
     stack = contextlib.ExitStack()
     if getattr(args, "gpu_id", None) is not None:

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.error import URLError
 
 from dsa_plugin.config import ConfigError, DSAConfig
 from dsa_plugin.integrations.how_locate import HOW_SRC_ENV, HOWIntegrationError, import_how, load_demo, locate_how
 from dsa_plugin.integrations.how_params import (
     check_data_pickles,
+    check_downloads,
     check_generator,
+    check_validation_pickles,
     data_folder,
+    how_device,
     load_params,
     resolve_params_path,
     template_fallback,
     validate_params,
 )
 from dsa_plugin.integrations.how_runtime import how_runtime
+from dsa_plugin.integrations.how_tuples import check_device
+from dsa_plugin.safe_pickle import PickleFileError
 
 HOW_TRAIN_OPTIONS = (
     "--experiment/-e NAME, --epochs N, --architecture ARCH, --skip-layer N, "
@@ -67,13 +73,21 @@ def main(argv: list[str]) -> int:
             params = load_params(modules["io_helpers"], params_path)
             config = validate_params(params, params_path)
             check_generator(config, params_path)
-            check_data_pickles(data_folder(params, how_argv, root))
+            folder = data_folder(params, how_argv, root)
+            check_data_pickles(folder)
+            check_validation_pickles(params)
+            if config is not None:
+                check_device(config, how_device(params))  # HOW checks it only after its downloads
             demo = load_demo(root)
-            cpu = params.get("demo_train", {}).get("gpu_id") is None or not _cuda_available()
+            check_downloads(params, folder, getattr(demo, "DATASET_URL", ""))
+            cpu = how_device(params) == "cpu" or not _cuda_available()
             with how_runtime(modules, config, num_workers=args.num_workers, cpu=cpu):
                 demo.main(["train", str(params_path), *how_argv])
-    except (ConfigError, HOWIntegrationError) as err:
-        print(f"dsa how-train: error: {err}", file=sys.stderr)
+    except (ConfigError, HOWIntegrationError, PickleFileError) as err:
+        print(f"dsa how-train: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except URLError as err:  # a download HOW starts after the pre-flight check (the server went away)
+        print(f"dsa how-train: error: HOW's download failed: {' '.join(str(err.reason).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -94,6 +94,9 @@ def load_params(io_helpers: Any, params_path: Path) -> dict[str, Any]:
                           "(check __template__)") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{params_path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{params_path}: its __template__ chain never ends (a file names itself or a file "
+                          "that names it back)") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{params_path}: expected a mapping of HOW parameters, got {type(params).__name__}")
     return params
@@ -143,3 +146,109 @@ def check_data_pickles(root: Path | None) -> None:
             load_pickle(path)
         except PickleFileError as err:
             raise ConfigError(str(err)) from None
+
+
+def validation_datasets(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(key, name)`` of every dataset in HOW's ``validation`` section (HOW downloads and loads each)."""
+    validation = params.get("validation")
+    if validation is None:
+        return []
+    if not isinstance(validation, dict):
+        raise ConfigError(f"validation must be a mapping, got {validation!r}")
+    out = []
+    for kind, section in validation.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"validation.{kind} must be a mapping, got {section!r}")
+        names = section.get("datasets") or []
+        if not isinstance(names, list):
+            raise ConfigError(f"validation.{kind}.datasets must be a list, got {names!r}")
+        out += [(f"validation.{kind}.datasets", name) for name in names]
+    return out
+
+
+def check_validation_pickles(params: dict[str, Any]) -> None:
+    """HOW's ``load_dataset`` unpickles a dataset name containing "/" with plain ``pickle.load``:
+    read each such file with the restricted unpickler first (one line on a crafted or missing file).
+
+    The run itself also routes HOW's ``pickle.load`` through it (:func:`how_runtime`); this check
+    makes the refusal come before HOW creates its folders, not after the first epoch.
+    """
+    from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+
+    for key, name in validation_datasets(params):
+        if not isinstance(name, str) or "/" not in name:
+            continue
+        try:
+            db = load_pickle(name)
+        except PickleFileError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        missing = [k for k in ("imlist", "qimlist", "gnd") if not isinstance(db, dict) or k not in db]
+        if missing:
+            raise ConfigError(f"{key}: {name}: not a HOW dataset pickle (missing {missing})")
+
+
+def how_device(params: dict[str, Any]) -> str:
+    """The device HOW's ``train()`` will use: ``cuda:<demo_train.gpu_id>``, or cpu when it is null."""
+    demo = params.get("demo_train")
+    gpu = demo.get("gpu_id") if isinstance(demo, dict) else None
+    return "cpu" if gpu is None else f"cuda:{gpu}"
+
+
+#: Where cirtorch's download_train / download_test fetch what HOW's demo needs.
+CIRTORCH_DATA_URL = "http://cmp.felk.cvut.cz/cnnimageretrieval/data"
+_TEST_IMAGES = {"oxford5k": "https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images-v1.tgz",
+                "paris6k": "https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_1-v1.tgz"}
+
+
+def pending_downloads(params: dict[str, Any], root: Path | None, dataset_url: str) -> list[str]:
+    """URLs HOW's ``download_for_train`` (and cirtorch's downloads under it) will fetch: the
+    files and folders they look for that are missing under the data folder ``root``."""
+    if root is None:
+        return []
+    train = root / "train"
+    urls = []
+    if not (train / "retrieval-SfM-120k" / "ims").is_dir():
+        urls.append(f"{CIRTORCH_DATA_URL}/train/ims/ims.tar.gz")
+    for db, name in (("retrieval-SfM-120k", "retrieval-SfM-120k.pkl"), ("retrieval-SfM-120k", "retrieval-SfM-120k-whiten.pkl"),
+                     ("retrieval-SfM-30k", "retrieval-SfM-30k-whiten.pkl")):
+        if not (train / db / name).is_file():
+            urls.append(f"{CIRTORCH_DATA_URL}/train/dbs/{name}")
+    names = {name for _, name in validation_datasets(params) if isinstance(name, str)}
+    if "val_eccv20" in names and not (train / "retrieval-SfM-120k" / "retrieval-SfM-120k-val-eccv2020.pkl").is_file():
+        urls.append(f"{dataset_url}retrieval-SfM-120k-val-eccv2020.pkl")
+    if names & {"roxford5k", "rparis6k"}:
+        for test in ("oxford5k", "paris6k", "roxford5k", "rparis6k"):
+            base = test.removeprefix("r")
+            if not (root / "test" / test / "jpg").is_dir() and test == base:
+                urls.append(_TEST_IMAGES[base])
+            if not (root / "test" / test / f"gnd_{test}.pkl").is_file():
+                urls.append(f"{CIRTORCH_DATA_URL}/test/{test}/gnd_{test}.pkl")
+    return urls
+
+
+def check_downloads(params: dict[str, Any], root: Path | None, dataset_url: str, timeout: float = 15.0) -> None:
+    """Before HOW creates its folders: when it will download, its servers must answer.
+
+    Offline, HOW's ``urlretrieve`` fails with a traceback after the experiment folder and log
+    are written (and cirtorch's ``wget`` leaves empty files). One HEAD request per server.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    urls = pending_downloads(params, root, dataset_url)
+    hosts: dict[str, str] = {}
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        hosts.setdefault(f"{parts.scheme}://{parts.netloc}", url)
+    for host, url in hosts.items():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        except urllib.error.HTTPError:
+            continue  # the server answered
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise ConfigError(
+                f"HOW will download {len(urls)} missing data file(s) into {root} (first: {url}), but {host} "
+                f"cannot be reached ({' '.join(str(reason).split())}); put the files there (docs/how.md, offline runs) "
+                "or run where the server is reachable") from None

@@ -1,7 +1,8 @@
 """What ``dsa how-train`` and the patched HOW change in HOW at run time.
 
 - :func:`how_runtime`: everything one ``dsa how-train`` run changes, scoped (``compat.rebind``
-  on an ``ExitStack``) and undone afterwards: HOW's ``initialize_loss``, ``train``,
+  on an ``ExitStack``) and undone afterwards: ``pickle`` in HOW's and cirtorch's modules (the
+  restricted unpickler, :func:`route_pickles`), HOW's ``initialize_loss``, ``train``,
   ``TuplesDataset``, ``build_transforms`` and ``NUM_WORKERS``, matplotlib's ``Axes.grid``, the
   HOW checkpoint safe globals and ``.cuda()`` on CPU runs.
 - :func:`install_dsa`: the entry point of ``patches/how-train.patch``, called by HOW's own
@@ -78,6 +79,7 @@ def how_runtime(modules: dict[str, Any], config: DSAConfig | None, num_workers: 
     with contextlib.ExitStack() as stack:
         stack.enter_context(compat.cuda_noop(enabled=cpu))
         stack.enter_context(how_checkpoint_loading())
+        route_pickles(stack)
         compat.rebind(stack, train, "initialize_loss", fixed_initialize_loss)
         if not getattr(matplotlib.axes.Axes.grid, "dsa_accepts_b", False):
             compat.rebind(stack, matplotlib.axes.Axes, "grid", _grid_accepting_b(matplotlib.axes.Axes.grid))
@@ -98,6 +100,30 @@ def how_runtime(modules: dict[str, Any], config: DSAConfig | None, num_workers: 
                 if handler not in handlers_before:
                     logger.removeHandler(handler)
                     handler.close()
+
+
+#: Packages whose ``pickle.load`` calls are routed through the restricted unpickler during a run.
+TOOLKIT_PACKAGES = ("how", "cirtorch")
+
+
+def route_pickles(stack: contextlib.ExitStack) -> list[str]:
+    """Bind ``pickle`` to :data:`dsa_plugin.safe_pickle.RESTRICTED_PICKLE` in every loaded HOW and
+    cirtorch module that uses it, until ``stack`` closes; returns the module names.
+
+    HOW's ``load_dataset`` unpickles any validation dataset name containing "/" (and cirtorch its
+    dbs and ground truth) with plain ``pickle.load``, which runs whatever a crafted file names.
+    """
+    import pickle
+    import sys
+
+    from dsa_plugin.safe_pickle import RESTRICTED_PICKLE
+
+    routed = []
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in TOOLKIT_PACKAGES and getattr(module, "pickle", None) is pickle:
+            compat.rebind(stack, module, "pickle", RESTRICTED_PICKLE)
+            routed.append(name)
+    return routed
 
 
 def _train_without_dsa_kwarg(train_fn, state: dict[str, Any]):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -69,7 +70,13 @@ def clahe_settings(clip_limit: float | None = 1.0, grid_size: Sequence[int] = (8
     """The manifest's CLAHE entry: ``None`` (no CLAHE) or ``{"clip_limit": c, "grid_size": [gh, gw]}``."""
     if clip_limit is None:
         return None
-    return {"clip_limit": float(clip_limit), "grid_size": [int(g) for g in grid_size]}
+    if isinstance(clip_limit, bool) or not isinstance(clip_limit, (int, float)) or not math.isfinite(clip_limit) \
+            or clip_limit <= 0:
+        raise ValueError(f"CLAHE clip limit (--clahe) must be a positive finite number, got {clip_limit!r}")
+    grid = list(grid_size)
+    if len(grid) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid):
+        raise ValueError(f"CLAHE grid size must be two positive integers, got {grid_size!r}")
+    return {"clip_limit": float(clip_limit), "grid_size": grid}
 
 
 def _normalise_clahe(value: Any) -> dict[str, Any] | None:
@@ -199,9 +206,13 @@ def read_image_list(list_path: str | os.PathLike, root: str | os.PathLike | None
         raise NightCacheError(f"image list not found: {list_path}")
     base = Path(root) if root is not None else list_path.parent
     out = []
-    for line in list_path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
+            # Entries stay inside the base folder (checked on the text: a symlink there is the user's choice).
+            if os.path.isabs(line) or os.path.normpath(line).split(os.sep)[0] == os.pardir:
+                raise NightCacheError(f"{list_path}, line {number}: {line!r} leaves the list's folder {base}; "
+                                      "entries are paths relative to it (without ../ or a leading /)")
             out.append(os.fspath(base / line))
     return out
 
@@ -230,7 +241,23 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
         raise NightCacheError(f"unreadable night-cache manifest {path}: {err}") from err
     if not isinstance(manifest, dict) or manifest.get("kind") != CACHE_KIND:
         raise NightCacheError(f"{path} is not a night-cache manifest (expected kind '{CACHE_KIND}')")
+    _check_entries(path, manifest)
     return manifest
+
+
+def _check_entries(path: Path, manifest: dict[str, Any]) -> None:
+    """Every entry must be the file :func:`entry_file` names inside the cache: a hand-edited
+    ``../../etc/hostname`` would otherwise be read by ``load()`` and deleted by ``--overwrite``."""
+    fmt, entries = manifest.get("format"), manifest.get("entries")
+    if fmt not in ("png", "pt"):
+        raise NightCacheError(f"{path}: format must be 'png' or 'pt', got {fmt!r}")
+    if not isinstance(entries, dict):
+        raise NightCacheError(f"{path}: entries must be a mapping of image name to file, got {type(entries).__name__}")
+    for name, rel in entries.items():
+        safe_name = name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+        if not (safe_name and rel == entry_file(name, fmt)):
+            raise NightCacheError(f"{path}: entry {name!r} -> {rel!r} is not a file of this cache "
+                                  f"(expected {entry_file(name, fmt)!r} for a plain image name)")
 
 
 def input_stamp(path: str | os.PathLike) -> list[int]:
