@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     got = ours.permute(0, 2, 3, 1).numpy()
     diff = np.abs(got.astype(np.float64) - np.stack(ref).astype(np.float64)) * 255
-    from dsa_plugin.transforms import _lab_encode, _lab_table
+    from dsa_plugin.transforms.lab import _lab_encode, _lab_table
 
     lum = _lab_encode(x, _lab_table(torch.device("cpu")))[0].numpy()
     l_mismatch = int(sum((lum[i] != reference_l_u8(img)).sum() for i, img in enumerate(imgs)))

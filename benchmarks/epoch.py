@@ -60,9 +60,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from dsa_plugin.config import DSAConfig  # noqa: E402
+from dsa_plugin.core.config import DSAConfig  # noqa: E402
 from dsa_plugin.mining import AnchorSampler  # noqa: E402
-from dsa_plugin.tuples import NightTuplesDataset  # noqa: E402
+from dsa_plugin.training.tuples import NightTuplesDataset  # noqa: E402
 
 AMOS = Path(os.environ.get("DSA_AMOS_DIR", REPO.parent / "shared" / "data" / "amos-daynight"))
 DB_NAME = "retrieval-SfM-120k"  # cirtorch's TuplesDataset only accepts names starting with "retrieval-SfM"
@@ -164,8 +164,8 @@ def install_profile() -> None:
     Only in this process: with ``--workers`` > 0 what the workers do is not counted. cirtorch's own
     loader (a) is not instrumented: its per-image work is decode + resize, as the plugin's ``load``.
     """
-    import dsa_plugin.images as images_mod
-    import dsa_plugin.tuples as tuples_mod
+    import dsa_plugin.core.images as images_mod
+    import dsa_plugin.training.tuples as tuples_mod
 
     tuples_mod._load01 = _timed("load", tuples_mod._load01)  # tuple images
     images_mod.load_image01 = _timed("load", images_mod.load_image01)  # mining (images.ImageList)

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    from dsa_plugin.checkpoints import load_generator
+    from dsa_plugin.models.checkpoints import load_generator
     from dsa_plugin.gan import load_config, train
     from dsa_plugin.gan.networks import build_generator, build_hed
     from dsa_plugin.gan.samples import sample_grid, save_png

@@ -32,10 +32,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsa_plugin.config import DSAConfig  # noqa: E402
+from dsa_plugin.core.config import DSAConfig  # noqa: E402
 from dsa_plugin.data import make_tiny_sfm_db  # noqa: E402
 from dsa_plugin.data.amos import make_amos_sfm_db  # noqa: E402
-from dsa_plugin.tuples import NightTuplesDataset  # noqa: E402
+from dsa_plugin.training.tuples import NightTuplesDataset  # noqa: E402
 
 DEFAULT_AMOS = REPO.parent / "shared" / "data" / "amos-daynight"
 

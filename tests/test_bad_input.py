@@ -24,7 +24,7 @@ from dsa_plugin.cli import main as dsa_main
 
 
 def _generator(tmp: Path) -> Path:
-    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
 
     path = tmp / "g.pth"
@@ -44,7 +44,7 @@ def _generator_bad_params(tmp: Path) -> Path:
 
 
 def _nan_generator(tmp: Path) -> Path:
-    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
 
     net = ResnetGenerator(ngf=4, n_blocks=1)
@@ -124,14 +124,14 @@ def _how_params(tmp: Path, text: str) -> Path:
 
 
 def _how_root() -> Path:
-    from dsa_plugin.integrations import how as dsa_how
+    from dsa_plugin.integrations.how import locate as how_locate
 
     for module in ("cirtorch", "asmk", "faiss"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"HOW needs '{module}'")
     try:
-        return dsa_how.locate_how()
-    except dsa_how.HOWIntegrationError as err:
+        return how_locate.locate_how()
+    except how_locate.HOWIntegrationError as err:
         pytest.skip(str(err))
 
 

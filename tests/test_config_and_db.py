@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 from dsa_plugin.data import SfMFormatError, load_sfm_db
 from dsa_plugin.data.sfm import db_paths
 

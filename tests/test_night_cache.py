@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from dsa_plugin.checkpoints import save_network
+from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
 from dsa_plugin.models import ResnetGenerator
 from dsa_plugin.night import (

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dsa_plugin.checkpoints import save_network
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.models.checkpoints import save_network
+from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths
 from dsa_plugin.models import ResnetGenerator
 from dsa_plugin.night import (

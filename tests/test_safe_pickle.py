@@ -17,7 +17,7 @@ import pytest
 
 from dsa_plugin.cli import main as dsa_main
 from dsa_plugin.data.sfm import SfMFormatError, db_paths, load_sfm_db
-from dsa_plugin.safe_pickle import PickleFileError, UnsafePickleError, load_pickle
+from dsa_plugin.core.safe_pickle import PickleFileError, UnsafePickleError, load_pickle
 
 
 class _SystemPayload:
@@ -183,14 +183,14 @@ def test_how_train_data_folder(tmp_path, capsys, position):
     """HOW and cirtorch unpickle its data folder's dbs with plain pickle.load: refused before HOW runs."""
     import yaml
 
-    from dsa_plugin.integrations import how as dsa_how
+    from dsa_plugin.integrations.how import locate as how_locate
 
     for module in ("cirtorch", "asmk", "faiss"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"HOW needs '{module}'")
     try:
-        how_root = dsa_how.locate_how()
-    except dsa_how.HOWIntegrationError as err:
+        how_root = how_locate.locate_how()
+    except how_locate.HOWIntegrationError as err:
         pytest.skip(str(err))
     marker = tmp_path / "marker"
     data = tmp_path / "data"

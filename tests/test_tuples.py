@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.data import SfMFormatError, load_sfm_db, make_tiny_sfm_db
 from dsa_plugin.mining import diverse_anchors
 from dsa_plugin.night.selection import is_night
-from dsa_plugin.tuples import NightTuplesDataset, _load01
+from dsa_plugin.training.tuples import NightTuplesDataset, _load01
 
 IMSIZE = 32
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -95,7 +95,7 @@ def test_contract_and_collate(tiny_db):
 
 
 def test_core_dataset_imports_no_toolkit():
-    code = ("import sys, dsa_plugin.tuples as t, torch.utils.data as d; "
+    code = ("import sys, dsa_plugin.training.tuples as t, torch.utils.data as d; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('cirtorch', 'how')], 'toolkit imported'; "
             "assert t.NightTuplesDataset.__bases__ == (d.Dataset,)")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -104,7 +104,7 @@ def test_core_dataset_imports_no_toolkit():
 def test_cirtorch_subclass_and_collate(tiny_db, monkeypatch):
     traindataset = pytest.importorskip("cirtorch.datasets.traindataset")
     datahelpers = pytest.importorskip("cirtorch.datasets.datahelpers")
-    from dsa_plugin.integrations import cirtorch_tuples
+    from dsa_plugin.integrations.cirtorch import tuples as cirtorch_tuples
 
     assert not isinstance(make(tiny_db), traindataset.TuplesDataset)  # the core class is toolkit-free
     cls = cirtorch_tuples.NightTuplesDataset
@@ -274,7 +274,7 @@ def test_small_negative_pool_is_a_clear_error(tmp_path):
 
 def test_night_from_a_generator_checkpoint(tiny_db, tmp_path):
     """config.generator -> night_source_from_config -> NightTranslator, in mining and in tuples."""
-    checkpoints = pytest.importorskip("dsa_plugin.checkpoints")
+    checkpoints = pytest.importorskip("dsa_plugin.models.checkpoints")
     from dsa_plugin.models import ResnetGenerator
 
     torch.manual_seed(0)

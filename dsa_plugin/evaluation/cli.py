@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
-from dsa_plugin.files import write_json
+from dsa_plugin.core.files import write_json
 
 
 def _scales(text: str) -> list[float]:
@@ -141,7 +141,7 @@ def _test_settings(args, net) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dsa_plugin.checkpoints import CheckpointError
+    from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.evaluation.datasets import TestSetError
     from dsa_plugin.evaluation.descriptors import ImageReadError
     from dsa_plugin.evaluation.whitening import WhiteningError
@@ -167,7 +167,7 @@ def _run(argv: list[str] | None) -> int:
         raise SystemExit("dsa evaluate: nothing to evaluate; give --datasets (with --data-root) and/or --folder DIR")
     if args.datasets and not args.data_root:
         raise SystemExit("dsa evaluate: --datasets needs --data-root (the directory holding test/<name>/)")
-    from dsa_plugin.devices import check_device
+    from dsa_plugin.core.devices import check_device
 
     check_device(args.device)
     if args.out:

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
+from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint
+from dsa_plugin.models.checkpoints import extract_state_dict, load_into
 from dsa_plugin.models.gem import IMAGENET_MEAN_STD, GeMNet, gem_resnet101, gem_small, gem_vgg16, l2n
 from dsa_plugin.transforms import check_mean_std
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsa_plugin.safe_pickle import PickleFileError, dump_pickle, load_pickle
+from dsa_plugin.core.safe_pickle import PickleFileError, dump_pickle, load_pickle
 
 
 class WhiteningError(ValueError):

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from dsa_plugin.config import ConfigError
+from dsa_plugin.core.config import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = list(args.overrides)
         if args.device:
-            from dsa_plugin.devices import check_device
+            from dsa_plugin.core.devices import check_device
 
             try:
                 check_device(args.device)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dsa gan-train: error: {where}: {err.strerror or err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from dsa_plugin.checkpoints import CheckpointError
+        from dsa_plugin.models.checkpoint_files import CheckpointError
 
         if isinstance(err, CheckpointError):
             print(f"dsa gan-train: error: {err}", file=sys.stderr)

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from dsa_plugin.config import ConfigError, check_value
-from dsa_plugin.files import to_plain
+from dsa_plugin.core.config import ConfigError, check_value
+from dsa_plugin.core.files import to_plain
 
 VARIANTS = ("hedngan", "hedgan", "cyclegan")
 
@@ -346,7 +346,7 @@ def get_key(cfg: Any, key: str) -> Any:
 
 
 def save_yaml(cfg: GanConfig, path: "str | Path") -> None:
-    from dsa_plugin.files import atomic_write_text
+    from dsa_plugin.core.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dsa_plugin.images import to_rgb
+from dsa_plugin.core.images import to_rgb
 
 log = logging.getLogger("dsa_plugin.gan")
 

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dsa_plugin.files import atomic_write_text
+from dsa_plugin.core.files import atomic_write_text
 
 log = logging.getLogger("dsa_plugin.gan")
 

@@ -36,11 +36,11 @@ from typing import Any
 
 import torch
 
-from dsa_plugin.checkpoints import atomic_save
-from dsa_plugin.files import remove_stale_temps, write_json
+from dsa_plugin.core.files import atomic_save
+from dsa_plugin.core.files import remove_stale_temps, write_json
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
-from dsa_plugin.gan.distributed import DistContext
+from dsa_plugin.core.distributed import DistContext
 from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers, build_schedulers
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
@@ -156,7 +156,7 @@ class Trainer:
         }
 
     def _load_state(self) -> None:
-        from dsa_plugin.checkpoints import CheckpointError, load_checkpoint
+        from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint
 
         try:
             state = load_checkpoint(self.state_path, map_location="cpu")
@@ -203,7 +203,7 @@ class Trainer:
         """Generator(s) `_last` (+ `_epoch_XX`) in the reference layout, then the resumable state."""
         if not self.ctx.is_main:
             return
-        from dsa_plugin.checkpoints import save_network
+        from dsa_plugin.models.checkpoints import save_network
 
         for name in _generators(self.cfg.variant):
             net = self.nets[name]

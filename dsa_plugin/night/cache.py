@@ -11,7 +11,7 @@ Layout of a cache directory::
 
 Why 1/16384 and not 8 bits: the loader applies CLAHE to every night image, and CLAHE (OpenCV's
 float RGB->Lab, docs/reference.md §clahe) reads its input only through ``round(x * 16384)``
-(``transforms._LAB_BASE``). Snapping the generator output to that grid is therefore a no-op for
+(``transforms.lab._LAB_BASE``). Snapping the generator output to that grid is therefore a no-op for
 CLAHE, so the online path (``NightSource``) snaps too and keeps the reference's float semantics
 bit for bit, while the stored file holds exactly the snapped values: the network input is the
 same bitwise whether the night image came from the cache or from the generator. An 8-bit PNG
@@ -42,15 +42,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.distributed import DistContext
-from dsa_plugin.files import atomic_write, remove_stale_temps, write_json
-from dsa_plugin.images import load_image01 as _load01
+from dsa_plugin.core.distributed import DistContext
+from dsa_plugin.core.files import atomic_write, remove_stale_temps, write_json
+from dsa_plugin.core.images import load_image01 as _load01
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, image_name, select_night
 
 MANIFEST = "manifest.json"
 CACHE_KIND = "dsa-night-cache"
 CACHE_VERSION = 2  # 2: 1/16384 storage grid (version 1 stored 8-bit RGB), input stamps
-#: The storage grid of night images: CLAHE's own input quantisation (``transforms._LAB_BASE``).
+#: The storage grid of night images: CLAHE's own input quantisation (``transforms.lab._LAB_BASE``).
 NIGHT_LEVELS = 1 << 14
 FORMATS = ("png", "pt")
 #: Manifest fields that decide the stored pixels; ``NightCache.open`` compares these.
@@ -161,7 +161,7 @@ MIN_SIDE = 8
 
 def load_image01(path: str | os.PathLike, image_size: int | None) -> Tensor:
     """``3 x H x W`` float in [0, 1], loaded exactly as the training loader loads it
-    (:func:`dsa_plugin.images.load_image01`), refusing images smaller than :data:`MIN_SIDE`."""
+    (:func:`dsa_plugin.core.images.load_image01`), refusing images smaller than :data:`MIN_SIDE`."""
     x = _load01(path, image_size)
     if min(x.shape[-2:]) < MIN_SIDE:
         raise NightCacheError(f"{path}: {x.shape[-1]}x{x.shape[-2]} px"

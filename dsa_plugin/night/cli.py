@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    from dsa_plugin.devices import check_device
+    from dsa_plugin.core.devices import check_device
 
     try:
         check_device(device)

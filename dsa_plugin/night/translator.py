@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dsa_plugin.batching import batches_by_size
+from dsa_plugin.core.batching import batches_by_size
 from dsa_plugin.models.generator import generator_output_size
 
 
@@ -54,7 +54,7 @@ def translate(generator: nn.Module, x01: Tensor) -> Tensor:
 
 
 def _fingerprint(generator: nn.Module) -> str:
-    from dsa_plugin.checkpoints import state_dict_sha256
+    from dsa_plugin.models.checkpoint_files import state_dict_sha256
 
     return state_dict_sha256(generator.state_dict())
 
@@ -63,7 +63,7 @@ class NightTranslator(nn.Module):
     """A frozen generator that turns [0, 1] RGB batches into night on ``device``, optionally under AMP.
 
     Args:
-        generator: the day->night generator (e.g. ``dsa_plugin.checkpoints.load_generator(...)``).
+        generator: the day->night generator (e.g. ``dsa_plugin.models.checkpoints.load_generator(...)``).
         device: where it runs (``None``: where its parameters already are).
         amp: run under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); the output is float32.
 
@@ -105,7 +105,8 @@ class NightTranslator(nn.Module):
 
         Raises ``TranslatorError`` naming the file when it is not a day->night ResnetGenerator.
         """
-        from dsa_plugin.checkpoints import CheckpointError, load_generator
+        from dsa_plugin.models.checkpoint_files import CheckpointError
+        from dsa_plugin.models.checkpoints import load_generator
 
         try:
             generator = load_generator(path_or_url, device=device)
@@ -176,7 +177,7 @@ class NightTranslator(nn.Module):
         """Translate one PIL image; returns a PIL RGB image of size 4ceil(W/4) x 4ceil(H/4)."""
         from PIL import Image
 
-        from dsa_plugin.images import pil_to_tensor01, tensor01_to_pil, to_rgb
+        from dsa_plugin.core.images import pil_to_tensor01, tensor01_to_pil, to_rgb
 
         if not isinstance(img, Image.Image):
             raise TranslatorError(f"translate_pil expects a PIL image, got {type(img).__name__}")

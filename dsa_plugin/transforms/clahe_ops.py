@@ -261,7 +261,7 @@ class CLAHETransform:
     float array in [0, 1] -> float32 array (the reference's exact numbers). ``as_tensor=True``
     returns a ``3 x H x W`` float tensor in [0, 1] instead (use it in place of ``ToTensor`` to keep
     the full float result, as the reference does). Other PIL modes are converted with
-    :func:`dsa_plugin.images.to_rgb`, which names the mode it cannot convert.
+    :func:`dsa_plugin.core.images.to_rgb`, which names the mode it cannot convert.
     """
 
     def __init__(self, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = (8, 8), as_tensor: bool = False):
@@ -274,7 +274,7 @@ class CLAHETransform:
         from PIL import Image
 
         if isinstance(img, Image.Image):
-            from dsa_plugin.images import pil_to_tensor01, to_rgb
+            from dsa_plugin.core.images import pil_to_tensor01, to_rgb
 
             x = pil_to_tensor01(to_rgb(img))[None]
             kind = "pil"

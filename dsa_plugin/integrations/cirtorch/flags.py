@@ -21,7 +21,7 @@ import argparse
 import os
 from typing import Any
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 
 #: DSAConfig field -> argparse dest of its flag.
 CONFIG_DESTS: dict[str, str] = {name: f"dsa_{name}" for name in DSAConfig.keys()}
@@ -39,7 +39,7 @@ _DEFAULTS = DSAConfig()
 
 def _device(text: str) -> str:
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        from dsa_plugin.devices import DeviceError, check_device
+        from dsa_plugin.core.devices import DeviceError, check_device
 
         try:  # at parse time: before cirtorch's main() creates the export directory
             return check_device(text, "--dsa-device")
@@ -154,7 +154,8 @@ def _flagify(message: str) -> str:
 
 def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str:
     """Fingerprint of the generator; ``parser.error`` when it is missing, unreachable or not a generator."""
-    from dsa_plugin.checkpoints import CheckpointError, is_url, load_generator
+    from dsa_plugin.models.checkpoint_files import CheckpointError, is_url
+    from dsa_plugin.models.checkpoints import load_generator
 
     if is_url(path_or_url):
         try:  # fetched into the torch.hub cache now, so that a dead URL fails before any data is read

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "to_plain", "write_json"]
+__all__ = ["atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_text", "to_plain", "write_json"]
 
 # os.open applies the umask to this, so the file gets the same permissions as one made by open()
 # (tempfile.mkstemp would make it 0600, unreadable for other users of a shared data folder).
@@ -79,6 +79,20 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` written atomically (:func:`atomic_write`): a checkpoint is never half-written.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> path = atomic_save({"w": torch.ones(2)}, os.path.join(tempfile.mkdtemp(), "w.pth"))
+        >>> torch.load(path, weights_only=True)["w"].tolist()
+        [1.0, 1.0]
+    """
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -18,12 +18,12 @@ import functools
 import logging
 from typing import Any, Iterator
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 from dsa_plugin.integrations import compat
-from dsa_plugin.integrations.how_checkpoints import allow_how_checkpoints, how_checkpoint_loading
-from dsa_plugin.integrations.how_params import DSA_SECTION, dsa_config_from_params
-from dsa_plugin.integrations.how_transforms import ClaheCompose, mean_std_of, plain_transform, transform_builder
-from dsa_plugin.integrations.how_tuples import NightTuplesFactory, check_device
+from dsa_plugin.integrations.how.checkpoints import allow_how_checkpoints, how_checkpoint_loading
+from dsa_plugin.integrations.how.params import DSA_SECTION, dsa_config_from_params
+from dsa_plugin.integrations.how.transforms import ClaheCompose, mean_std_of, plain_transform, transform_builder
+from dsa_plugin.integrations.how.tuples import NightTuplesFactory, check_device
 
 
 def fixed_initialize_loss(loss: dict[str, Any], device):

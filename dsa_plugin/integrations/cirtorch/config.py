@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dsa_plugin.config import DSAConfig
-from dsa_plugin.integrations.cirtorch_flags import CONFIG_DESTS, RUNTIME_DESTS
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.integrations.cirtorch.flags import CONFIG_DESTS, RUNTIME_DESTS
 
 
 def pop_config_path(argv: list[str], parser: argparse.ArgumentParser) -> str | None:

@@ -41,11 +41,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dsa_plugin.batching import batches_by_size
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.batching import batches_by_size
+from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
-from dsa_plugin.descriptors import as_columns, declared_dim
-from dsa_plugin.images import ImageList, load_image01, tensor01_to_pil
+from dsa_plugin.core.descriptors import as_columns, declared_dim
+from dsa_plugin.core.images import ImageList, load_image01, tensor01_to_pil
 from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
 from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, compose_steps, find_normalize, normalize
 
@@ -77,7 +77,7 @@ def _plain_normalize(transform) -> tuple[bool, Any]:
 
 
 def _load01(path: str, imsize: int | None, loader: Callable | None) -> Tensor:
-    """One training image in [0, 1] (:func:`dsa_plugin.images.load_image01`)."""
+    """One training image in [0, 1] (:func:`dsa_plugin.core.images.load_image01`)."""
     return load_image01(path, imsize, loader=loader)
 
 
@@ -101,7 +101,7 @@ class NightTuplesDataset(Dataset):
     """cirtorch's ``TuplesDataset`` contract with night anchors, CLAHE and diverse anchors.
 
     The first arguments are cirtorch's. This class is a plain ``torch.utils.data.Dataset`` and
-    imports no toolkit; ``dsa_plugin.integrations.cirtorch_tuples.NightTuplesDataset`` also
+    imports no toolkit; ``dsa_plugin.integrations.cirtorch.tuples.NightTuplesDataset`` also
     subclasses cirtorch's ``TuplesDataset`` (``isinstance`` holds) and defaults ``data_root`` to
     cirtorch's ``get_data_root()``: the cirtorch and HOW integrations build that one.
 

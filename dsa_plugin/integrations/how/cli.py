@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.integrations.how_locate import HOW_SRC_ENV, HOWIntegrationError, import_how, load_demo, locate_how
-from dsa_plugin.integrations.how_params import (
+from dsa_plugin.core.config import ConfigError, DSAConfig
+from dsa_plugin.integrations.how.locate import HOW_SRC_ENV, HOWIntegrationError, import_how, load_demo, locate_how
+from dsa_plugin.integrations.how.params import (
     check_data_pickles,
     check_generator,
     data_folder,
@@ -21,7 +21,7 @@ from dsa_plugin.integrations.how_params import (
     template_fallback,
     validate_params,
 )
-from dsa_plugin.integrations.how_runtime import how_runtime
+from dsa_plugin.integrations.how.runtime import how_runtime
 
 HOW_TRAIN_OPTIONS = (
     "--experiment/-e NAME, --epochs N, --architecture ARCH, --skip-layer N, "

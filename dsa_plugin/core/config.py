@@ -12,7 +12,7 @@ Example:
     >>> check_value(True, float, "night_ratio")
     Traceback (most recent call last):
     ...
-    dsa_plugin.config.ConfigError: night_ratio must be float or int, got True (bool)
+    dsa_plugin.core.config.ConfigError: night_ratio must be float or int, got True (bool)
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
+from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint
+from dsa_plugin.models.checkpoints import extract_state_dict, load_into
 from dsa_plugin.integrations import compat
 
 #: The paper's test scales (docs/reference.md §test-pipeline).

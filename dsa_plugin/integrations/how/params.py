@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 from dsa_plugin.integrations import compat
 
 DSA_SECTION = "dsa"
@@ -104,7 +104,8 @@ def check_generator(config: DSAConfig | None, source: str | os.PathLike) -> None
     generator, or a URL that cannot be fetched, fails now instead of in the first epoch."""
     if config is None or config.generator is None:
         return
-    from dsa_plugin.checkpoints import CheckpointError, load_generator
+    from dsa_plugin.models.checkpoint_files import CheckpointError
+    from dsa_plugin.models.checkpoints import load_generator
 
     try:
         load_generator(config.generator, device="cpu")
@@ -134,7 +135,7 @@ def check_data_pickles(root: Path | None) -> None:
     Covers ``train/<db>/*.pkl`` (training, validation and whitening dbs) and
     ``test/<set>/gnd_*.pkl``. Raises :class:`ConfigError` naming the file.
     """
-    from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+    from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
 
     if root is None or not root.is_dir():
         return

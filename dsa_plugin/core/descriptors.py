@@ -1,4 +1,4 @@
-"""The one rule for reading a network's output as descriptors (batching: :mod:`dsa_plugin.batching`).
+"""The one rule for reading a network's output as descriptors (batching: :mod:`dsa_plugin.core.batching`).
 
 Descriptor orientation (used by mining, evaluation, the demo's fine-tuning and :func:`embed`):
 cirtorch networks return one **column** per image (``D x B``), most other networks one **row**

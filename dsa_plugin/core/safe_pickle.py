@@ -14,7 +14,7 @@ import os
 import pickle
 from pathlib import Path
 
-from dsa_plugin.files import atomic_write
+from dsa_plugin.core.files import atomic_write
 
 # (module, name) pairs that builtin containers and numpy arrays/scalars need, across numpy 1.x
 # and 2.x and Python-2 protocol-2 pickles. None of them can run code with attacker-chosen effects.

@@ -1,8 +1,8 @@
 """Dark Side Augmentation inside cnnimageretrieval-pytorch (cirtorch): cirtorch's loop, our data.
 
-Why one module of ~480 lines: it is the one place that lists (table below) and installs every
-name rebound in cirtorch's script; each rebinding is a small factory next to that table. Flags,
-YAML defaults, evaluation and the tuple subclass live in the ``cirtorch_*`` modules.
+This module lists (table below) and installs every name rebound in cirtorch's script; each
+rebinding is a small factory next to that table. The command is :mod:`.cli`, the data-file checks
+:mod:`.datafiles`; flags, YAML defaults, evaluation and the tuple subclass have their own modules.
 
 Two ways in, one mechanism:
 
@@ -15,9 +15,9 @@ Either way :func:`dsa_session` rebinds a few names in the script's namespace -- 
 looks them up at call time, so its code stays untouched:
 
 ==================  ==========================================================================
-``TuplesDataset``   a factory building :class:`dsa_plugin.tuples.NightTuplesDataset` (night
+``TuplesDataset``   a factory building :class:`dsa_plugin.training.tuples.NightTuplesDataset` (night
                     anchors, diverse anchors, CLAHE; as the cirtorch ``TuplesDataset`` subclass
-                    of :mod:`~dsa_plugin.integrations.cirtorch_tuples`) for train and val;
+                    of :mod:`~dsa_plugin.integrations.cirtorch.tuples`) for train and val;
                     cirtorch's own class when no DSA setting is on
 ``extract_vectors`` test-time descriptors with CLAHE added in front of the transform (--dsa-clahe)
 ``save_checkpoint`` adds a ``dsa`` entry (settings, export tag, loader statistics)
@@ -38,77 +38,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
-import json
+import importlib
 import math
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dsa_plugin.config import DSAConfig
-from dsa_plugin.files import to_plain
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.files import to_plain
 from dsa_plugin.integrations import compat
-from dsa_plugin.integrations.cirtorch_config import apply_yaml_defaults, pop_config_path
-from dsa_plugin.integrations.cirtorch_flags import add_dsa_arguments, dsa_config_from_args
+from dsa_plugin.integrations.cirtorch.datafiles import check_data_files, fail, required_files
+from dsa_plugin.integrations.cirtorch.flags import config_values, dsa_config_from_args
 
-__all__ = [
-    "CirtorchNotFoundError",
-    "DSARun",
-    "add_dsa_arguments",
-    "dsa_config_from_args",
-    "dsa_session",
-    "export_tag",
-    "install",
-    "load_train_module",
-    "main",
-    "run_training",
-]
-
-PROG = "dsa cirtorch-train"
-
-
-class CirtorchNotFoundError(ImportError):
-    """cirtorch is not importable (clone it and ``pip install --no-deps -e <clone>``)."""
-
-
-def cirtorch_train_script() -> Path:
-    """Path of the installed cirtorch's ``cirtorch/examples/train.py``."""
-    spec = importlib.util.find_spec("cirtorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise CirtorchNotFoundError(
-            "cirtorch is not installed: git clone https://github.com/filipradenovic/cnnimageretrieval-pytorch "
-            "and `pip install --no-deps -e <clone>` (its setup.py pins torch<1.4, hence --no-deps)"
-        )
-    script = Path(next(iter(spec.submodule_search_locations))) / "examples" / "train.py"
-    if not script.is_file():
-        raise CirtorchNotFoundError(f"cirtorch is installed but {script} is missing")
-    return script
-
-
-def load_train_module() -> ModuleType:
-    """A fresh module object executing cirtorch's ``examples/train.py`` (its ``main`` is not run).
-
-    Fresh on every call: the script keeps state in module globals (``args``, ``min_loss``)
-    and its parser would refuse the ``--dsa-*`` flags a second time.
-    """
-    script = cirtorch_train_script()
-    compat.apply_runtime_fixes()
-    spec = importlib.util.spec_from_file_location("dsa_cirtorch_train", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+__all__ = ["DSARun", "dsa_session", "export_tag", "install", "resume_mismatch"]
 
 
 def export_tag(args: argparse.Namespace) -> str:
     """Suffix of the export directory for the DSA settings in ``args`` ('' when DSA is off)."""
-    from dsa_plugin.integrations.cirtorch_flags import config_values
-
     return DSAConfig(**config_values(args)).tag(getattr(args, "dsa_generator_fingerprint", None))
 
 
@@ -193,7 +143,7 @@ def _tuple_factory(run: DSARun, upstream: type, data_root: str | None) -> Callab
                           transform=compat.WithRuntimeFixes(transform) if transform is not None else None,
                           **kwargs)
         else:
-            from dsa_plugin.integrations.cirtorch_tuples import NightTuplesDataset
+            from dsa_plugin.integrations.cirtorch.tuples import NightTuplesDataset
 
             if data_root is not None:
                 kwargs.setdefault("data_root", data_root)
@@ -275,51 +225,6 @@ class _ResumeGuard:
         return checkpoint
 
 
-def _required_files(args: argparse.Namespace, root: str) -> list[str]:
-    """Files cirtorch's train.py will read under ``root`` for these arguments."""
-    name = getattr(args, "training_dataset", "retrieval-SfM-120k")
-    files = [os.path.join(root, "train", name, f"{name}.pkl")]
-    if not getattr(args, "dsa_skip_test", False):
-        for ds in filter(None, str(getattr(args, "test_datasets", "")).split(",")):
-            files.append(os.path.join(root, "test", ds, f"gnd_{ds}.pkl"))
-        whiten = getattr(args, "test_whiten", "")
-        if whiten:
-            files.append(os.path.join(root, "train", whiten, f"{whiten}-whiten.pkl"))
-    return files
-
-
-def _fail(parser: argparse.ArgumentParser, message: str) -> None:
-    """One ``prog: error: message`` line and exit status 2 (data errors need no usage block)."""
-    print(f"{parser.prog}: error: {' '.join(message.split())}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def check_data_files(args: argparse.Namespace, root: str) -> None:
-    """Read every pickle cirtorch will open under ``root`` with the restricted unpickler first.
-
-    cirtorch unpickles these files with plain ``pickle.load``, which runs any code a crafted file
-    names; a file that passes here holds only builtins and numpy arrays. The training db is also
-    checked for the retrieval-SfM layout (in-range pairs, plain cids) and for enough clusters to
-    mine ``--neg-num`` negatives from (cirtorch's mining loop runs off the end otherwise).
-    Files that do not exist yet are left to cirtorch's download. Raises ``ValueError``.
-    """
-    from dsa_plugin.data.sfm import SfMFormatError, load_sfm_db, read_db_pickle
-
-    files = _required_files(args, root)
-    train_db, others = files[0], files[1:]
-    if os.path.isfile(train_db):
-        nnum = int(getattr(args, "neg_num", 0) or 0)
-        for split in ("train", "val"):
-            db = load_sfm_db(train_db, split)
-            n_clusters = len(set(db.clusters))
-            if n_clusters < nnum + 1:
-                raise SfMFormatError(f"{train_db}: split '{split}' has {n_clusters} clusters, but --neg-num {nnum} "
-                                     f"needs at least {nnum + 1} (one for the query, one per negative)")
-    for path in others:
-        if os.path.isfile(path):
-            read_db_pickle(path, what="data file")
-
-
 def _patch_data_root(stack: contextlib.ExitStack, namespace: MutableMapping[str, Any], root: str) -> None:
     def get_data_root() -> str:
         return root
@@ -361,7 +266,7 @@ def dsa_session(
     if getattr(args, "dsa_no_download", False):
         if root is None:
             parser.error("--dsa-no-download: cannot tell cirtorch's data root; give --dsa-data-root")
-        missing = [f for f in _required_files(args, root) if not os.path.isfile(f)]
+        missing = [f for f in required_files(args, root) if not os.path.isfile(f)]
         if missing:
             parser.error("--dsa-no-download: missing data file(s): " + ", ".join(missing)
                          + " (put them there, drop the test sets with --dsa-skip-test, or allow the download)")
@@ -369,7 +274,7 @@ def dsa_session(
         if root is not None:
             check_data_files(args, root)
     except ValueError as err:
-        _fail(parser, str(err))
+        fail(parser, str(err))
     compat.apply_runtime_fixes()
     stack = contextlib.ExitStack()
     if getattr(args, "gpu_id", None) is not None:
@@ -438,46 +343,3 @@ def install(namespace: MutableMapping[str, Any], args: argparse.Namespace,
     run = stack.enter_context(dsa_session(namespace, args, parser, tag_export_dir=tag_export_dir))
     run._stack = stack
     return run
-
-
-def build_parser(module: ModuleType) -> argparse.ArgumentParser:
-    """cirtorch's own parser with the ``--dsa-*`` flags and ``--config``."""
-    parser = module.parser
-    parser.prog = PROG
-    add_dsa_arguments(parser)
-    parser.add_argument("--config", metavar="FILE.yaml", default=None,
-                        help="YAML file with cirtorch arguments and a `dsa:` section; flags override it")
-    return parser
-
-
-def run_training(argv: list[str]) -> DSARun:
-    """Parse ``argv`` like ``dsa cirtorch-train`` and run cirtorch's ``main()``; returns the session."""
-    module = load_train_module()
-    parser = build_parser(module)
-    config_path = pop_config_path(argv, parser)
-    if config_path is not None:
-        apply_yaml_defaults(parser, config_path)
-    args = parser.parse_args(argv)
-    args.config = config_path
-    with dsa_session(vars(module), args, parser) as run:
-        # main() calls parser.parse_args() on sys.argv; hand it the namespace parsed here.
-        with compat.rebound(parser, "parse_args", lambda *a, **k: args):
-            module.main()
-        if run.config.enabled:
-            print(f">> DSA: done; tuple-loader statistics: {json.dumps(run.stats())}")
-    return run
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``dsa cirtorch-train``: cirtorch's ``train.py`` main() with Dark Side Augmentation."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        run_training(argv)
-    except CirtorchNotFoundError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
