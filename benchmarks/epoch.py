@@ -167,7 +167,7 @@ def install_profile() -> None:
     import dsa_plugin.core.images as images_mod
     import dsa_plugin.training.tuples as tuples_mod
 
-    tuples_mod._load01 = _timed("load", tuples_mod._load01)  # tuple images
+    tuples_mod.load_image01 = _timed("load", tuples_mod.load_image01)  # tuple images
     images_mod.load_image01 = _timed("load", images_mod.load_image01)  # mining (images.ImageList)
     NightTuplesDataset._night = _timed("night", NightTuplesDataset._night)
     NightTuplesDataset._clahe = _timed("clahe", NightTuplesDataset._clahe)

@@ -408,7 +408,7 @@ def _trunk_stage(settings: DemoSettings, data: DemoData, variants: dict[str, tup
                  out: Path) -> dict[str, Any]:
     """Frozen-trunk outputs of every image the runs will see (day, night cache, CLAHE'd, held-out),
     computed once; scores the pretrained network as it is on the way."""
-    from dsa_plugin.training.tuples import ANCHOR, NEGATIVE
+    from dsa_plugin.training.labels import ANCHOR, NEGATIVE
 
     net = _net(settings, 0).to(settings.device)
     for config, _ in variants.values():
