@@ -324,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
     repeats = args.repeats or (2 if cuda and not args.quick else 1)
 
+    from dsa_plugin.data.lists import anchor_images_from_db
     from dsa_plugin.data.sfm import db_paths
     from dsa_plugin.models import ResnetGenerator
     from dsa_plugin.night import NightCache, NightSource, NightTranslator, build_night_cache
-    from dsa_plugin.night.cache import anchor_images_from_db
 
     with tempfile.TemporaryDirectory(prefix="dsa-bench-epoch-") as tmp_name:
         tmp = Path(tmp_name)

@@ -96,10 +96,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    from dsa_plugin.models.checkpoints import load_generator
     from dsa_plugin.gan import load_config, train
     from dsa_plugin.gan.networks import build_generator, build_hed
     from dsa_plugin.gan.samples import sample_grid, save_png
+    from dsa_plugin.models.checkpoints import load_generator
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

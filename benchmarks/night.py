@@ -73,8 +73,8 @@ def epoch_uses(paths: list[str], qp: int, q: int, seed: int = 0):
 
 def prepare_epoch(uses, source, image_size: int) -> float:
     """Time the loader's work for every night anchor use: load the day image, get its night version."""
+    from dsa_plugin.core.images import load_image01
     from dsa_plugin.night import image_name
-    from dsa_plugin.night.cache import load_image01
 
     start = time.perf_counter()
     for path, label in uses:
@@ -150,8 +150,8 @@ def main(argv=None) -> int:
         assert cached.stats["cached"] == repeats * n_night_uses and online.stats["online"] == n_night_uses
 
         # Same tensors from both paths (8-bit PNG: <= 0.5/255).
+        from dsa_plugin.core.images import load_image01
         from dsa_plugin.night import image_name
-        from dsa_plugin.night.cache import load_image01
 
         diff = 0.0
         for path in unique_night:

@@ -24,8 +24,8 @@ from dsa_plugin.cli import main as dsa_main
 
 
 def _generator(tmp: Path) -> Path:
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     path = tmp / "g.pth"
     if not path.exists():
@@ -44,8 +44,8 @@ def _generator_bad_params(tmp: Path) -> Path:
 
 
 def _nan_generator(tmp: Path) -> Path:
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     net = ResnetGenerator(ngf=4, n_blocks=1)
     with torch.no_grad():

@@ -55,8 +55,8 @@ def test_add_is_idempotent():
 
 
 def test_every_flag_reaches_the_config(tmp_path):
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     gen = tmp_path / "g.pth"
     save_network(gen, ResnetGenerator(ngf=4, n_blocks=1))
@@ -111,10 +111,10 @@ def test_generator_file_that_is_not_a_generator(capsys, tmp_path):
 
 
 def test_night_cache_mismatch_and_absence(capsys, tmp_path, tiny_db):
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.data.sfm import db_paths, load_sfm_db
     from dsa_plugin.models import ResnetGenerator
-    from dsa_plugin.night.cache import build_night_cache
+    from dsa_plugin.models.checkpoints import save_network
+    from dsa_plugin.night.build import build_night_cache
     from dsa_plugin.night.translator import NightTranslator
 
     torch.manual_seed(0)
@@ -231,8 +231,8 @@ def test_wrapper_without_cirtorch_says_how_to_install(monkeypatch, capsys):
 
 
 def _generator_file(path: Path, seed: int) -> Path:
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     torch.manual_seed(seed)
     save_network(path, ResnetGenerator(ngf=4, n_blocks=1))

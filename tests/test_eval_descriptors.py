@@ -184,8 +184,8 @@ def test_how_like_networks_get_scales_and_batch_one(tmp_path):
 
 
 def test_plugin_gemnet_checkpoint_roundtrip(tmp_path):
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.evaluation.networks import load_embedding_network
+    from dsa_plugin.models.checkpoints import save_network
 
     net = small_net(dim=24, seed=3)
     save_network(tmp_path / "gem.pth", net, model_params={"architecture": "gem_small", "outputdim": 24})
@@ -234,9 +234,9 @@ def test_reference_and_cirtorch_layouts(tmp_path):
 def test_network_errors_and_whitening_attach(tmp_path):
     import numpy as np
 
+    from dsa_plugin.evaluation.networks import attached_whitening, load_embedding_network
     from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.models.checkpoints import save_network
-    from dsa_plugin.evaluation.networks import attached_whitening, load_embedding_network
 
     net = small_net(dim=8)
     save_network(tmp_path / "g.pth", net, model_params={"architecture": "gem_small"})

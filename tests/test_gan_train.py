@@ -223,9 +223,9 @@ def test_torchrun_two_processes_gloo(tmp_path, daynight):
 
 
 def test_wrong_checkpoints_give_clear_errors(tmp_path, daynight):
+    from dsa_plugin.models import ResnetGenerator
     from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.models.checkpoints import save_network
-    from dsa_plugin.models import ResnetGenerator
 
     gen = tmp_path / "gen.pth"
     save_network(gen, ResnetGenerator(ngf=4, n_blocks=1))

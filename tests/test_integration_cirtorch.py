@@ -24,9 +24,9 @@ import torch
 
 pytest.importorskip("cirtorch.examples.train", reason="cirtorch (cnnimageretrieval-pytorch) is not installed")
 
+from dsa_plugin.integrations import compat  # noqa: E402
 from dsa_plugin.integrations.cirtorch import cli as cirtorch_cli  # noqa: E402
 from dsa_plugin.integrations.cirtorch import hooks as cirtorch_hooks  # noqa: E402
-from dsa_plugin.integrations import compat  # noqa: E402
 
 pytestmark = [pytest.mark.toolkit, pytest.mark.usefixtures("one_thread")]
 
@@ -45,11 +45,11 @@ TUPLE = 2 + NNUM
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Data root: tiny retrieval-SfM db, a tiny random generator, a night cache, a tiny oxford5k."""
-    from dsa_plugin.models.checkpoints import load_generator, save_network
     from dsa_plugin.data import make_tiny_sfm_db
     from dsa_plugin.data.sfm import db_paths, load_sfm_db
     from dsa_plugin.models import ResnetGenerator
-    from dsa_plugin.night.cache import build_night_cache
+    from dsa_plugin.models.checkpoints import load_generator, save_network
+    from dsa_plugin.night.build import build_night_cache
     from dsa_plugin.night.translator import NightTranslator
 
     root = tmp_path_factory.mktemp("cirtorch_world")
@@ -159,8 +159,8 @@ def _in_diverse_band(desc: torch.Tensor, picks: list[int], exclude: float, inclu
 def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     from cirtorch.networks.imageretrievalnet import ImageRetrievalNet
 
-    from dsa_plugin.models.checkpoints import load_generator
     from dsa_plugin.mining import DiverseAnchorSampler
+    from dsa_plugin.models.checkpoints import load_generator
     from dsa_plugin.training.tuples import NightTuplesDataset
 
     seen: list[torch.Tensor] = []  # every input the network gets in training mode, in order

@@ -76,8 +76,8 @@ def _write_params(path: Path, data_root: Path, exp_root: Path, dsa: dict | None 
 
 
 def _tiny_generator(path: Path) -> Path:
-    from dsa_plugin.models.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     torch.manual_seed(0)
     save_network(path, ResnetGenerator(ngf=4, n_blocks=1))

@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 
+from dsa_plugin.core.images import load_image01
 from dsa_plugin.models import ResnetGenerator
 from dsa_plugin.night import NightCache, NightSource, NightTranslator, StaleCacheError, build_night_cache, image_name
-from dsa_plugin.night.cache import load_image01, quantise_night
+from dsa_plugin.night.cache import quantise_night
 from dsa_plugin.transforms import IMAGENET_MEAN_STD, clahe, normalize
 
 

@@ -3,21 +3,21 @@
 import pytest
 import torch
 
-from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.images import load_image01
+from dsa_plugin.data.lists import anchor_images_from_db
 from dsa_plugin.data.sfm import db_paths
 from dsa_plugin.models import ResnetGenerator
+from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.night import (
     NightCache,
     NightSource,
     NightTranslator,
     StaleCacheError,
-    anchor_images_from_db,
     build_night_cache,
     image_name,
     night_source_from_config,
 )
-from dsa_plugin.night.cache import load_image01
 
 SIZE = 40
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from dsa_plugin.models import NLayerDiscriminator, ResnetGenerator
 from dsa_plugin.models.checkpoint_files import state_dict_sha256
 from dsa_plugin.models.checkpoints import save_network
-from dsa_plugin.models import NLayerDiscriminator, ResnetGenerator
 from dsa_plugin.night import NightTranslator, TranslatorError
 
 

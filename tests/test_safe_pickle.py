@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from dsa_plugin.cli import main as dsa_main
-from dsa_plugin.data.sfm import SfMFormatError, db_paths, load_sfm_db
 from dsa_plugin.core.safe_pickle import PickleFileError, UnsafePickleError, load_pickle
+from dsa_plugin.data.sfm import SfMFormatError, db_paths, load_sfm_db
 
 
 class _SystemPayload:

@@ -10,8 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from dsa_plugin import transforms as T
-from dsa_plugin.transforms import clahe_ops, lab
 from dsa_plugin.transforms import (
     CLAHE,
     HALF_MEAN_STD,
@@ -19,6 +17,7 @@ from dsa_plugin.transforms import (
     CLAHETransform,
     Renormalize,
     clahe,
+    clahe_ops,
     denormalize,
     normalize,
     renormalize,
@@ -86,7 +85,7 @@ def test_lab_table_equals_opencv_at_every_grid_point():
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).reshape(-1, 3)
     want = np.stack([np.rint(lab[:, 0] / 100 * 16384), np.rint((lab[:, 1] + 128) * 64),
                      np.rint((lab[:, 2] + 128) * 64)], -1).astype(np.int32)
-    got = lab._lab_grid().reshape(-1, 3)
+    got = lab_codec._lab_grid().reshape(-1, 3)
     assert (got == want).all(), f"{(got != want).sum()} of {got.size} table entries differ from OpenCV"
 
 
@@ -94,7 +93,7 @@ def test_truncated_l_channel_is_bit_exact_on_random_colours():
     rng = np.random.default_rng(0)
     img = rng.random((64, 256, 3), dtype=np.float32)
     img[:8] = np.round(img[:8] * 255) / 255  # also colours that come from uint8 images
-    lum, a, b = lab._lab_encode(to_batch([img]), lab._lab_table(torch.device("cpu")))
+    lum, a, b = lab_codec._lab_encode(to_batch([img]), lab_codec._lab_table(torch.device("cpu")))
     assert (lum[0].numpy() == reference_l_u8(img)).all()
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)  # a and b are kept to within one code (1/64)
     for got_ab, want_ab in ((a, lab[:, :, 1]), (b, lab[:, :, 2])):
@@ -338,8 +337,8 @@ def test_normalize_bad_input():
 
 
 def test_zero_std_refused_where_it_is_configured(tiny_db):
-    from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.evaluation.networks import network_from_checkpoint
+    from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.models.gem import gem_small
     from dsa_plugin.transforms import check_mean_std
 

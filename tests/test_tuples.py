@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.images import load_image01
 from dsa_plugin.data import SfMFormatError, load_sfm_db, make_tiny_sfm_db
 from dsa_plugin.mining import diverse_anchors
 from dsa_plugin.night.selection import is_night
-from dsa_plugin.core.images import load_image01
 from dsa_plugin.training.tuples import NightTuplesDataset
 
 IMSIZE = 32

@@ -153,9 +153,30 @@ def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Seq
 
 
 def load_image01(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None,
-                 loader: Callable | None = None) -> Tensor:
-    """:func:`load_image` as a ``3 x H x W`` float32 tensor in [0, 1] (:func:`pil_to_tensor01`)."""
-    return pil_to_tensor01(load_image(path, image_size, bbox, loader))
+                 loader: Callable | None = None, *, min_side: int = 1) -> Tensor:
+    """:func:`load_image` as a ``3 x H x W`` float32 tensor in [0, 1] (:func:`pil_to_tensor01`).
+
+    ``min_side``: refuse (:class:`ImageLoadError`) an image with a side shorter than this after
+    shrinking (the generator needs a few pixels for its padding).
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "photo.png")
+        >>> Image.new("RGB", (200, 4), (255, 0, 0)).save(path)
+        >>> x = load_image01(path, 100)
+        >>> tuple(x.shape), x[0].max().item()
+        ((3, 2, 100), 1.0)
+        >>> load_image01(path, 100, min_side=8)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.core.images.ImageLoadError: ...photo.png: 100x2 px after shrinking to 100; need at least 8 px on each side
+    """
+    x = pil_to_tensor01(load_image(path, image_size, bbox, loader))
+    if min(x.shape[-2:]) < min_side:
+        shrunk = f" after shrinking to {image_size}" if image_size else ""
+        raise ImageLoadError(f"{os.fspath(path)}: {x.shape[-1]}x{x.shape[-2]} px{shrunk}; "
+                             f"need at least {min_side} px on each side")
+    return x
 
 
 class ImageList(torch.utils.data.Dataset):

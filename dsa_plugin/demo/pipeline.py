@@ -223,7 +223,8 @@ def _gan_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, A
 
 
 def _cache_stage(settings: DemoSettings, data: DemoData, generator: str, out: Path) -> dict[str, Any]:
-    from dsa_plugin.night.cache import anchor_images_from_db, build_night_cache
+    from dsa_plugin.data.lists import anchor_images_from_db
+    from dsa_plugin.night.build import build_night_cache
     from dsa_plugin.night.translator import NightTranslator
 
     translator = NightTranslator.from_checkpoint(generator, device=settings.device)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
 from dsa_plugin.core.files import write_json
+from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
 
 
 def _scales(text: str) -> list[float]:
@@ -141,10 +141,10 @@ def _test_settings(args, net) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.evaluation.datasets import TestSetError
     from dsa_plugin.evaluation.descriptors import ImageReadError
     from dsa_plugin.evaluation.whitening import WhiteningError
+    from dsa_plugin.models.checkpoint_files import CheckpointError
 
     try:
         return _run(argv)

@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from dsa_plugin.evaluation.metrics import detect_protocol
 from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
+from dsa_plugin.evaluation.metrics import detect_protocol
 
 #: the named test sets the standard tooling knows (cirtorch + gandtr)
 KNOWN_TEST_SETS = ("oxford5k", "paris6k", "roxford5k", "rparis6k", "247tokyo1k")

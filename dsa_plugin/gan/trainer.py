@@ -36,11 +36,10 @@ from typing import Any
 
 import torch
 
-from dsa_plugin.core.files import atomic_save
-from dsa_plugin.core.files import remove_stale_temps, write_json
+from dsa_plugin.core.distributed import DistContext
+from dsa_plugin.core.files import atomic_save, remove_stale_temps, write_json
 from dsa_plugin.gan.config import ConfigError, GanConfig, get_key, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
-from dsa_plugin.core.distributed import DistContext
 from dsa_plugin.gan.networks import TRAINABLE, build_networks, build_optimizers, build_schedulers
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog

@@ -45,13 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from dsa_plugin.night.cache import (
-        NightCacheError,
-        anchor_images_from_db,
-        build_night_cache,
-        clahe_settings,
-        read_image_list,
-    )
+    from dsa_plugin.data.lists import anchor_images_from_db, read_image_list
+    from dsa_plugin.night.build import build_night_cache
+    from dsa_plugin.night.cache import NightCacheError, clahe_settings
     from dsa_plugin.night.translator import NightTranslator, TranslatorError
 
     device = args.device

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.night.cache import NightCache, StaleCacheError, _differences, _normalise_clahe, quantise_night
+from dsa_plugin.night.cache import NightCache, StaleCacheError, normalise_clahe, quantise_night, settings_differences
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, is_night
 from dsa_plugin.night.translator import NightTranslator, TranslatorError, output_size
 
@@ -55,10 +55,10 @@ class NightSource:
             expected: dict[str, Any] = {"ratio": ratio, "prefix": prefix, "clahe": clahe}
             if translator is not None:
                 expected["generator"] = translator.fingerprint
-            diff = _differences(expected, cache.manifest)
+            diff = settings_differences(expected, cache.manifest)
             if diff:
                 raise StaleCacheError(f"night cache {cache.root} does not match this source: " + "; ".join(diff))
-        self.clahe = _normalise_clahe(clahe)
+        self.clahe = normalise_clahe(clahe)
         self.stats = {"cached": 0, "online": 0}
 
     def is_night(self, name: str, label: str) -> bool:

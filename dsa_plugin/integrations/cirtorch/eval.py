@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsa_plugin.integrations import compat
 from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint
 from dsa_plugin.models.checkpoints import extract_state_dict, load_into
-from dsa_plugin.integrations import compat
 
 #: The paper's test scales (docs/reference.md §test-pipeline).
 PAPER_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
