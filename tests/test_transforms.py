@@ -22,6 +22,7 @@ from dsa_plugin.transforms import (
     normalize,
     renormalize,
 )
+from dsa_plugin.transforms import lab as lab_codec
 
 cv2 = pytest.importorskip("cv2")
 
