@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from dsa_plugin.gan.config import get_key, load_config
     from dsa_plugin.gan.data import GanDataError
-    from dsa_plugin.gan.trainer import ResumeError, format_summary, train
+    from dsa_plugin.gan.state import ResumeError
+    from dsa_plugin.gan.summary import format_summary
+    from dsa_plugin.gan.trainer import train
 
     try:
         overrides = list(args.overrides)
