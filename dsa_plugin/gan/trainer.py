@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from dsa_plugin.core.distributed import DistContext
 from dsa_plugin.core.files import remove_stale_temps
@@ -126,73 +127,92 @@ class Trainer(ResumableState, RunSummary):
         return row
 
     def run(self) -> TrainResult:
-        cfg, main = self.cfg, self.ctx.is_main
+        """Train to ``train.epochs`` (or ``train.max_iterations``), logging, sampling and saving on the way."""
         self.t0 = time.perf_counter()
         self.last_saved = self.iteration if self.resumed_from is not None else -1
-        sample_paths: list[Path] = sorted(self.sample_dir.glob("iter_*.png")) if self.resumed_from else []
-        scalars = None
-        if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, self.out / "config.yaml")
-            scalars = ScalarLog(self.log_path, self.out / "tensorboard",
-                                keep_until=self.iteration if self.resumed_from is not None else None)
-        bar = None
-        if main and self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total, initial=self.iteration, desc=f"gan-train {cfg.variant}", unit="it",
-                       dynamic_ncols=True)
-        if self.resumed_from is None and cfg.train.identity_warmup:
-            self._identity_warmup(scalars)
+        self.sample_paths: list[Path] = sorted(self.sample_dir.glob("iter_*.png")) if self.resumed_from else []
+        self.scalars, self.bar = self._open_outputs()
+        if self.resumed_from is None and self.cfg.train.identity_warmup:
+            self._identity_warmup(self.scalars)
         it_start, t_start = self.iteration, time.perf_counter()
-        losses, visuals, last_row = None, None, None
-        columns = COLUMNS["cyclegan" if cfg.variant == "cyclegan" else "hed"]
+        self.last_row, visuals = None, None
+        columns = COLUMNS["cyclegan" if self.cfg.variant == "cyclegan" else "hed"]
         try:
-            while self.iteration < self.total and self.epoch < cfg.train.epochs:
-                self.dataset.set_epoch(self.epoch)
-                for day, night in self._loader():
-                    losses, visuals = self.step(self._to_device(day), self._to_device(night))
-                    self.iteration += 1
-                    self.in_epoch += 1
-                    if self.iteration % cfg.train.log_every == 0 or self.iteration == self.total:
-                        last_row = self._log_row(losses, t_start, it_start)
-                        if main:
-                            scalars.write(last_row)
-                            if bar is not None:
-                                bar.set_postfix({k: f"{last_row[k]:.3g}" for k in ("D", "G", "E", "G_X", "D_X")
-                                                 if k in last_row})
-                    if main and cfg.train.sample_every and self.iteration % cfg.train.sample_every == 0:
-                        path = self.sample_dir / f"iter_{self.iteration:06d}.png"
-                        sample_paths.append(save_png(sample_grid(visuals, columns), path))
-                    if bar is not None:
-                        bar.update(1)
-                    every = cfg.train.checkpoint_every_iters
-                    iter_ckpt = bool(every) and self.iteration % every == 0
-                    if self.in_epoch >= self.iters_per_epoch or self.iteration >= self.total:
-                        break
-                    if iter_ckpt:
-                        self._save()
-                if self.in_epoch >= self.iters_per_epoch:  # epoch complete
-                    for sched in self.schedulers.values():
-                        sched.step()
-                    self.epoch += 1
-                    self.in_epoch = 0
-                    if self.epoch % cfg.train.checkpoint_every == 0 or self.epoch == cfg.train.epochs:
-                        self._save(epoch_snapshot=self.epoch)
-                    elif iter_ckpt:
-                        self._save()
+            while self.iteration < self.total and self.epoch < self.cfg.train.epochs:
+                visuals, iter_ckpt = self._train_epoch(visuals, columns, t_start, it_start)
+                self._end_epoch(iter_ckpt)
             if self.last_saved != self.iteration:
                 self._save()
-            if main and visuals is not None:
-                sample_paths.append(save_png(sample_grid(visuals, columns), self.sample_dir / "final.png"))
+            if self.ctx.is_main and visuals is not None:
+                self.sample_paths.append(save_png(sample_grid(visuals, columns), self.sample_dir / "final.png"))
         finally:
-            if bar is not None:
-                bar.close()
-            if scalars is not None:
-                scalars.close()
+            if self.bar is not None:
+                self.bar.close()
+            if self.scalars is not None:
+                self.scalars.close()
         self.ctx.barrier()
-        result = self._result(sample_paths, it_start, t_start, last_row)
-        return result
+        return self._result(self.sample_paths, it_start, t_start, self.last_row)
+
+    def _open_outputs(self):
+        """(scalar log, progress bar) of the main process: ``None``, ``None`` on the others."""
+        if not self.ctx.is_main:
+            return None, None
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_yaml(self.cfg, self.out / "config.yaml")
+        scalars = ScalarLog(self.log_path, self.out / "tensorboard",
+                            keep_until=self.iteration if self.resumed_from is not None else None)
+        bar = None
+        if self.progress:
+            bar = tqdm(total=self.total, initial=self.iteration, desc=f"gan-train {self.cfg.variant}", unit="it",
+                       dynamic_ncols=True)
+        return scalars, bar
+
+    def _train_epoch(self, visuals, columns, t_start: float, it_start: int):
+        """Iterations until the epoch (or the run) ends; returns (the last visuals, whether an
+        iteration checkpoint fell on the last iteration)."""
+        self.dataset.set_epoch(self.epoch)
+        iter_ckpt = False
+        for day, night in self._loader():
+            losses, visuals = self.step(self._to_device(day), self._to_device(night))
+            self.iteration += 1
+            self.in_epoch += 1
+            self._report(losses, visuals, columns, t_start, it_start)
+            every = self.cfg.train.checkpoint_every_iters
+            iter_ckpt = bool(every) and self.iteration % every == 0
+            if self.in_epoch >= self.iters_per_epoch or self.iteration >= self.total:
+                break
+            if iter_ckpt:
+                self._save()
+        return visuals, iter_ckpt
+
+    def _report(self, losses, visuals, columns, t_start: float, it_start: int) -> None:
+        """Scalars every ``train.log_every`` iterations (all processes average them), sample grids, the bar."""
+        cfg, main = self.cfg, self.ctx.is_main
+        if self.iteration % cfg.train.log_every == 0 or self.iteration == self.total:
+            self.last_row = self._log_row(losses, t_start, it_start)
+            if main:
+                self.scalars.write(self.last_row)
+                if self.bar is not None:
+                    self.bar.set_postfix({k: f"{self.last_row[k]:.3g}" for k in ("D", "G", "E", "G_X", "D_X")
+                                          if k in self.last_row})
+        if main and cfg.train.sample_every and self.iteration % cfg.train.sample_every == 0:
+            path = self.sample_dir / f"iter_{self.iteration:06d}.png"
+            self.sample_paths.append(save_png(sample_grid(visuals, columns), path))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _end_epoch(self, iter_ckpt: bool) -> None:
+        """After a complete epoch: step the schedulers, save (epoch snapshot or iteration checkpoint)."""
+        if self.in_epoch < self.iters_per_epoch:
+            return
+        for sched in self.schedulers.values():
+            sched.step()
+        self.epoch += 1
+        self.in_epoch = 0
+        if self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs:
+            self._save(epoch_snapshot=self.epoch)
+        elif iter_ckpt:
+            self._save()
 
     def _warmup_batches(self):
         """``train.identity_warmup`` batches of day and night crops (batch_size of each), the same
@@ -212,8 +232,6 @@ class Trainer(ResumableState, RunSummary):
         for name in generators(self.cfg.variant):
             batches = self._warmup_batches()
             if self.ctx.is_main and self.progress:
-                from tqdm.auto import tqdm
-
                 batches = tqdm(batches, total=self.cfg.train.identity_warmup, desc=f"identity warm-up {name}",
                                unit="it", dynamic_ncols=True)
             losses = identity_warmup(self.nets[name], batches, lr=self.cfg.optim.lr,
