@@ -14,8 +14,8 @@ every 5 tuples. Only the dataset differs between the rows:
     image, batched extraction, anchor-pool descriptors reused for hard-negative mining.
 (c) ``reference``: DSA the reference's way: the generator run online on every selected anchor
     every time it is used (anchor pool, anchor re-extraction, training), the reference's
-    diverse-anchor loop (``reference_diverse_anchors`` of tests/oracles.py, the baseline of benchmarks/mining.py), anchors re-extracted,
-    one image per forward pass.
+    diverse-anchor loop (``reference_diverse_anchors`` of tests/oracles.py, the baseline of
+    benchmarks/mining.py), anchors re-extracted, one image per forward pass.
 
 Sizes keep the reference's proportions per epoch (Q tuples : Qp anchor pool : P negative pool =
 2000 : 10000 : 22000, 5 negatives, 25 % night anchors) scaled down to the AMOS photos
@@ -237,7 +237,9 @@ def cirtorch_dataset(root: Path, imsize: int, q: int, pool: int, mean_std) -> An
     compat.apply_runtime_fixes()
     traindataset.get_data_root = lambda: str(root)  # cirtorch reads its db from its own folder otherwise
     transform = T.Compose([T.ToTensor(), T.Normalize(*mean_std)])
-    ds = traindataset.TuplesDataset(DB_NAME, "train", imsize=imsize, nnum=5, qsize=q, poolsize=pool, transform=transform)
+    ds = traindataset.TuplesDataset(
+        DB_NAME, "train", imsize=imsize, nnum=5, qsize=q, poolsize=pool, transform=transform
+    )
     ds.print_freq = 10**9
     return ds
 
@@ -301,10 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--net", choices=["small", "vgg16", "resnet50", "resnet101"], default=None,
                         help="network (default resnet101; quick resnet50)")
-    parser.add_argument("--imsize", type=int, default=None, help=f"longer image side (CPU 192, CUDA 362; quick {QUICK_IMSIZE})")
+    parser.add_argument(
+        "--imsize", type=int, default=None, help=f"longer image side (CPU 192, CUDA 362; quick {QUICK_IMSIZE})"
+    )
     parser.add_argument("--qsize", type=int, default=None,
                         help="tuples Q (CPU 10, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
-    parser.add_argument("--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (CUDA 2; CPU and quick 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (CUDA 2; CPU and quick 1)"
+    )
     parser.add_argument("--ngf", type=int, default=64, help="generator width (the reference's 64)")
     parser.add_argument("--blocks", type=int, default=9, help="generator residual blocks (the reference's 9)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: see the module doc)")
@@ -335,13 +341,17 @@ def main(argv: list[str] | None = None) -> int:
         t_phase = time.perf_counter()
         root, origin = make_db(tmp, args.quick)
         pkl, ims = db_paths(root, DB_NAME)
-        probe = NightTuplesDataset(DB_NAME, "train", imsize=imsize, qsize=q, poolsize=10**9, data_root=root, progress=False)
+        probe = NightTuplesDataset(
+            DB_NAME, "train", imsize=imsize, qsize=q, poolsize=10**9, data_root=root, progress=False
+        )
         qp = min(5 * q, len(probe.qpool))
         pool = min(11 * q, len(probe.images))
         mean_std = probe.mean_std
 
         torch.manual_seed(0)
-        translator = NightTranslator(ResnetGenerator(ngf=args.ngf, n_blocks=args.blocks, norm="batch"), device=args.device)
+        translator = NightTranslator(
+            ResnetGenerator(ngf=args.ngf, n_blocks=args.blocks, norm="batch"), device=args.device
+        )
         anchors = [p for p in anchor_images_from_db(pkl, ims, splits=("train",))]
         t0 = time.perf_counter()
         phases["setup_s"] = t0 - t_phase
@@ -375,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                          else "NightTuplesDataset, DSA off, batch 1")
         plain = Variant("plain", f"(a) plain: {baseline_kind}", build_plain)
         dsa = Variant("dsa", "(b) DSA, plugin: cache + diverse + CLAHE", build_dsa, args.workers)
-        reference = Variant("reference", "(c) DSA, reference way: online G + literal loop", build_reference, args.workers)
+        reference = Variant(
+            "reference", "(c) DSA, reference way: online G + literal loop", build_reference, args.workers
+        )
 
         t_phase = time.perf_counter()
         net0 = make_net(net_kind, args.device)
@@ -391,13 +403,25 @@ def main(argv: list[str] | None = None) -> int:
     key = "wall_s" if cuda else "cpu_s"
     rows = []
     for v in (plain, dsa, reference):
-        rows.append({"variant": v.key, "label": v.label, "runs": len(v.runs),
-                     "seconds": median_of(v.runs, key), "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
-                     "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")), "wall_s": median_of(v.runs, "wall_s"),
-                     "images_extracted": v.runs[-1]["images_extracted"], "night_anchors": v.runs[-1]["night_anchors"],
-                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"],
-                     "profile": {k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
-                                 for k in v.runs[-1]["profile"]}})
+        rows.append(
+            {
+                "variant": v.key,
+                "label": v.label,
+                "runs": len(v.runs),
+                "seconds": median_of(v.runs, key),
+                "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
+                "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")),
+                "wall_s": median_of(v.runs, "wall_s"),
+                "images_extracted": v.runs[-1]["images_extracted"],
+                "night_anchors": v.runs[-1]["night_anchors"],
+                "generator_runs": v.runs[-1]["generator_runs"],
+                "timings": v.runs[-1]["timings"],
+                "profile": {
+                    k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
+                    for k in v.runs[-1]["profile"]
+                },
+            }
+        )
     by = {r["variant"]: r for r in rows}
     overhead = by["dsa"]["seconds"] / by["plain"]["seconds"]
     speedup = by["reference"]["seconds"] / by["dsa"]["seconds"]
@@ -406,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one training epoch, {origin}; {len(probe.images)} training images, imsize {imsize}; "
           f"Q={q} tuples, Qp={qp}, P={pool}, 5 negatives; net {net_kind}; device {args.device}; {measure}, median")
     print(f"night cache: {cache_size} night anchors, built once in {build_s:.1f} s (not part of the epoch)")
-    print(f"{'variant':52s} {'epoch s':>8s} {'mining s':>9s} {'train s':>8s} {'wall s':>8s} {'extracted':>9s} {'G runs':>6s} {'runs':>4s}")
+    print(
+        f"{'variant':52s} {'epoch s':>8s} {'mining s':>9s} {'train s':>8s} {'wall s':>8s} {'extracted':>9s} "
+        f"{'G runs':>6s} {'runs':>4s}"
+    )
     for r in rows:
         print(f"{r['label']:52s} {r['seconds']:8.2f} {r['mining_s']:9.2f} {r['train_s']:8.2f} {r['wall_s']:8.2f} "
               f"{str(r['images_extracted']):>9s} {r['generator_runs']:6d} {r['runs']:4d}")
@@ -425,18 +452,41 @@ def main(argv: list[str] | None = None) -> int:
     phases["total_s"] = time.perf_counter() - T_START
     print("script wall s: " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in phases.items()))
     print(f"overhead (b)/(a) = {overhead:.3f} (target <= 1.10); speedup (c)/(b) = {speedup:.2f}x (target > 1)")
-    print(json.dumps({
-        "benchmark": "epoch", "overhead": round(overhead, 3), "speedup": round(speedup, 2),
-        "plain_s": round(by["plain"]["seconds"], 3), "ours_s": round(by["dsa"]["seconds"], 3),
-        "baseline_s": round(by["reference"]["seconds"], 3),
-        "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timings"} for r in rows],
-        "cache_build_s": round(build_s, 2), "cache_images": cache_size,
-        "generator": {"ngf": args.ngf, "blocks": args.blocks}, "wall_total_s": round(phases["total_s"], 1),
-        "timing": "wall" if cuda else "cpu",
-        "size": {"images": len(probe.images), "imsize": imsize, "qsize": q, "qpool": qp, "poolsize": pool, "nnum": 5},
-        "net": net_kind, "baseline": baseline_kind, "threads": args.threads, "source": origin,
-        "device": args.device, "quick": args.quick,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch",
+                "overhead": round(overhead, 3),
+                "speedup": round(speedup, 2),
+                "plain_s": round(by["plain"]["seconds"], 3),
+                "ours_s": round(by["dsa"]["seconds"], 3),
+                "baseline_s": round(by["reference"]["seconds"], 3),
+                "rows": [
+                    {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timings"}
+                    for r in rows
+                ],
+                "cache_build_s": round(build_s, 2),
+                "cache_images": cache_size,
+                "generator": {"ngf": args.ngf, "blocks": args.blocks},
+                "wall_total_s": round(phases["total_s"], 1),
+                "timing": "wall" if cuda else "cpu",
+                "size": {
+                    "images": len(probe.images),
+                    "imsize": imsize,
+                    "qsize": q,
+                    "qpool": qp,
+                    "poolsize": pool,
+                    "nnum": 5,
+                },
+                "net": net_kind,
+                "baseline": baseline_kind,
+                "threads": args.threads,
+                "source": origin,
+                "device": args.device,
+                "quick": args.quick,
+            }
+        )
+    )
     return 0
 
 

@@ -143,7 +143,10 @@ def main(argv=None) -> int:
     tr = report["gan_train"]
     passed = tr["darkening_fraction"] >= 0.5 and tr["edge_l1"] < tr["edge_l1_init"]
     print(f"HEDN GAN ({args.config}) on AMOS gan_train: {iterations} iterations in {train_s:.1f} s on {args.device}")
-    print(f"{'images':<10}{'day':>7}{'night':>7}{'G0(day)':>9}{'G(day)':>8}{'gap done':>10}{'edgeL1 G0':>11}{'edgeL1 G':>10}")
+    print(
+        f"{'images':<10}{'day':>7}{'night':>7}{'G0(day)':>9}{'G(day)':>8}{'gap done':>10}"
+        f"{'edgeL1 G0':>11}{'edgeL1 G':>10}"
+    )
     for name, r in rows:
         print(f"{name:<10}{r['day_luma']:>7.3f}{r['night_luma']:>7.3f}{r['fake_luma_init']:>9.3f}{r['fake_luma']:>8.3f}"
               f"{r['darkening_fraction']:>10.2f}{r['edge_l1_init']:>11.4f}{r['edge_l1']:>10.4f}")

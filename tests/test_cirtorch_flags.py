@@ -106,7 +106,9 @@ def test_generator_file_that_is_not_a_generator(capsys, tmp_path):
     assert f"--dsa-generator: {not_gen} is not a day->night generator checkpoint" in err
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    assert "is not a day->night generator checkpoint" in _error(capsys, _parser(), ["exp", "--dsa-generator", str(garbage)])
+    assert "is not a day->night generator checkpoint" in _error(
+        capsys, _parser(), ["exp", "--dsa-generator", str(garbage)]
+    )
     assert "is a directory" in _error(capsys, _parser(), ["exp", "--dsa-generator", str(tmp_path)])
 
 

@@ -1,4 +1,5 @@
-"""The one descriptor-orientation rule (dsa_plugin.core.descriptors) and equal-size batching (dsa_plugin.core.batching)."""
+"""The one descriptor-orientation rule (dsa_plugin.core.descriptors) and equal-size batching
+(dsa_plugin.core.batching)."""
 
 import pytest
 import torch

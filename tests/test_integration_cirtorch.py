@@ -510,7 +510,11 @@ def test_published_embedding_in_cirtorch_with_clahe_multiscale_whitening(world, 
         acc = torch.zeros(512, dtype=torch.float64)
         with torch.no_grad():
             for s in PAPER_SCALES:
-                xs = x if s == 1 else torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+                xs = (
+                    x
+                    if s == 1
+                    else torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+                )
                 acc += ours(xs).squeeze(1).double().pow(2.5)
         v = (acc / 3).pow(1 / 2.5)
         v = (v / v.norm()).numpy()[:, None]

@@ -103,7 +103,9 @@ def test_how_training_with_dsa(tmp_path, data_root, monkeypatch, capsys):
 
     clahe_calls = []
     call = how_transforms.ClaheCompose.__call__
-    monkeypatch.setattr(how_transforms.ClaheCompose, "__call__", lambda self, img: clahe_calls.append(1) or call(self, img))
+    monkeypatch.setattr(
+        how_transforms.ClaheCompose, "__call__", lambda self, img: clahe_calls.append(1) or call(self, img)
+    )
 
     argv = [str(tmp_path / "run.yml"), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1"]
     assert how_cli.main(argv) == 0

@@ -54,7 +54,8 @@ def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 
 def imports_of(name: str) -> set[str]:
-    """The package modules ``name`` imports anywhere in its source (``from pkg import submodule`` names the submodule)."""
+    """The package modules ``name`` imports anywhere in its source (``from pkg import submodule`` names
+    the submodule)."""
     path = modules()[name]
     known = modules()
     found: set[str] = set()

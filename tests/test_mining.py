@@ -150,7 +150,8 @@ def literal_negatives(qvecs, poolvecs, qclusters, pool_clusters, nnum):
     return nidxs, dists
 
 
-@pytest.mark.parametrize("q,p,d,clusters,nnum", [(30, 200, 16, 12, 5), (50, 120, 8, 6, 5), (10, 400, 32, 150, 20), (20, 60, 4, 4, 3)])
+@pytest.mark.parametrize("q,p,d,clusters,nnum",
+                         [(30, 200, 16, 12, 5), (50, 120, 8, 6, 5), (10, 400, 32, 150, 20), (20, 60, 4, 4, 3)])
 def test_hard_negatives_match_literal_cirtorch(q, p, d, clusters, nnum):
     g = torch.Generator().manual_seed(q * p)
     qvecs = torch.nn.functional.normalize(torch.randn(d, q, generator=g), dim=0)

@@ -72,7 +72,9 @@ def check_format(paths, t, tmp_path, fmt):
     assert manifest["complete"] is True and manifest["generator"] == t.fingerprint
     assert (manifest["ratio"], manifest["prefix"], manifest["image_size"], manifest["clahe"], manifest["format"]) == (
         0.5, "anc", SIZE, None, fmt)
-    reopened = NightCache.open(out, generator=t.fingerprint, ratio=0.5, prefix="anc", image_size=SIZE, clahe=None, format=fmt)
+    reopened = NightCache.open(
+        out, generator=t.fingerprint, ratio=0.5, prefix="anc", image_size=SIZE, clahe=None, format=fmt
+    )
     by_name = {image_name(p): p for p in paths}
     for name in reopened.names:
         x01 = load_image01(by_name[name], SIZE)

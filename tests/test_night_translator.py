@@ -63,7 +63,13 @@ def test_frozen_and_always_eval():
 def test_translate_many_batches_by_size_and_keeps_order():
     t = NightTranslator(tiny_generator())
     torch.manual_seed(1)
-    images = [torch.rand(3, 20, 24), torch.rand(3, 17, 30), torch.rand(3, 20, 24), torch.rand(3, 17, 30), torch.rand(3, 20, 24)]
+    images = [
+        torch.rand(3, 20, 24),
+        torch.rand(3, 17, 30),
+        torch.rand(3, 20, 24),
+        torch.rand(3, 17, 30),
+        torch.rand(3, 20, 24),
+    ]
     calls = []
     original = t.translate
 

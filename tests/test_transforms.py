@@ -347,7 +347,9 @@ def test_zero_std_refused_where_it_is_configured(tiny_db):
         check_mean_std(((0.4, 0.4, 0.4), (0.2, 0.2, 0)), "the loader")
     net = gem_small(outputdim=8)
     obj = {"meta": {**net.meta, "std": [0.229, 0.0, 0.225]}, "state_dict": net.state_dict()}
-    with pytest.raises(CheckpointError, match=r"^net\.pth: the input normalisation it records: normalisation std\[1\] = 0\.0"):
+    with pytest.raises(
+        CheckpointError, match=r"^net\.pth: the input normalisation it records: normalisation std\[1\] = 0\.0"
+    ):
         network_from_checkpoint(obj, source="net.pth")
     # the tuple loader refuses it when built, not in the middle of an epoch
     import torchvision.transforms as T

@@ -169,7 +169,7 @@ def load_image01(path: str | os.PathLike, image_size: int | None = None, bbox: S
         ((3, 2, 100), 1.0)
         >>> load_image01(path, 100, min_side=8)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        dsa_plugin.core.images.ImageLoadError: ...photo.png: 100x2 px after shrinking to 100; need at least 8 px on each side
+        dsa_plugin.core.images.ImageLoadError: ...photo.png: 100x2 px after shrinking to 100; need at least 8 px ...
     """
     x = pil_to_tensor01(load_image(path, image_size, bbox, loader))
     if min(x.shape[-2:]) < min_side:

@@ -27,7 +27,9 @@ def path_inside(root: str | os.PathLike, relative: str) -> Path | None:
     return Path(joined) if joined.startswith(base + os.sep) else None
 
 
-def read_labels(csv_path: str | os.PathLike, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_labels(
+    csv_path: str | os.PathLike, required: Sequence[str]
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """``(columns, [(row number, row), ...])`` of ``csv_path``; values are stripped, ``file`` checked.
 
     Raises :class:`LabelsError` for a non-UTF-8 file, missing columns, a short or over-long row, an

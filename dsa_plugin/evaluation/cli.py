@@ -61,24 +61,35 @@ def eval_scale(s: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dsa evaluate",
-        description="Retrieval mAP with the standard protocols (Tokyo 24/7, ROxford5k, RParis6k) or on folders with labels.csv.",
+        description="Retrieval mAP with the standard protocols (Tokyo 24/7, ROxford5k, RParis6k) or on folders "
+        "with labels.csv.",
     )
     net = p.add_argument_group("network")
     net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, "
                      "cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
-    net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
+    net.add_argument(
+        "--arch",
+        help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)",
+    )
     net.add_argument("--outputdim", type=_int_at_least(1, "descriptor size"), default=None,
                      help="descriptor size for --arch gem_small (default 128)")
     net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")
     net.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     net.add_argument("--whitening", help="published-format *_lw.pkl to apply ({'m': (D,1), 'P': (D,D)})")
-    net.add_argument("--learn-whitening", metavar="PKL", help="learn lw whitening from a whitening db {cids, qidxs, pidxs} first")
+    net.add_argument(
+        "--learn-whitening", metavar="PKL", help="learn lw whitening from a whitening db {cids, qidxs, pidxs} first"
+    )
     net.add_argument("--whitening-ims", metavar="DIR", help="image root of --learn-whitening (default: <pkl dir>/ims)")
     net.add_argument("--save-whitening", metavar="PKL", help="write the learned whitening here (published layout)")
     data = p.add_argument_group("data")
     data.add_argument("--datasets", help="comma-separated named test sets, e.g. 247tokyo1k,roxford5k,rparis6k")
     data.add_argument("--data-root", help="cirtorch data root holding test/<name>/gnd_<name>.pkl and jpg/")
-    data.add_argument("--folder", action="append", default=[], help="folder with labels.csv (file, domain, place_id[, role]); repeatable")
+    data.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        help="folder with labels.csv (file, domain, place_id[, role]); repeatable",
+    )
     data.add_argument("--role", help="keep only rows of this role in labels.csv (e.g. eval)")
     data.add_argument("--query-domain", default="night", help="folder queries' domain (default night)")
     data.add_argument("--db-domain", default="day", help="folder database domain (default day)")
@@ -90,10 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--single-scale", action="store_true", help="shortcut for --scales 1")
     pipe.add_argument("--no-clahe", action="store_true",
                       help="skip CLAHE at test time (default: the checkpoint's choice, else CLAHE clip 1.0)")
-    pipe.add_argument("--clahe", action="store_true", help="apply CLAHE even where the checkpoint says it was tested without")
+    pipe.add_argument(
+        "--clahe", action="store_true", help="apply CLAHE even where the checkpoint says it was tested without"
+    )
     pipe.add_argument("--clahe-grid", type=_int_at_least(1, "CLAHE tiles per side"), default=None, metavar="N",
                       help="CLAHE tiles per side (default: the checkpoint's, else 8; fewer for small images)")
-    pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
+    pipe.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda if available)",
+    )
     pipe.add_argument("--batch-size", type=_int_at_least(1, "images per forward pass"), default=8,
                       help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -123,7 +140,9 @@ def _network(args):
     if not args.arch:
         raise SystemExit("dsa evaluate: need --checkpoint PATH|URL, or --arch NAME --random-init")
     if not args.random_init:
-        raise SystemExit("dsa evaluate: --arch builds an untrained network; add --random-init to confirm (or use --checkpoint)")
+        raise SystemExit(
+            "dsa evaluate: --arch builds an untrained network; add --random-init to confirm (or use --checkpoint)"
+        )
     torch.manual_seed(args.seed)
     net = build_gem_network(args.arch, outputdim=args.outputdim).to(args.device).eval().requires_grad_(False)
     return attach_whitening(net, args.whitening), f"{args.arch} (random init, seed {args.seed})"
@@ -173,7 +192,9 @@ def _run(argv: list[str] | None) -> int:
     if args.out:
         _check_writable(args.out)
     net, label = _network(args)
-    kw = dict(device=args.device, batch_size=args.batch_size, progress=not args.no_progress, **_test_settings(args, net))
+    kw = dict(
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, **_test_settings(args, net)
+    )
     out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}
     if args.learn_whitening:
         from dsa_plugin.evaluation.networks import attach_whitening
@@ -187,13 +208,19 @@ def _run(argv: list[str] | None) -> int:
             print(f">> whitening written to {args.save_whitening}")
     out["settings"]["whitening"] = args.learn_whitening or args.whitening
     if args.datasets:
-        results = [evaluate_test_set(net, name.strip(), args.data_root, **kw) for name in args.datasets.split(",") if name.strip()]
+        results = [
+            evaluate_test_set(net, name.strip(), args.data_root, **kw)
+            for name in args.datasets.split(",")
+            if name.strip()
+        ]
         out["test_sets"] = results
         print(format_test_sets(results, label=Path(label).name if args.checkpoint else label))
     if args.folder:
         out["folders"] = []
         for folder in args.folder:
-            r = evaluate_folder(net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain, **kw)
+            r = evaluate_folder(
+                net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain, **kw
+            )
             out["folders"].append(r)
             print(format_folder(r, label=Path(label).name if args.checkpoint else label))
     if args.out:

@@ -92,7 +92,9 @@ def _bbox(entry: dict, i: int, gnd_path: Path) -> BBox | None:
         return None
     arr = np.asarray(bbx, dtype=np.float64).reshape(-1)
     if arr.size != 4 or not (arr[2] > arr[0] and arr[3] > arr[1]):
-        raise TestSetError(f"{gnd_path}: gnd[{i}]['bbx'] must be (x1, y1, x2, y2) with x2 > x1, y2 > y1; got {list(arr)}")
+        raise TestSetError(
+            f"{gnd_path}: gnd[{i}]['bbx'] must be (x1, y1, x2, y2) with x2 > x1, y2 > y1; got {list(arr)}"
+        )
     return tuple(float(v) for v in arr)
 
 
@@ -109,7 +111,9 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
     gnd_path = base / f"gnd_{name}.pkl"
     if not gnd_path.is_file():
         known = f" (known sets: {', '.join(KNOWN_TEST_SETS)})" if name not in KNOWN_TEST_SETS else ""
-        raise TestSetError(f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl")
+        raise TestSetError(
+            f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl"
+        )
     try:
         cfg = load_pickle(gnd_path)
     except PickleFileError as err:
@@ -118,7 +122,9 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
         raise TestSetError(f"{gnd_path}: expected a dict with keys imlist, qimlist, gnd; got {type(cfg).__name__}")
     missing = [k for k in ("imlist", "qimlist", "gnd") if k not in cfg]
     if missing:
-        raise TestSetError(f"{gnd_path}: missing key(s) {missing} (found {sorted(map(str, cfg))}); expected imlist, qimlist, gnd")
+        raise TestSetError(
+            f"{gnd_path}: missing key(s) {missing} (found {sorted(map(str, cfg))}); expected imlist, qimlist, gnd"
+        )
     imlist, qimlist, gnd = list(cfg["imlist"]), list(cfg["qimlist"]), list(cfg["gnd"])
     if len(gnd) != len(qimlist):
         raise TestSetError(f"{gnd_path}: 'gnd' has {len(gnd)} entries but 'qimlist' has {len(qimlist)} queries")
@@ -133,7 +139,9 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
     for i, g in enumerate(gnd):
         lacking = [k for k in need if k not in g]
         if lacking:
-            raise TestSetError(f"{gnd_path}: gnd[{i}] lacks key(s) {lacking} needed by the {protocol} protocol (keys: {sorted(g)})")
+            raise TestSetError(
+                f"{gnd_path}: gnd[{i}] lacks key(s) {lacking} needed by the {protocol} protocol (keys: {sorted(g)})"
+            )
         for k in ("ok", "junk", "easy", "hard"):
             if k in g and len(g[k]) and (np.max(g[k]) >= len(imlist) or np.min(g[k]) < 0):
                 raise TestSetError(f"{gnd_path}: gnd[{i}]['{k}'] indexes outside imlist (0..{len(imlist) - 1})")

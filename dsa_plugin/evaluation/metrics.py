@@ -212,7 +212,9 @@ def revisited_gnd(gnd: Sequence[Mapping], setting: str) -> list[dict]:
     for i, g in enumerate(gnd):
         missing = [k for k in ("easy", "hard", "junk") if k not in g]
         if missing:
-            raise GroundTruthError(f"gnd[{i}] lacks {missing} (keys: {sorted(g)}); the revisited protocol needs easy/hard/junk")
+            raise GroundTruthError(
+                f"gnd[{i}] lacks {missing} (keys: {sorted(g)}); the revisited protocol needs easy/hard/junk"
+            )
         out.append(
             {
                 "ok": np.concatenate([_as_index_array(g[k], k, i) for k in ok_keys]),
@@ -237,7 +239,10 @@ def evaluate_ranks(
     if protocol == "old":
         return {"protocol": "old", **compute_map(ranks, gnd, kappas).as_dict()}
     if protocol == "revisited":
-        return {"protocol": "revisited", **{s: compute_map(ranks, revisited_gnd(gnd, s), kappas).as_dict() for s in REVISITED_SETTINGS}}
+        return {
+            "protocol": "revisited",
+            **{s: compute_map(ranks, revisited_gnd(gnd, s), kappas).as_dict() for s in REVISITED_SETTINGS},
+        }
     raise ValueError(f"unknown protocol '{protocol}'; allowed: 'old', 'revisited'")
 
 
@@ -251,6 +256,8 @@ def rank_database(db: torch.Tensor, queries: torch.Tensor) -> np.ndarray:
         ``[N, Q]`` int64 ranks (column ``i`` = db indices for query ``i``); ties keep db order.
     """
     if db.ndim != 2 or queries.ndim != 2 or db.shape[1] != queries.shape[1]:
-        raise ValueError(f"need db [N, D] and queries [Q, D] with equal D, got {tuple(db.shape)} and {tuple(queries.shape)}")
+        raise ValueError(
+            f"need db [N, D] and queries [Q, D] with equal D, got {tuple(db.shape)} and {tuple(queries.shape)}"
+        )
     scores = (db.double() @ queries.double().T).cpu().numpy()
     return np.argsort(-scores, axis=0, kind="stable")

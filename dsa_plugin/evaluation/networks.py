@@ -86,7 +86,13 @@ def _infer_arch(sd: Mapping[str, torch.Tensor]) -> str:
     if "features.7.2.conv3.weight" in keys or "features.4.0.conv1.weight" in keys:
         n_blocks = len({k.split(".")[2] for k in keys if k.startswith("features.6.")})
         bottleneck = any(k.startswith("features.4.0.conv3") for k in keys)
-        table = {(True, 6): "resnet50", (True, 23): "resnet101", (True, 36): "resnet152", (False, 2): "resnet18", (False, 6): "resnet34"}
+        table = {
+            (True, 6): "resnet50",
+            (True, 23): "resnet101",
+            (True, 36): "resnet152",
+            (False, 2): "resnet18",
+            (False, 6): "resnet34",
+        }
         if (bottleneck, n_blocks) in table:
             return table[(bottleneck, n_blocks)]
     convs = sorted({int(k.split(".")[1]) for k in keys if k.startswith("features.") and k.endswith(".weight")})
@@ -184,7 +190,8 @@ def load_embedding_network(
         whitening: optional ``*_lw.pkl`` path or ``{'m', 'P'}`` dict to attach.
 
     Example:
-        >>> net = load_embedding_network("hedngan_embed_vgg16.pth", "cpu", "hedngan_embed_vgg16_lw.pkl")  # doctest: +SKIP
+        >>> net = load_embedding_network("hedngan_embed_vgg16.pth", "cpu",
+        ...                              whitening="hedngan_embed_vgg16_lw.pkl")  # doctest: +SKIP
     """
     source = str(path_or_url)
     obj = load_checkpoint(path_or_url)

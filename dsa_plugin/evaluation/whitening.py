@@ -100,7 +100,9 @@ def validate_whitening(w: Mapping, source: str = "whitening") -> dict[str, np.nd
         raise WhiteningError(f"{source}: expected a dict with keys 'm' and 'P', got {type(w).__name__}")
     missing = [k for k in ("m", "P") if k not in w]
     if missing:
-        raise WhiteningError(f"{source}: missing key(s) {missing} (found {sorted(map(str, w))}); expected {{'m': (D,1), 'P': (D,D)}}")
+        raise WhiteningError(
+            f"{source}: missing key(s) {missing} (found {sorted(map(str, w))}); expected {{'m': (D,1), 'P': (D,D)}}"
+        )
     m, P = _to_numpy64(w["m"]), _to_numpy64(w["P"])
     if m.ndim == 1:
         m = m[:, None]
@@ -108,7 +110,9 @@ def validate_whitening(w: Mapping, source: str = "whitening") -> dict[str, np.nd
         raise WhiteningError(f"{source}: key 'm' must have shape (D, 1), got {m.shape}")
     D = m.shape[0]
     if P.ndim != 2 or P.shape[1] != D or P.shape[0] > D:
-        raise WhiteningError(f"{source}: key 'P' must have shape (D, D) = ({D}, {D}) (or (d, {D}) with d <= {D}), got {P.shape}")
+        raise WhiteningError(
+            f"{source}: key 'P' must have shape (D, D) = ({D}, {D}) (or (d, {D}) with d <= {D}), got {P.shape}"
+        )
     if not (np.isfinite(m).all() and np.isfinite(P).all()):
         raise WhiteningError(f"{source}: 'm' or 'P' holds non-finite values")
     return {"m": m, "P": P}

@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="dsa gan-train",
         description="Train a day->night generator (HEDN GAN, HED GAN or CycleGAN) on unpaired day/night images. "
                     "Running the same command again resumes from the last checkpoint in --out.",
-        epilog="Overrides use dotted keys, e.g. data.crop_size=128 train.max_iterations=1000 model.hed_weights=hed.pth. "
-               "Run with --list-keys to see every key.")
+        epilog="Overrides use dotted keys, e.g. data.crop_size=128 train.max_iterations=1000 "
+               "model.hed_weights=hed.pth. Run with --list-keys to see every key.")
     p.add_argument("--config", default="hedngan",
                    help=f"YAML config file or preset name ({', '.join(sorted(PRESETS))}); default hedngan")
     p.add_argument("--out", default=None, help="output directory (default runs/gan-<config name>)")

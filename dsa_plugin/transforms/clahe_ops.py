@@ -305,5 +305,6 @@ class CLAHETransform:
         return Image.fromarray(u8, "RGB") if kind == "pil" else u8
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(clip_limit={self.clip_limit}, grid_size={self.grid_size}, as_tensor={self.as_tensor})"
+        return (f"{type(self).__name__}(clip_limit={self.clip_limit}, grid_size={self.grid_size}, "
+                f"as_tensor={self.as_tensor})")
 

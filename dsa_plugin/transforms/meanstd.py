@@ -67,7 +67,9 @@ def denormalize(x: Tensor, mean_std: MeanStd | Sequence[Sequence[float]] = IMAGE
     return x * std + mean
 
 
-def renormalize(x: Tensor, src: MeanStd | Sequence[Sequence[float]], dst: MeanStd | Sequence[Sequence[float]]) -> Tensor:
+def renormalize(
+    x: Tensor, src: MeanStd | Sequence[Sequence[float]], dst: MeanStd | Sequence[Sequence[float]]
+) -> Tensor:
     """Switch normalisation conventions, e.g. generator output (0.5/0.5) -> ImageNet, in one affine map.
 
     Example:

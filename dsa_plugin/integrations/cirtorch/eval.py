@@ -39,9 +39,13 @@ PAPER_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 def embedding_architecture(obj: Any, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
     """cirtorch architecture name of an embedding checkpoint (from its params, else its keys)."""
     if isinstance(obj, Mapping):
-        params = (obj.get("network_params") or {}).get("model") if isinstance(obj.get("network_params"), Mapping) else None
+        params = (
+            (obj.get("network_params") or {}).get("model") if isinstance(obj.get("network_params"), Mapping) else None
+        )
         if isinstance(params, Mapping):
-            arch = params.get("cir_architecture") if params.get("architecture") == "cirnet" else params.get("architecture")
+            arch = (
+                params.get("cir_architecture") if params.get("architecture") == "cirnet" else params.get("architecture")
+            )
             for key in ("pooling", "local_whitening", "regional", "whitening"):
                 wanted = "gem" if key == "pooling" else False
                 if key in params and params[key] != wanted:

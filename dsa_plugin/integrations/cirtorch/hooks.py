@@ -301,7 +301,9 @@ def dsa_session(
             compat.rebind(stack, namespace, "TuplesDataset", _tuple_factory(run, upstream, data_root))
         if "extract_vectors" in namespace:
             original = getattr(namespace["extract_vectors"], "__wrapped__", namespace["extract_vectors"])
-            compat.rebind(stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe, config.clahe_grid))
+            compat.rebind(
+                stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe, config.clahe_grid)
+            )
         if "save_checkpoint" in namespace:
             original = getattr(namespace["save_checkpoint"], "__wrapped__", namespace["save_checkpoint"])
             compat.rebind(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))

@@ -31,7 +31,7 @@ Each concern lives in its own module; the package re-exports only the two names 
 :mod:`~dsa_plugin.integrations.how.checkpoints`    ``weights_only`` loading of HOW checkpoints
 :mod:`~dsa_plugin.integrations.how.runtime`        the scoped run-time changes (:func:`how_runtime`)
                                                    and the patch's :func:`install_dsa`
-:mod:`~dsa_plugin.integrations.how.cli`            ``dsa how-train`` (``main``)        
+:mod:`~dsa_plugin.integrations.how.cli`            ``dsa how-train`` (``main``)
 =================================================  ==============================================
 """
 

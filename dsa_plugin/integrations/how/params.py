@@ -41,8 +41,10 @@ def dsa_config_from_params(params: dict[str, Any], where: str = DSA_SECTION) -> 
     # The rule cirtorch's --dsa-qpool-size/--query-size check applies too: diverse anchor mining picks
     # the epoch's qsize anchors from a pool of qpool_size candidates, so the pool cannot be smaller.
     if config.diverse_anchors and isinstance(qsize, int) and config.qpool_size < qsize:
-        raise ConfigError(f"in '{where}': qpool_size ({config.qpool_size}) must be >= training.dataset.qsize ({qsize}): "
-                          "diverse anchor mining picks the epoch's anchors from that pool")
+        raise ConfigError(
+            f"in '{where}': qpool_size ({config.qpool_size}) must be >= training.dataset.qsize ({qsize}): "
+            "diverse anchor mining picks the epoch's anchors from that pool"
+        )
     return config
 
 
