@@ -242,21 +242,9 @@ def _patch_data_root(stack: contextlib.ExitStack, namespace: MutableMapping[str,
             compat.rebind(stack, module, "get_data_root", get_data_root)
 
 
-@contextlib.contextmanager
-def dsa_session(
-    namespace: MutableMapping[str, Any],
-    args: argparse.Namespace,
-    parser: argparse.ArgumentParser,
-    tag_export_dir: bool = True,
-) -> Iterator[DSARun]:
-    """Install DSA into the namespace of cirtorch's ``train.py`` for the duration of the block.
-
-    Validates the flags first (``parser.error`` on bad input, before any data is read), then
-    rebinds the names listed in the module docstring. Everything is restored on exit.
-    ``tag_export_dir`` appends ``DSAConfig.tag()`` to cirtorch's export directory name through
-    ``args.image_size`` (the patched script does it explicitly instead).
-    """
-    config = dsa_config_from_args(args, parser)
+def _checked_data_root(namespace: MutableMapping[str, Any], args: argparse.Namespace,
+                       parser: argparse.ArgumentParser) -> tuple[str | None, str | None]:
+    """(``--dsa-data-root`` made absolute or None, the root cirtorch will read); checks its files first."""
     data_root = getattr(args, "dsa_data_root", None)
     if data_root is not None:
         data_root = os.path.abspath(data_root)
@@ -275,6 +263,77 @@ def dsa_session(
             check_data_files(args, root)
     except ValueError as err:
         fail(parser, str(err))
+    return data_root, root
+
+
+def _rebind_data_access(stack: contextlib.ExitStack, namespace: MutableMapping[str, Any], args: argparse.Namespace,
+                        data_root: str | None) -> None:
+    """``get_data_root`` (--dsa-data-root), ``download_*`` (--dsa-no-download), ``test`` (--dsa-skip-test)."""
+    if data_root is not None:
+        _patch_data_root(stack, namespace, data_root)
+    if getattr(args, "dsa_no_download", False):
+        for name in ("download_train", "download_test"):
+            if name in namespace:
+                compat.rebind(stack, namespace, name, lambda data_dir: None)
+    if getattr(args, "dsa_skip_test", False) and "test" in namespace:
+        compat.rebind(stack, namespace, "test",
+                      lambda datasets, net: print(">> DSA: test-set evaluation skipped (--dsa-skip-test)"))
+
+
+def _upstream(namespace: MutableMapping[str, Any], name: str) -> Any:
+    """The script's own ``name`` (unwrapped when an earlier session rebound it)."""
+    return getattr(namespace[name], "__wrapped__", namespace[name])
+
+
+def _rebind_training(stack: contextlib.ExitStack, namespace: MutableMapping[str, Any], run: DSARun,
+                     parser: argparse.ArgumentParser, data_root: str | None, tag_export_dir: bool) -> None:
+    """``TuplesDataset``, ``extract_vectors``, ``save_checkpoint``, ``torch`` (--resume) and the export tag."""
+    config, args = run.config, run.args
+    if "TuplesDataset" in namespace:
+        compat.rebind(stack, namespace, "TuplesDataset",
+                      _tuple_factory(run, _upstream(namespace, "TuplesDataset"), data_root))
+    if "extract_vectors" in namespace:
+        original = _upstream(namespace, "extract_vectors")
+        compat.rebind(stack, namespace, "extract_vectors",
+                      _extract_vectors_factory(original, config.clahe, config.clahe_grid))
+    if "save_checkpoint" in namespace:
+        compat.rebind(stack, namespace, "save_checkpoint",
+                      _save_checkpoint_factory(_upstream(namespace, "save_checkpoint"), run))
+    if getattr(args, "resume", "") and "torch" in namespace:
+        compat.rebind(stack, namespace, "torch", _ResumeGuard(namespace["torch"], run, parser))
+    if tag_export_dir and run.tag and hasattr(args, "image_size"):
+        compat.rebind(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
+
+
+def _announce(run: DSARun) -> None:
+    config, args = run.config, run.args
+    if config.enabled:
+        print(f">> DSA: {config.to_dict()} (export tag '{run.tag}', cpu-only run: {run.cpu_only})")
+    if (config.generator is not None and not str(config.device).startswith("cpu")
+            and int(getattr(args, "workers", 0) or 0) > 0):
+        # The training loader's workers are forked; a forked process cannot use CUDA, and the
+        # anchors of a tuple are translated where the tuple is loaded.
+        print(f">> DSA: warning: --workers {args.workers} with online translation on {config.device}: "
+              "forked DataLoader workers cannot run the generator on CUDA; use --workers 0 or a "
+              "night cache (`dsa translate`, --dsa-night-cache)", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def dsa_session(
+    namespace: MutableMapping[str, Any],
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    tag_export_dir: bool = True,
+) -> Iterator[DSARun]:
+    """Install DSA into the namespace of cirtorch's ``train.py`` for the duration of the block.
+
+    Validates the flags first (``parser.error`` on bad input, before any data is read), then
+    rebinds the names listed in the module docstring. Everything is restored on exit.
+    ``tag_export_dir`` appends ``DSAConfig.tag()`` to cirtorch's export directory name through
+    ``args.image_size`` (the patched script does it explicitly instead).
+    """
+    config = dsa_config_from_args(args, parser)
+    data_root, _ = _checked_data_root(namespace, args, parser)
     compat.apply_runtime_fixes()
     stack = contextlib.ExitStack()
     if getattr(args, "gpu_id", None) is not None:
@@ -287,39 +346,9 @@ def dsa_session(
     run = DSARun(config=config, args=args, cpu_only=cpu_only)
     with stack:
         stack.enter_context(compat.cuda_noop(run.cpu_only))
-        if data_root is not None:
-            _patch_data_root(stack, namespace, data_root)
-        if getattr(args, "dsa_no_download", False):
-            for name in ("download_train", "download_test"):
-                if name in namespace:
-                    compat.rebind(stack, namespace, name, lambda data_dir: None)
-        if getattr(args, "dsa_skip_test", False) and "test" in namespace:
-            compat.rebind(stack, namespace, "test",
-                 lambda datasets, net: print(">> DSA: test-set evaluation skipped (--dsa-skip-test)"))
-        if "TuplesDataset" in namespace:
-            upstream = getattr(namespace["TuplesDataset"], "__wrapped__", namespace["TuplesDataset"])
-            compat.rebind(stack, namespace, "TuplesDataset", _tuple_factory(run, upstream, data_root))
-        if "extract_vectors" in namespace:
-            original = getattr(namespace["extract_vectors"], "__wrapped__", namespace["extract_vectors"])
-            compat.rebind(
-                stack, namespace, "extract_vectors", _extract_vectors_factory(original, config.clahe, config.clahe_grid)
-            )
-        if "save_checkpoint" in namespace:
-            original = getattr(namespace["save_checkpoint"], "__wrapped__", namespace["save_checkpoint"])
-            compat.rebind(stack, namespace, "save_checkpoint", _save_checkpoint_factory(original, run))
-        if getattr(args, "resume", "") and "torch" in namespace:
-            compat.rebind(stack, namespace, "torch", _ResumeGuard(namespace["torch"], run, parser))
-        if tag_export_dir and run.tag and hasattr(args, "image_size"):
-            compat.rebind(stack, args, "image_size", _TaggedSize(int(args.image_size), run.tag))
-        if config.enabled:
-            print(f">> DSA: {config.to_dict()} (export tag '{run.tag}', cpu-only run: {run.cpu_only})")
-        if (config.generator is not None and not str(config.device).startswith("cpu")
-                and int(getattr(args, "workers", 0) or 0) > 0):
-            # The training loader's workers are forked; a forked process cannot use CUDA, and the
-            # anchors of a tuple are translated where the tuple is loaded.
-            print(f">> DSA: warning: --workers {args.workers} with online translation on {config.device}: "
-                  "forked DataLoader workers cannot run the generator on CUDA; use --workers 0 or a "
-                  "night cache (`dsa translate`, --dsa-night-cache)", file=sys.stderr)
+        _rebind_data_access(stack, namespace, args, data_root)
+        _rebind_training(stack, namespace, run, parser, data_root, tag_export_dir)
+        _announce(run)
         yield run
 
 
