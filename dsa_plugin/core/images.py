@@ -62,22 +62,36 @@ def to_rgb(img, alpha: Literal["drop", "white"] = "drop"):
         has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
         return to_rgb(img.convert("RGBA" if has_alpha else "RGB"), alpha)
     if mode in _ALPHA_MODES:
-        if alpha == "drop":
-            return img.convert("RGB")
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        return _alpha_to_rgb(img, alpha)
     if mode in _SIXTEEN_BIT or mode == "I":
-        arr = np.asarray(img).astype(np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ValueError(f"image mode {mode!r} with values in [{arr.min()}, {arr.max()}] has no defined "
-                             "white level; allowed: 0..65535 (16-bit)")
-        u8 = np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-        return Image.fromarray(np.repeat(u8[:, :, None], 3, axis=2), "RGB")
+        return _sixteen_bit_to_rgb(img)
     if mode in _PLAIN_MODES:
         return img.convert("RGB")
     raise ValueError(f"image mode {mode!r} cannot be converted to RGB; supported: RGB, RGBX, L, 1, P, RGBA, LA, PA, "
                      "CMYK, YCbCr, I;16, I (0..65535)")
+
+
+def _alpha_to_rgb(img, alpha: str):
+    """Drop the alpha channel (cirtorch's ``convert("RGB")``) or composite onto white."""
+    from PIL import Image
+
+    if alpha == "drop":
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _sixteen_bit_to_rgb(img):
+    """16-bit grey (or 32-bit ``I`` in 0..65535) scaled by 255/65535 and rounded, as grey RGB."""
+    from PIL import Image
+
+    arr = np.asarray(img).astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(f"image mode {img.mode!r} with values in [{arr.min()}, {arr.max()}] has no defined "
+                         "white level; allowed: 0..65535 (16-bit)")
+    u8 = np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    return Image.fromarray(np.repeat(u8[:, :, None], 3, axis=2), "RGB")
 
 
 def load_rgb(path: str | os.PathLike, max_size: int | None = None, alpha: Literal["drop", "white"] = "drop"):

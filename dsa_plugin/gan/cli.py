@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from dsa_plugin.core.config import ConfigError
 
@@ -56,35 +57,40 @@ def _check_rates(cfg, get_key) -> None:
             raise ConfigError(f"{key} must be a positive finite number, got {value!r}")
 
 
+def _train(args: argparse.Namespace):
+    """The run ``args`` ask for: its ``TrainResult``, or ``None`` after ``--list-keys``."""
+    from dsa_plugin.gan.config import get_key, load_config
+    from dsa_plugin.gan.trainer import train
+
+    overrides = list(args.overrides)
+    if args.device:
+        from dsa_plugin.core.devices import check_device
+
+        try:
+            check_device(args.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        overrides.append(f"device={args.device}")
+    cfg = load_config(args.config, overrides)
+    _check_rates(cfg, get_key)
+    if args.list_keys:
+        for key in cfg.keys():
+            print(f"{key} = {get_key(cfg, key)!r}")
+        return None
+    out = args.out or f"runs/gan-{Path(str(args.config)).stem}"
+    return train(cfg, out, resume=not args.no_resume, progress=False if args.no_progress else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pathlib import Path
-
-    from dsa_plugin.gan.config import get_key, load_config
     from dsa_plugin.gan.data import GanDataError
     from dsa_plugin.gan.state import ResumeError
     from dsa_plugin.gan.summary import format_summary
-    from dsa_plugin.gan.trainer import train
+    from dsa_plugin.models.checkpoint_files import CheckpointError
 
     try:
-        overrides = list(args.overrides)
-        if args.device:
-            from dsa_plugin.core.devices import check_device
-
-            try:
-                check_device(args.device)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-            overrides.append(f"device={args.device}")
-        cfg = load_config(args.config, overrides)
-        _check_rates(cfg, get_key)
-        if args.list_keys:
-            for key in cfg.keys():
-                print(f"{key} = {get_key(cfg, key)!r}")
-            return 0
-        out = args.out or f"runs/gan-{Path(str(args.config)).stem}"
-        result = train(cfg, out, resume=not args.no_resume, progress=False if args.no_progress else None)
+        result = _train(args)
     except (ConfigError, GanDataError, ResumeError) as err:
         print(f"dsa gan-train: error: {err}", file=sys.stderr)
         return 2
@@ -94,20 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:
         # an --out that is a file, a read-only folder, a full disk: name the path, no traceback
-        where = err.filename or args.out
-        print(f"dsa gan-train: error: {where}: {err.strerror or err}", file=sys.stderr)
+        print(f"dsa gan-train: error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
-    except Exception as err:
-        from dsa_plugin.models.checkpoint_files import CheckpointError
-
-        if isinstance(err, CheckpointError):
-            print(f"dsa gan-train: error: {err}", file=sys.stderr)
-            return 2
-        raise
-    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
+    except CheckpointError as err:
+        print(f"dsa gan-train: error: {err}", file=sys.stderr)
+        return 2
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
         print(format_summary(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -179,32 +179,31 @@ class GanConfig:
         return _dotted_keys(cls)
 
 
-def validate(cfg: GanConfig) -> None:
-    """Raise ConfigError for values outside what the trainer supports."""
+def _check_choices(cfg: GanConfig) -> None:
     if cfg.variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {cfg.variant!r}")
     if cfg.model.norm not in ("batch", "instance"):
         raise ConfigError(f"model.norm must be 'batch' or 'instance', got {cfg.model.norm!r}")
     if cfg.model.init_type not in ("kaiming", "normal"):
         raise ConfigError(f"model.init_type must be 'kaiming' or 'normal', got {cfg.model.init_type!r}")
-    positive = {
-        "data.crop_size": cfg.data.crop_size, "data.epoch_size": cfg.data.epoch_size,
-        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
-        "train.checkpoint_every": cfg.train.checkpoint_every, "train.log_every": cfg.train.log_every,
-        "model.ngf": cfg.model.ngf, "model.ndf": cfg.model.ndf, "model.n_layers": cfg.model.n_layers,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
-    for key, value in {"model.n_blocks": cfg.model.n_blocks, "train.sample_every": cfg.train.sample_every,
-                       "data.num_workers": cfg.data.num_workers, "loss.pool_size": cfg.loss.pool_size,
-                       "train.identity_warmup": cfg.train.identity_warmup}.items():
-        if value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def _check_counts(cfg: GanConfig) -> None:
+    positive = ("data.crop_size", "data.epoch_size", "train.epochs", "train.batch_size", "train.checkpoint_every",
+                "train.log_every", "model.ngf", "model.ndf", "model.n_layers")
+    for key in positive:
+        if get_key(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {get_key(cfg, key)}")
+    for key in ("model.n_blocks", "train.sample_every", "data.num_workers", "loss.pool_size", "train.identity_warmup"):
+        if get_key(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get_key(cfg, key)}")
     for key in ("train.max_iterations", "train.checkpoint_every_iters", "data.resize_short"):
         value = get_key(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+
+
+def _check_ranges(cfg: GanConfig) -> None:
     if not 0.0 < cfg.model.hed_width <= 1.0:
         raise ConfigError(f"model.hed_width must be in (0, 1], got {cfg.model.hed_width}")
     if cfg.model.hed_weights and cfg.model.hed_width != 1.0:
@@ -222,6 +221,22 @@ def validate(cfg: GanConfig) -> None:
     dev = cfg.device
     if not (dev in ("cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+
+
+def validate(cfg: GanConfig) -> None:
+    """Raise ConfigError for values outside what the trainer supports.
+
+    Example:
+        >>> cfg = preset("tiny")
+        >>> validate(cfg)
+        >>> cfg.model.ngf = 0
+        >>> validate(cfg)
+        Traceback (most recent call last):
+        dsa_plugin.core.config.ConfigError: model.ngf must be >= 1, got 0
+    """
+    _check_choices(cfg)
+    _check_counts(cfg)
+    _check_ranges(cfg)
 
 
 # ----------------------------------------------------------------------------------------------
