@@ -27,6 +27,34 @@ def path_inside(root: str | os.PathLike, relative: str) -> Path | None:
     return Path(joined) if joined.startswith(base + os.sep) else None
 
 
+def _read_table(csv_path: Path) -> list[tuple[int, list[str]]]:
+    """``[(line number, values), ...]`` of a UTF-8 CSV file, or :class:`LabelsError`."""
+    try:
+        # utf-8-sig: a leading byte-order mark would otherwise become part of the first column name.
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            return [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as err:
+        raise LabelsError(f"{csv_path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          "save it as UTF-8") from None
+    except csv.Error as err:
+        raise LabelsError(f"{csv_path}: not a readable CSV file ({err})") from None
+    except OSError as err:
+        raise LabelsError(f"{csv_path}: cannot read it: {err.strerror or err}") from None
+
+
+def _check_file(csv_path: Path, line: int, file: str, first_row_of: dict[str, int]) -> None:
+    """``file`` is a relative path inside the folder, listed once (``first_row_of`` records the rows seen)."""
+    if path_inside(csv_path.parent, file) is None:
+        raise LabelsError(f"{csv_path}: row {line}: file {file!r} is outside the folder "
+                          f"{csv_path.parent}; files must be relative paths inside it")
+    key = os.path.normpath(file)
+    if key in first_row_of:
+        raise LabelsError(f"{csv_path}: row {line} lists {file!r} again (first in row "
+                          f"{first_row_of[key]}); each image once")
+    first_row_of[key] = line
+
+
 def read_labels(
     csv_path: str | os.PathLike, required: Sequence[str]
 ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -36,18 +64,7 @@ def read_labels(
     empty required value, a ``file`` outside the folder, or a file listed twice.
     """
     csv_path = Path(csv_path)
-    try:
-        # utf-8-sig: a leading byte-order mark would otherwise become part of the first column name.
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            table = [(reader.line_num, row) for row in reader]
-    except UnicodeDecodeError as err:
-        raise LabelsError(f"{csv_path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-                          "save it as UTF-8") from None
-    except csv.Error as err:
-        raise LabelsError(f"{csv_path}: not a readable CSV file ({err})") from None
-    except OSError as err:
-        raise LabelsError(f"{csv_path}: cannot read it: {err.strerror or err}") from None
+    table = _read_table(csv_path)
     if not table:
         raise LabelsError(f"{csv_path}: empty file; expected a header with columns {', '.join(required)}")
     columns = [c.strip() for c in table[0][1]]
@@ -67,13 +84,6 @@ def read_labels(
         if empty:
             raise LabelsError(f"{csv_path}: row {line} has empty {empty}")
         if "file" in row:
-            if path_inside(csv_path.parent, row["file"]) is None:
-                raise LabelsError(f"{csv_path}: row {line}: file {row['file']!r} is outside the folder "
-                                  f"{csv_path.parent}; files must be relative paths inside it")
-            key = os.path.normpath(row["file"])
-            if key in first_row_of:
-                raise LabelsError(f"{csv_path}: row {line} lists {row['file']!r} again (first in row "
-                                  f"{first_row_of[key]}); each image once")
-            first_row_of[key] = line
+            _check_file(csv_path, line, row["file"], first_row_of)
         rows.append((line, row))
     return columns, rows

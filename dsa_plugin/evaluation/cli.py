@@ -175,10 +175,44 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(argv: list[str] | None) -> int:
-    from dsa_plugin.evaluation.report import format_folder, format_test_sets
-    from dsa_plugin.evaluation.runner import evaluate_folder, evaluate_test_set, learn_whitening_from_db
+def _learn_whitening(args: argparse.Namespace, net, kw: dict, out: dict) -> None:
+    """--learn-whitening: learn it on a db, attach it to ``net`` (and --save-whitening)."""
+    from dsa_plugin.evaluation.networks import attach_whitening
+    from dsa_plugin.evaluation.runner import learn_whitening_from_db
+    from dsa_plugin.evaluation.whitening import save_whitening
 
+    w = learn_whitening_from_db(net, args.learn_whitening, args.whitening_ims, **kw)
+    attach_whitening(net, w)
+    out["whitening_learned_from"] = args.learn_whitening
+    if args.save_whitening:
+        save_whitening(w, args.save_whitening)
+        print(f">> whitening written to {args.save_whitening}")
+
+
+def _evaluate_test_sets(args: argparse.Namespace, net, kw: dict, label: str) -> list[dict]:
+    from dsa_plugin.evaluation.report import format_test_sets
+    from dsa_plugin.evaluation.runner import evaluate_test_set
+
+    results = [evaluate_test_set(net, name.strip(), args.data_root, **kw)
+               for name in args.datasets.split(",") if name.strip()]
+    print(format_test_sets(results, label=label))
+    return results
+
+
+def _evaluate_folders(args: argparse.Namespace, net, kw: dict, label: str) -> list[dict]:
+    from dsa_plugin.evaluation.report import format_folder
+    from dsa_plugin.evaluation.runner import evaluate_folder
+
+    results = []
+    for folder in args.folder:
+        r = evaluate_folder(net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain,
+                            **kw)
+        results.append(r)
+        print(format_folder(r, label=label))
+    return results
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -197,32 +231,13 @@ def _run(argv: list[str] | None) -> int:
     )
     out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}
     if args.learn_whitening:
-        from dsa_plugin.evaluation.networks import attach_whitening
-        from dsa_plugin.evaluation.whitening import save_whitening
-
-        w = learn_whitening_from_db(net, args.learn_whitening, args.whitening_ims, **kw)
-        attach_whitening(net, w)
-        out["whitening_learned_from"] = args.learn_whitening
-        if args.save_whitening:
-            save_whitening(w, args.save_whitening)
-            print(f">> whitening written to {args.save_whitening}")
+        _learn_whitening(args, net, kw, out)
     out["settings"]["whitening"] = args.learn_whitening or args.whitening
+    shown = Path(label).name if args.checkpoint else label
     if args.datasets:
-        results = [
-            evaluate_test_set(net, name.strip(), args.data_root, **kw)
-            for name in args.datasets.split(",")
-            if name.strip()
-        ]
-        out["test_sets"] = results
-        print(format_test_sets(results, label=Path(label).name if args.checkpoint else label))
+        out["test_sets"] = _evaluate_test_sets(args, net, kw, shown)
     if args.folder:
-        out["folders"] = []
-        for folder in args.folder:
-            r = evaluate_folder(
-                net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain, **kw
-            )
-            out["folders"].append(r)
-            print(format_folder(r, label=Path(label).name if args.checkpoint else label))
+        out["folders"] = _evaluate_folders(args, net, kw, shown)
     if args.out:
         path = write_json(args.out, out)
         print(f">> results written to {path}")

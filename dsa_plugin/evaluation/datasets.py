@@ -98,22 +98,8 @@ def _bbox(entry: dict, i: int, gnd_path: Path) -> BBox | None:
     return tuple(float(v) for v in arr)
 
 
-def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = True) -> RetrievalSet:
-    """Read cirtorch's ``<data_root>/test/<name>/`` (gnd pickle + ``jpg/``) into a :class:`RetrievalSet`.
-
-    Example:
-        >>> rs = load_test_set("roxford5k", "/data/cirtorch")  # doctest: +SKIP
-        >>> rs.protocol, len(rs.qimages), len(rs.images)  # doctest: +SKIP
-        ('revisited', 70, 4993)
-    """
-    name = name.lower()
-    base = Path(data_root) / "test" / name
-    gnd_path = base / f"gnd_{name}.pkl"
-    if not gnd_path.is_file():
-        known = f" (known sets: {', '.join(KNOWN_TEST_SETS)})" if name not in KNOWN_TEST_SETS else ""
-        raise TestSetError(
-            f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl"
-        )
+def _read_gnd(gnd_path: Path) -> tuple[list, list, list[dict], str]:
+    """``(imlist, qimlist, gnd, protocol)`` of a gnd pickle, checked, or :class:`TestSetError`."""
     try:
         cfg = load_pickle(gnd_path)
     except PickleFileError as err:
@@ -137,14 +123,38 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
         raise TestSetError(f"{gnd_path}: {e}") from None
     need = ("ok",) if protocol == "old" else ("easy", "hard", "junk")
     for i, g in enumerate(gnd):
-        lacking = [k for k in need if k not in g]
-        if lacking:
-            raise TestSetError(
-                f"{gnd_path}: gnd[{i}] lacks key(s) {lacking} needed by the {protocol} protocol (keys: {sorted(g)})"
-            )
-        for k in ("ok", "junk", "easy", "hard"):
-            if k in g and len(g[k]) and (np.max(g[k]) >= len(imlist) or np.min(g[k]) < 0):
-                raise TestSetError(f"{gnd_path}: gnd[{i}]['{k}'] indexes outside imlist (0..{len(imlist) - 1})")
+        _check_gnd_entry(gnd_path, i, g, need, protocol, len(imlist))
+    return imlist, qimlist, gnd, protocol
+
+
+def _check_gnd_entry(gnd_path: Path, i: int, g: dict, need: tuple[str, ...], protocol: str, n_images: int) -> None:
+    lacking = [k for k in need if k not in g]
+    if lacking:
+        raise TestSetError(
+            f"{gnd_path}: gnd[{i}] lacks key(s) {lacking} needed by the {protocol} protocol (keys: {sorted(g)})"
+        )
+    for k in ("ok", "junk", "easy", "hard"):
+        if k in g and len(g[k]) and (np.max(g[k]) >= n_images or np.min(g[k]) < 0):
+            raise TestSetError(f"{gnd_path}: gnd[{i}]['{k}'] indexes outside imlist (0..{n_images - 1})")
+
+
+def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = True) -> RetrievalSet:
+    """Read cirtorch's ``<data_root>/test/<name>/`` (gnd pickle + ``jpg/``) into a :class:`RetrievalSet`.
+
+    Example:
+        >>> rs = load_test_set("roxford5k", "/data/cirtorch")  # doctest: +SKIP
+        >>> rs.protocol, len(rs.qimages), len(rs.images)  # doctest: +SKIP
+        ('revisited', 70, 4993)
+    """
+    name = name.lower()
+    base = Path(data_root) / "test" / name
+    gnd_path = base / f"gnd_{name}.pkl"
+    if not gnd_path.is_file():
+        known = f" (known sets: {', '.join(KNOWN_TEST_SETS)})" if name not in KNOWN_TEST_SETS else ""
+        raise TestSetError(
+            f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl"
+        )
+    imlist, qimlist, gnd, protocol = _read_gnd(gnd_path)
     dir_images = base / "jpg"
     images = [_image_path(dir_images, str(n)) for n in imlist]
     qimages = [_image_path(dir_images, str(n)) for n in qimlist]
