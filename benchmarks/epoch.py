@@ -296,7 +296,7 @@ def median_of(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmarks/epoch.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"a fifth of the photos at {QUICK_IMSIZE} px, Q=5, ResNet-50 (< 2 min on 2 CPU cores)")
@@ -317,7 +317,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (b) and (c) (cirtorch uses 8)")
     parser.add_argument("--baseline", choices=["auto", "cirtorch", "plugin"], default="auto",
                         help="(a): cirtorch's TuplesDataset when importable (auto), or the plugin's with DSA off")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _sizes(args: argparse.Namespace, cuda: bool) -> tuple[str, int, int, int]:
+    """(network, image size, tuples Q, repeats) from the flags and their defaults."""
+    net_kind = args.net or ("resnet50" if args.quick else "resnet101")
+    imsize = args.imsize or (QUICK_IMSIZE if args.quick else 362 if cuda else 192)
+    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
+    repeats = args.repeats or (2 if cuda and not args.quick else 1)
+    return net_kind, imsize, q, repeats
+
+
+def _plain_dataset(baseline: str, root, imsize: int, q: int, pool: int, mean_std, common: dict):
+    """(a): cirtorch's ``TuplesDataset`` when importable (or required), else the plugin's with DSA off."""
+    if baseline != "plugin":
+        ds = cirtorch_dataset(root, imsize, q, pool, mean_std)
+        if ds is not None:
+            return ds
+        if baseline == "cirtorch":
+            raise SystemExit("--baseline cirtorch: cirtorch is not importable (put it on PYTHONPATH)")
+    return NightTuplesDataset(DB_NAME, "train", batch_size=1, **common)
+
+
+def _row(v, key: str) -> dict:
+    """One variant's medians and its last run's counts."""
+    return {
+        "variant": v.key,
+        "label": v.label,
+        "runs": len(v.runs),
+        "seconds": median_of(v.runs, key),
+        "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
+        "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")),
+        "wall_s": median_of(v.runs, "wall_s"),
+        "images_extracted": v.runs[-1]["images_extracted"],
+        "night_anchors": v.runs[-1]["night_anchors"],
+        "generator_runs": v.runs[-1]["generator_runs"],
+        "timings": v.runs[-1]["timings"],
+        "profile": {
+            k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
+            for k in v.runs[-1]["profile"]
+        },
+    }
+
+
+def _print_breakdown(rows: list[dict], cuda: bool) -> None:
+    """Where each variant's time goes: mining phases, then loading, night images and CLAHE."""
+    for r in rows:
+        if r["timings"]:
+            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
+            print(f"  {r['variant']} mining, wall s: {parts}")
+    unit = "wall s" if cuda else "CPU s"
+    for r in rows:
+        p = r["profile"]
+        parts = [f"train forward+backward {p.get('train_fwd_bwd', 0):.2f}"]
+        parts += [f"{name} {p[k]:.2f}" for k, name in (("load", "image load"), ("night", "night images"),
+                                                        ("clahe", "CLAHE")) if k in p]
+        print(f"  {r['variant']} where the time goes, {unit}: {', '.join(parts)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -325,10 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     global CLOCK
     CLOCK = time.perf_counter if cuda else time.process_time
     install_profile()
-    net_kind = args.net or ("resnet50" if args.quick else "resnet101")
-    imsize = args.imsize or (QUICK_IMSIZE if args.quick else 362 if cuda else 192)
-    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
-    repeats = args.repeats or (2 if cuda and not args.quick else 1)
+    net_kind, imsize, q, repeats = _sizes(args, cuda)
 
     from dsa_plugin.data.lists import anchor_images_from_db
     from dsa_plugin.data.sfm import db_paths
@@ -364,13 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                             device=args.device)
 
         def build_plain():
-            if args.baseline != "plugin":
-                ds = cirtorch_dataset(root, imsize, q, pool, mean_std)
-                if ds is not None:
-                    return ds
-                if args.baseline == "cirtorch":
-                    raise SystemExit("--baseline cirtorch: cirtorch is not importable (put it on PYTHONPATH)")
-            return NightTuplesDataset(DB_NAME, "train", batch_size=1, **common)
+            return _plain_dataset(args.baseline, root, imsize, q, pool, mean_std, common)
 
         def build_dsa():
             return NightTuplesDataset(DB_NAME, "train", config=dsa_cfg, num_workers=args.workers, **common)
@@ -401,27 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         phases["epochs_s"] = time.perf_counter() - t_phase
 
     key = "wall_s" if cuda else "cpu_s"
-    rows = []
-    for v in (plain, dsa, reference):
-        rows.append(
-            {
-                "variant": v.key,
-                "label": v.label,
-                "runs": len(v.runs),
-                "seconds": median_of(v.runs, key),
-                "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
-                "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")),
-                "wall_s": median_of(v.runs, "wall_s"),
-                "images_extracted": v.runs[-1]["images_extracted"],
-                "night_anchors": v.runs[-1]["night_anchors"],
-                "generator_runs": v.runs[-1]["generator_runs"],
-                "timings": v.runs[-1]["timings"],
-                "profile": {
-                    k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
-                    for k in v.runs[-1]["profile"]
-                },
-            }
-        )
+    rows = [_row(v, key) for v in (plain, dsa, reference)]
     by = {r["variant"]: r for r in rows}
     overhead = by["dsa"]["seconds"] / by["plain"]["seconds"]
     speedup = by["reference"]["seconds"] / by["dsa"]["seconds"]
@@ -437,17 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['label']:52s} {r['seconds']:8.2f} {r['mining_s']:9.2f} {r['train_s']:8.2f} {r['wall_s']:8.2f} "
               f"{str(r['images_extracted']):>9s} {r['generator_runs']:6d} {r['runs']:4d}")
-    for r in rows:
-        if r["timings"]:
-            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
-            print(f"  {r['variant']} mining, wall s: {parts}")
-    unit = "wall s" if cuda else "CPU s"
-    for r in rows:
-        p = r["profile"]
-        parts = [f"train forward+backward {p.get('train_fwd_bwd', 0):.2f}"]
-        parts += [f"{name} {p[k]:.2f}" for k, name in (("load", "image load"), ("night", "night images"),
-                                                        ("clahe", "CLAHE")) if k in p]
-        print(f"  {r['variant']} where the time goes, {unit}: {', '.join(parts)}")
+    _print_breakdown(rows, cuda)
     phases["cache_build_s"] = build_s
     phases["total_s"] = time.perf_counter() - T_START
     print("script wall s: " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in phases.items()))

@@ -156,11 +156,12 @@ def _in_diverse_band(desc: torch.Tensor, picks: list[int], exclude: float, inclu
 # ------------------------------------------------------------------------------------ the DSA run
 
 
-def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
+def _spies(monkeypatch):
+    """Record what a cirtorch run does: network inputs in training mode, tuples served, anchor-pool
+    descriptors, diverse picks and the CLAHE test transforms."""
     from cirtorch.networks.imageretrievalnet import ImageRetrievalNet
 
     from dsa_plugin.mining import DiverseAnchorSampler
-    from dsa_plugin.models.checkpoints import load_generator
     from dsa_plugin.training.tuples import NightTuplesDataset
 
     seen: list[torch.Tensor] = []  # every input the network gets in training mode, in order
@@ -209,6 +210,14 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(DiverseAnchorSampler, "__call__", spy_sample)
     monkeypatch.setattr(cirtorch_hooks, "_with_clahe", spy_with_clahe)
 
+    return seen, served, pools, picks, clahe_transforms
+
+
+def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
+    from dsa_plugin.models.checkpoints import load_generator
+    from dsa_plugin.training.tuples import NightTuplesDataset
+
+    seen, served, pools, picks, clahe_transforms = _spies(monkeypatch)
     export = tmp_path / "export"
     # --test-freq 2 with one epoch: cirtorch's test() runs once, before training (with CLAHE).
     argv = [*_common(world, export), "--test-datasets", "oxford5k", "--test-freq", "2",
