@@ -52,10 +52,11 @@ SETTINGS = [  # (Qp, Q, D, exclude, include)
 def test_deterministic_matches_literal_reference(qp, q, d, exclude, include):
     qvecs = unit(qp, d, seed=qp + q + d)
     expected = reference_diverse_anchors(qvecs, q, exclude, include, deterministic=True)
-    ours = diverse_anchors(qvecs.t(), q, exclude, include, deterministic=True)
+    ours = diverse_anchors(qvecs.t(), q, similar_exclude=exclude, similar_include=include, deterministic=True)
     assert ours.tolist() == expected
     # Row-major [Qp, D] input (copied internally to the reference layout) gives the same picks.
-    assert diverse_anchors(qvecs.t().contiguous(), q, exclude, include, deterministic=True).tolist() == expected
+    assert diverse_anchors(qvecs.t().contiguous(), q, similar_exclude=exclude, similar_include=include,
+                           deterministic=True).tolist() == expected
 
 
 @pytest.mark.parametrize("qp,q,d", [(150, 50, 16), (400, 120, 16), (200, 80, 64)])

@@ -226,7 +226,7 @@ def test_diverse_anchors_follow_the_sampler(tiny_db):
     gen = torch.Generator().manual_seed(7)
     order = torch.randperm(len(ds.qpool), generator=gen)[:15]
     vecs = ds.extract([ds.qpool[i] for i in order], "anc-pool-mine", net)
-    picks = diverse_anchors(vecs.t(), 6, 0.2, 0.8, generator=gen)
+    picks = diverse_anchors(vecs.t(), 6, similar_exclude=0.2, similar_include=0.8, generator=gen)
     assert ds.qidxs == [ds.qpool[i] for i in order[picks]]
     assert ds.pidxs == [ds.ppool[i] for i in order[picks]]
     negpool = torch.randperm(len(ds.images), generator=gen)[: ds.poolsize].tolist()

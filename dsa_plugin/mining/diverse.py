@@ -84,6 +84,7 @@ def _check(descriptors: Tensor, num: int, similar_exclude: float, similar_includ
 def diverse_anchors_with_scores(
     descriptors: Tensor,
     num: int,
+    *,
     similar_exclude: float = 0.2,
     similar_include: float = 0.8,
     generator: torch.Generator | None = None,
@@ -134,6 +135,7 @@ def diverse_anchors_with_scores(
 def diverse_anchors(
     descriptors: Tensor,
     num: int,
+    *,
     similar_exclude: float = 0.2,
     similar_include: float = 0.8,
     generator: torch.Generator | None = None,
@@ -169,7 +171,8 @@ def diverse_anchors(
         (torch.Size([10]), 0, 10)
     """
     return diverse_anchors_with_scores(
-        descriptors, num, similar_exclude, similar_include, generator, deterministic, gram_budget_bytes, progress
+        descriptors, num, similar_exclude=similar_exclude, similar_include=similar_include, generator=generator,
+        deterministic=deterministic, gram_budget_bytes=gram_budget_bytes, progress=progress,
     )[0]
 
 
@@ -203,8 +206,9 @@ class DiverseAnchorSampler(AnchorSampler):
 
     def select(self, descriptors: Tensor, num: int, generator: torch.Generator | None = None) -> Tensor:
         picked, scores = diverse_anchors_with_scores(
-            descriptors, num, self.similar_exclude, self.similar_include, generator,
-            self.deterministic, self.gram_budget_bytes, self.progress,
+            descriptors, num, similar_exclude=self.similar_exclude, similar_include=self.similar_include,
+            generator=generator, deterministic=self.deterministic, gram_budget_bytes=self.gram_budget_bytes,
+            progress=self.progress,
         )
         values = scores.tolist()
         self.last_stats = {
