@@ -39,7 +39,8 @@ def public_api() -> dict[str, bool]:
             continue
         module = ".".join(rel.with_suffix("").parts)
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            is_api = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            if is_api and not node.name.startswith("_"):
                 out[f"{module}:{node.name}"] = _has_example(node)
     return out
 

@@ -45,6 +45,13 @@ class DSAConfig:
         clahe_grid: CLAHE tiles per side (8, the paper's at ~1024 px). Small images need fewer:
             at 128 px an 8x8 grid equalises 16 px tiles and mostly amplifies noise.
         device: device for translation and descriptor extraction (``None``: the network's device).
+
+    Example:
+        >>> cfg = DSAConfig(diverse_anchors=True, clahe=True)
+        >>> cfg.enabled, cfg.night_ratio
+        (True, 0.25)
+        >>> DSAConfig().enabled
+        False
     """
 
     generator: str | None = None
@@ -134,6 +141,10 @@ def check_value(value: Any, hint: Any, key: str) -> Any:
 
     Raises:
         ConfigError: naming ``key``, the expected type(s), the value and its type.
+
+    Example:
+        >>> check_value(3, float, "night_ratio")
+        3.0
     """
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
         else (hint,)

@@ -195,7 +195,17 @@ def load_image01(path: str | os.PathLike, image_size: int | None = None, bbox: S
 
 class ImageList(torch.utils.data.Dataset):
     """``(i, load_image01(paths[i], image_size, bbxs[i], loader))`` items, for a ``DataLoader``
-    (picklable when ``loader`` is: runs in worker processes)."""
+    (picklable when ``loader`` is: runs in worker processes).
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> Image.new("RGB", (40, 20)).save(path)
+        >>> i, x = ImageList([path], image_size=10)[0]
+        >>> i, tuple(x.shape)
+        (0, (3, 5, 10))
+    """
 
     def __init__(self, paths: Sequence[str | os.PathLike], image_size: int | None = None,
                  bbxs: Sequence | None = None, loader: Callable | None = None) -> None:
@@ -213,6 +223,12 @@ def pil_to_tensor01(img) -> Tensor:
     """PIL image -> ``3 x H x W`` float32 tensor in [0, 1] (``uint8 / 255`` like the reference's ``pil2np``).
 
     Non-RGB modes go through :func:`to_rgb` first.
+
+    Example:
+        >>> from PIL import Image
+        >>> x = pil_to_tensor01(Image.new("RGB", (4, 2), (255, 0, 51)))
+        >>> tuple(x.shape), x[:, 0, 0].tolist()
+        ((3, 2, 4), [1.0, 0.0, 0.20000000298023224])
     """
     arr = np.asarray(to_rgb(img), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
@@ -223,6 +239,11 @@ def tensor01_to_pil(x: Tensor):
 
     The inverse of :func:`pil_to_tensor01` for 8-bit images: ``tensor01_to_pil(pil_to_tensor01(img))``
     gives ``img`` back pixel for pixel.
+
+    Example:
+        >>> import torch
+        >>> tensor01_to_pil(torch.full((3, 2, 4), 0.5)).getpixel((0, 0))
+        (128, 128, 128)
     """
     from PIL import Image
 

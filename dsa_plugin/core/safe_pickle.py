@@ -76,6 +76,18 @@ def load_pickle(path: str | os.PathLike) -> object:
 
     Raises :class:`UnsafePickleError` for a file that names any other global and
     :class:`PickleFileError` for a missing, empty, truncated or non-pickle file.
+
+    Example:
+        >>> import os, pickle, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "db.pkl")
+        >>> _ = dump_pickle({"cids": ["a", "b"], "qidxs": [0]}, path)
+        >>> load_pickle(path)
+        {'cids': ['a', 'b'], 'qidxs': [0]}
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump(os.getcwd, f)
+        >>> load_pickle(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.core.safe_pickle.UnsafePickleError: ...
     """
     path = Path(path)
     for encoding in ("ASCII", "latin1"):

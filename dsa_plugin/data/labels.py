@@ -19,7 +19,14 @@ class LabelsError(ValueError):
 
 
 def path_inside(root: str | os.PathLike, relative: str) -> Path | None:
-    """``root/relative`` when it stays inside ``root`` (lexically: symlinked folders still work), else None."""
+    """``root/relative`` when it stays inside ``root`` (lexically: symlinked folders still work), else None.
+
+    Example:
+        >>> str(path_inside("/data/photos", "day/a.jpg"))
+        '/data/photos/day/a.jpg'
+        >>> path_inside("/data/photos", "../secret.jpg") is None
+        True
+    """
     if not relative or os.path.isabs(relative) or relative.startswith(("/", "\\")) or "\x00" in relative:
         return None
     base = os.path.normpath(os.path.abspath(root))
@@ -58,10 +65,19 @@ def _check_file(csv_path: Path, line: int, file: str, first_row_of: dict[str, in
 def read_labels(
     csv_path: str | os.PathLike, required: Sequence[str]
 ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """``(columns, [(row number, row), ...])`` of ``csv_path``; values are stripped, ``file`` checked.
+    r"""``(columns, [(row number, row), ...])`` of ``csv_path``; values are stripped, ``file`` checked.
 
     Raises :class:`LabelsError` for a non-UTF-8 file, missing columns, a short or over-long row, an
     empty required value, a ``file`` outside the folder, or a file listed twice.
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "labels.csv"), "w") as f:
+        ...     _ = f.write("file,domain,place_id\n a.jpg , day, 1\nb.jpg,night,1\n")
+        >>> columns, rows = read_labels(os.path.join(folder, "labels.csv"), ("file", "domain"))
+        >>> columns, rows[0]
+        (['file', 'domain', 'place_id'], (2, {'file': 'a.jpg', 'domain': 'day', 'place_id': '1'}))
     """
     csv_path = Path(csv_path)
     table = _read_table(csv_path)

@@ -48,7 +48,12 @@ def _int_at_least(minimum: int, what: str):
 
 
 def eval_scale(s: str) -> float:
-    """'1', '0.5', '1/sqrt2' or '1/2' -> float."""
+    """'1', '0.5', '1/sqrt2' or '1/2' -> float.
+
+    Example:
+        >>> eval_scale("1"), eval_scale("1/2"), round(eval_scale("1/sqrt2"), 4)
+        (1.0, 0.5, 0.7071)
+    """
     s = s.strip().lower()
     if s in ("1/sqrt2", "1/sqrt(2)"):
         return 1 / math.sqrt(2)

@@ -58,6 +58,12 @@ def multiscale_power(net: nn.Module) -> float:
 
     As the reference, ``p`` is used only for gem pooling without regional pooling or whitening
     when the network declares these in a cirtorch ``meta``.
+
+    Example:
+        >>> from dsa_plugin.models.gem import gem_small
+        >>> import torch
+        >>> multiscale_power(gem_small()), multiscale_power(torch.nn.Identity())
+        (3.0, 1.0)
     """
     meta = getattr(net, "meta", None)
     if isinstance(meta, dict) and (

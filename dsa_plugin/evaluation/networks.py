@@ -36,6 +36,12 @@ _TV_VGGS = ("vgg11", "vgg13", "vgg16", "vgg19")
 
 
 def available_architectures() -> list[str]:
+    """available_architectures.
+
+    Example:
+        >>> available_architectures()[:3]
+        ['gem_small', 'resnet18', 'resnet34']
+    """
     return ["gem_small", *_TV_RESNETS, *_TV_VGGS]
 
 

@@ -268,7 +268,13 @@ PRESETS: dict[str, Any] = {
 
 
 def preset(name: str) -> GanConfig:
-    """A built-in config: ``hedngan``, ``hedgan``, ``cyclegan`` (the paper's) or ``tiny``."""
+    """A built-in config: ``hedngan``, ``hedgan``, ``cyclegan`` (the paper's) or ``tiny``.
+
+    Example:
+        >>> cfg = preset("hedngan")
+        >>> cfg.variant, cfg.model.ngf, cfg.model.n_blocks
+        ('hedngan', 64, 9)
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
     return GanConfig.from_dict(PRESETS[name](), where=f"preset {name}")
@@ -283,6 +289,11 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
             GanConfig, or None for the HEDN GAN defaults. A YAML file may start from a preset with
             a top-level ``preset: tiny`` key.
         overrides: ``["data.crop_size=64", ...]`` (values parsed as YAML) or a dotted-key dict.
+
+    Example:
+        >>> cfg = load_config("tiny", ["train.max_iterations=5", "data.day=day/"])
+        >>> cfg.train.max_iterations, cfg.data.day
+        (5, 'day/')
     """
     if isinstance(source, GanConfig):
         values = source.to_dict()
@@ -355,6 +366,12 @@ def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
 
 
 def get_key(cfg: Any, key: str) -> Any:
+    """get_key.
+
+    Example:
+        >>> get_key(preset("tiny"), "train.batch_size")
+        2
+    """
     for part in key.split("."):
         cfg = getattr(cfg, part)
     return cfg

@@ -17,7 +17,16 @@ log = logging.getLogger("dsa_plugin.gan")
 
 
 def read_jsonl(path: "str | Path") -> list[dict[str, Any]]:
-    """Parsed lines of a JSONL log; a torn last line (crash while writing) is skipped."""
+    r"""Parsed lines of a JSONL log; a torn last line (crash while writing) is skipped.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "log.jsonl")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write('{"iteration": 10, "G": 0.5}\n{"iteration": 20, "G"')
+        >>> read_jsonl(path)
+        [{'iteration': 10, 'G': 0.5}]
+    """
     rows = []
     path = Path(path)
     if not path.is_file():

@@ -46,7 +46,12 @@ class ResumeError(RuntimeError):
 
 
 def generators(variant: str) -> tuple[str, ...]:
-    """The generators a variant trains and saves (CycleGAN: both directions)."""
+    """The generators a variant trains and saves (CycleGAN: both directions).
+
+    Example:
+        >>> generators("cyclegan"), generators("hedngan")
+        (('generator_X', 'generator_Y'), ('generator_X',))
+    """
     return ("generator_X", "generator_Y") if variant == "cyclegan" else ("generator_X",)
 
 

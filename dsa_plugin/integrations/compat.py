@@ -106,7 +106,17 @@ def rebind(stack: contextlib.ExitStack, target: Any, name: str, value: Any) -> N
 
 @contextlib.contextmanager
 def rebound(target: Any, name: str, value: Any) -> Iterator[None]:
-    """:func:`rebind` for the duration of a ``with`` block."""
+    """:func:`rebind` for the duration of a ``with`` block.
+
+    Example:
+        >>> import types
+        >>> ns = types.SimpleNamespace(x=1)
+        >>> with rebound(ns, "x", 2):
+        ...     print(ns.x)
+        2
+        >>> ns.x
+        1
+    """
     with contextlib.ExitStack() as stack:
         rebind(stack, target, name, value)
         yield
@@ -124,7 +134,13 @@ def fix_pillow_antialias() -> bool:
 
 
 def in1d(ar1: Any, ar2: Any, assume_unique: bool = False, invert: bool = False) -> np.ndarray:
-    """numpy < 2.4 ``np.in1d``: membership of each element of the flattened ``ar1`` in ``ar2`` (1-D bool)."""
+    """numpy < 2.4 ``np.in1d``: membership of each element of the flattened ``ar1`` in ``ar2`` (1-D bool).
+
+    Example:
+        >>> import numpy as np
+        >>> in1d(np.array([1, 2, 3]), [2])
+        array([False,  True, False])
+    """
     return np.isin(np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert)
 
 

@@ -83,7 +83,14 @@ class AnchorSampler:
 
 
 class RandomAnchorSampler(AnchorSampler):
-    """cirtorch's rule: the first ``num`` items of the (already random) pool order."""
+    """cirtorch's rule: the first ``num`` items of the (already random) pool order.
+
+    Example:
+        >>> import torch
+        >>> sampler = RandomAnchorSampler()
+        >>> sampler.needs_descriptors
+        False
+    """
 
     needs_descriptors = False
 

