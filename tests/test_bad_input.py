@@ -178,154 +178,49 @@ def _how_template() -> str:
 
 CASES = [
     # gan-train
-    Case(
-        "gan lr negative", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=-1"], "optim.lr"
-    ),
+    Case("gan lr negative", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=-1"],
+         "optim.lr"),
     Case("gan lr nan", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=.nan"], "optim.lr"),
-    Case(
-        "gan lr written 2e-4 in YAML",
-        lambda t: [
-            "gan-train",
-            "--config",
-            str(_gan_config(t, "preset: tiny\noptim: {lr: 2e-4}\n")),
-            "--out",
-            str(t / "o"),
-        ],
-        "optim.lr",
-    ),
-    Case(
-        "gan device foo", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "--device", "foo"], "foo"
-    ),
-    Case(
-        "gan data is a list",
-        lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")), "--out", str(t / "o")],
-        "data",
-    ),
-    Case(
-        "gan config not utf-8",
-        lambda t: ["gan-train", "--config", str(_gan_config(t, b"preset: tiny\n# \xff\xfe\n")), "--out", str(t / "o")],
-        "gan.yaml",
-    ),
-    Case(
-        "gan out is a file",
-        lambda t: ["gan-train", "--config", "tiny", "--out", str(_gan_config(t, "x")), *_gan_data(t)],
-        "gan.yaml",
-    ),
+    Case("gan lr written 2e-4 in YAML",
+         lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\noptim: {lr: 2e-4}\n")),
+                    "--out", str(t / "o")], "optim.lr"),
+    Case("gan device foo", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "--device", "foo"],
+         "foo"),
+    Case("gan data is a list", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
+                                          "--out", str(t / "o")], "data"),
+    Case("gan config not utf-8", lambda t: ["gan-train", "--config", str(_gan_config(t, b"preset: tiny\n# \xff\xfe\n")),
+                                            "--out", str(t / "o")], "gan.yaml"),
+    Case("gan out is a file", lambda t: ["gan-train", "--config", "tiny", "--out", str(_gan_config(t, "x")),
+         *_gan_data(t)],
+         "gan.yaml"),
     # translate
     Case("translate 1x1 image", lambda t: _translate(t, images=_image_list(t, (1, 1))), "img.png"),
     Case("translate 3x500 image", lambda t: _translate(t, images=_image_list(t, (3, 500))), "img.png"),
-    Case(
-        "translate decompression bomb",
-        lambda t: _translate(t, images=_image_list(t, (64, 64))),
-        "decompression-bomb",
-        pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000),
-    ),  # 4096 px > 2x the limit: Pillow's bomb error
+    Case("translate decompression bomb", lambda t: _translate(t, images=_image_list(t, (64, 64))), "decompression-bomb",
+         pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000)),  # 4096 px > 2x the limit: Pillow's bomb error
     Case("translate device foo", lambda t: _translate(t, "--device", "foo", images=_image_list(t)), "foo"),
-    Case(
-        "translate cuda without gpu",
-        lambda t: _translate(t, "--device", "cuda", images=_image_list(t)),
-        "cuda",
-        pre=_no_cuda,
-    ),
-    Case(
-        "translate db qidxs out of range",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_generator(t)),
-            "--db",
-            str(_broken_db(t, lambda d: d["val"].__setitem__("qidxs", [99] * len(d["val"]["qidxs"])))),
-            "--out",
-            str(t / "c"),
-        ],
-        "qidxs[0] = 99",
-    ),
-    Case(
-        "translate db cids not a list",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_generator(t)),
-            "--db",
-            str(_broken_db(t, lambda d: d["train"].__setitem__("cids", 5))),
-            "--out",
-            str(t / "c"),
-        ],
-        "cids",
-    ),
-    Case(
-        "translate db train None",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_generator(t)),
-            "--db",
-            str(_broken_db(t, lambda d: d.__setitem__("train", None))),
-            "--out",
-            str(t / "c"),
-        ],
-        "split 'train'",
-    ),
-    Case(
-        "translate db empty pkl",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_generator(t)),
-            "--db",
-            str(_gan_config(t, b"")),
-            "--out",
-            str(t / "c"),
-        ],
-        "gan.yaml",
-    ),
-    Case(
-        "translate db text pkl",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_generator(t)),
-            "--db",
-            str(_gan_config(t, "cids,qidxs\n")),
-            "--out",
-            str(t / "c"),
-        ],
-        "gan.yaml",
-    ),
-    Case(
-        "translate generator network_params not a dict",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_generator_bad_params(t)),
-            "--images",
-            str(_image_list(t)),
-            "--out",
-            str(t / "c"),
-            "--no-progress",
-        ],
-        "g_bad_params.pth",
-    ),
-    Case(
-        "translate generator with NaN weights",
-        lambda t: [
-            "translate",
-            "--generator",
-            str(_nan_generator(t)),
-            "--images",
-            str(_image_list(t)),
-            "--out",
-            str(t / "c"),
-            "--no-progress",
-        ],
-        "non-finite",
-    ),
+    Case("translate cuda without gpu", lambda t: _translate(t, "--device", "cuda", images=_image_list(t)), "cuda",
+         pre=_no_cuda),
+    Case("translate db qidxs out of range", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_broken_db(t, lambda d: d["val"].__setitem__("qidxs", [99] * len(d["val"]["qidxs"])))),
+         "--out", str(t / "c")],
+         "qidxs[0] = 99"),
+    Case("translate db cids not a list", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_broken_db(t, lambda d: d["train"].__setitem__("cids", 5))), "--out", str(t / "c")], "cids"),
+    Case("translate db train None", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_broken_db(t, lambda d: d.__setitem__("train", None))), "--out", str(t / "c")], "split 'train'"),
+    Case("translate db empty pkl", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_gan_config(t, b"")), "--out", str(t / "c")], "gan.yaml"),
+    Case("translate db text pkl", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
+         str(_gan_config(t, "cids,qidxs\n")), "--out", str(t / "c")], "gan.yaml"),
+    Case("translate generator network_params not a dict", lambda t: ["translate", "--generator",
+         str(_generator_bad_params(t)),
+         "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "g_bad_params.pth"),
+    Case("translate generator with NaN weights", lambda t: ["translate", "--generator", str(_nan_generator(t)),
+         "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "non-finite"),
     # evaluate
-    Case(
-        "evaluate labels not utf-8",
-        lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"),
-        "labels.csv",
-    ),
+    Case("evaluate labels not utf-8", lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"),
+         "labels.csv"),
     Case("evaluate labels short row", lambda t: _evaluate(t, rows=[*GOOD_ROWS, "a.jpg,day"]), "row 6"),
     Case("evaluate image size 0", lambda t: _evaluate(t, "--image-size", "0"), "--image-size"),
     Case("evaluate image size -5", lambda t: _evaluate(t, "--image-size", "-5"), "--image-size"),
@@ -333,104 +228,36 @@ CASES = [
     Case("evaluate clahe grid 0", lambda t: _evaluate(t, "--clahe-grid", "0"), "--clahe-grid"),
     Case("evaluate out unwritable", lambda t: _evaluate(t, "--out", str(_gan_config(t, "x")) + "/r.json"), "r.json"),
     Case("evaluate outputdim 0", lambda t: _evaluate(t, "--outputdim", "0"), "--outputdim"),
-    Case(
-        "evaluate embedding with NaN weights",
-        lambda t: [
-            "evaluate",
-            "--checkpoint",
-            str(_nan_embedding(t)),
-            "--device",
-            "cpu",
-            "--folder",
-            str(_folder(t, GOOD_ROWS)),
-            "--no-progress",
-        ],
-        "embed_nan.pth",
-    ),
+    Case("evaluate embedding with NaN weights", lambda t: ["evaluate", "--checkpoint", str(_nan_embedding(t)),
+         "--device", "cpu",
+         "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "embed_nan.pth"),
     Case("evaluate text whitening", lambda t: _evaluate(t, "--whitening", str(_gan_config(t, "m,P\n"))), "gan.yaml"),
     # cirtorch-train
-    Case(
-        "cirtorch broken db",
-        lambda t: (
-            _broken_db(t, lambda d: d["train"].__setitem__("pidxs", [-1] * len(d["train"]["qidxs"]))),
-            _cirtorch(t),
-        )[1],
-        "pidxs[0] = -1",
-        pre=_needs_cirtorch,
-    ),
-    Case(
-        "cirtorch neg-num above clusters",
-        lambda t: (_db(t), _cirtorch(t, "--neg-num", "50"))[1],
-        "--neg-num 50",
-        pre=_needs_cirtorch,
-    ),
-    Case(
-        "cirtorch dsa-device cuda:0",
-        lambda t: (_db(t), _cirtorch(t, "--dsa-device", "cuda:0", "--dsa-clahe"))[1],
-        "cuda",
-        pre=lambda: (_needs_cirtorch(), _no_cuda()),
-    ),
+    Case("cirtorch broken db", lambda t: (_broken_db(t, lambda d: d["train"].__setitem__("pidxs",
+         [-1] * len(d["train"]["qidxs"]))),
+                                         _cirtorch(t))[1], "pidxs[0] = -1", pre=_needs_cirtorch),
+    Case("cirtorch neg-num above clusters", lambda t: (_db(t), _cirtorch(t, "--neg-num", "50"))[1], "--neg-num 50",
+         pre=_needs_cirtorch),
+    Case("cirtorch dsa-device cuda:0", lambda t: (_db(t), _cirtorch(t, "--dsa-device", "cuda:0", "--dsa-clahe"))[1],
+         "cuda",
+         pre=lambda: (_needs_cirtorch(), _no_cuda())),
     # how-train
-    Case(
-        "how yaml syntax error",
-        lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))],
-        "how.yml",
-        pre=_how_root,
-    ),
-    Case(
-        "how bad template",
-        lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))],
-        "nope.yml",
-        pre=_how_root,
-    ),
-    Case(
-        "how generator URL unreachable",
-        lambda t: [
-            "how-train",
-            str(
-                _how_params(
-                    t,
-                    f"__template__: {_how_template()}\n"
-                    f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
-                    "dsa: {generator: 'http://127.0.0.1:9/no-such-generator.pth'}\n",
-                )
-            ),
-        ],
-        "no-such-generator.pth",
-        pre=_how_root,
-    ),
-    Case(
-        "how qpool_size below qsize",
-        lambda t: [
-            "how-train",
-            str(
-                _how_params(
-                    t,
-                    f"__template__: {_how_template()}\n"
-                    f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
-                    "training: {dataset: {qsize: 100}}\ndsa: {diverse_anchors: true, qpool_size: 10}\n",
-                )
-            ),
-        ],
-        "qpool_size (10)",
-        pre=_how_root,
-    ),
-    Case(
-        "how bad generator",
-        lambda t: [
-            "how-train",
-            str(
-                _how_params(
-                    t,
-                    f"__template__: {_how_template()}\n"
-                    f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
-                    f"dsa: {{generator: {_gan_config(t, 'not a checkpoint')}}}\n",
-                )
-            ),
-        ],
-        "gan.yaml",
-        pre=_how_root,
-    ),
+    Case("how yaml syntax error", lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))], "how.yml",
+         pre=_how_root),
+    Case("how bad template", lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))],
+         "nope.yml",
+         pre=_how_root),
+    Case("how generator URL unreachable", lambda t: ["how-train", str(_how_params(t,
+         f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         "dsa: {generator: 'http://127.0.0.1:9/no-such-generator.pth'}\n"))], "no-such-generator.pth", pre=_how_root),
+    Case("how qpool_size below qsize", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         "training: {dataset: {qsize: 100}}\ndsa: {diverse_anchors: true, qpool_size: 10}\n"))], "qpool_size (10)",
+             pre=_how_root),
+    Case("how bad generator", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+         f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
+         f"dsa: {{generator: {_gan_config(t, 'not a checkpoint')}}}\n"))], "gan.yaml", pre=_how_root),
 ]
 
 
