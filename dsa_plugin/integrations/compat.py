@@ -73,7 +73,7 @@ GLOBAL_PATCHES: tuple[GlobalPatch, ...] = (
                 "dsa how-train, and tests that import HOW",
                 "HOW has no setup.py; its modules stay in sys.modules and spawned workers re-import them by path"),
     GlobalPatch("cirtorch train.py names (dsa_session kept open for the rest of the process)",
-                "dsa_plugin.integrations.cirtorch.install",
+                "dsa_plugin.integrations.cirtorch.hooks.install",
                 "only from the patched train.py (patches/cirtorch-train.patch)",
                 "the user's own script owns the process and has no exit hook"),
     GlobalPatch("matplotlib.axes.Axes.grid accepts b= (as visible=)",
@@ -81,7 +81,7 @@ GLOBAL_PATCHES: tuple[GlobalPatch, ...] = (
                 "only from the patched HOW (install_dsa, patches/how-train.patch)",
                 "HOW's own train() calls install_dsa and runs on; there is no exit hook"),
     GlobalPatch("torch.serialization.add_safe_globals(HOW checkpoint types)",
-                "dsa_plugin.integrations.how.runtime.allow_how_checkpoints",
+                "dsa_plugin.integrations.how.checkpoints.allow_how_checkpoints",
                 "only from the patched HOW (install_dsa)",
                 "HOW's own train() calls install_dsa and runs on; there is no exit hook"),
 )
