@@ -196,3 +196,56 @@ def _is_device(text: str) -> bool:
         return True
     head, _, index = text.partition(":")
     return head == "cuda" and index.isdigit()
+
+
+def dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every leaf field of a nested dataclass, as dotted keys.
+
+    Example:
+        >>> @dataclass
+        ... class Crop:
+        ...     size: int = 64
+        ...     scale: float = 1.0
+        >>> dotted_keys(Crop), dotted_keys(Crop, prefix="data.")
+        (['size', 'scale'], ['data.size', 'data.scale'])
+        >>> build_dataclass(Crop, {"size": 32}, "the example")
+        Crop(size=32, scale=1.0)
+        >>> build_dataclass(Crop, {"sise": 32}, "the example")
+        Traceback (most recent call last):
+        dsa_plugin.core.config.ConfigError: unknown config key(s) ['sise'] in the example; valid keys: ['size', 'scale']
+    """
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += dotted_keys(hints[f.name], prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str, prefix: str = "", root: type | None = None) -> Any:
+    """``cls(**values)`` for a nested dataclass, every value checked by :func:`check_value`.
+
+    Unknown keys raise :class:`ConfigError` naming them and the valid keys of ``root`` (default ``cls``).
+    """
+    root = cls if root is None else root
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {where} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {dotted_keys(root)}")
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint, value = hints[name], values[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = (value if isinstance(value, hint)
+                            else build_dataclass(hint, value or {}, where, prefix + name + ".", root))
+        else:
+            kwargs[name] = check_value(value, hint, prefix + name)
+    return cls(**kwargs)

@@ -1,7 +1,8 @@
 """GAN training settings: one nested dataclass schema with the paper's defaults (docs/reference.md §gan-variants).
 
-Why one module of ~380 lines: the schema, its presets and its validation are one contract; a
-field, its default and its check are read together.
+The schema, its presets and its validation are one contract (a field, its default and its check
+are read together); the generic typed construction of nested dataclasses is
+:func:`dsa_plugin.core.config.build_dataclass`.
 
 A config is built from presets (``hedngan``, ``hedgan``, ``cyclegan``, ``tiny``), YAML files and
 ``key=value`` overrides with dotted keys (``data.crop_size=64``). Every value is validated at the
@@ -15,15 +16,13 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dsa_plugin.core.config import ConfigError, check_value
+from dsa_plugin.core.config import ConfigError, build_dataclass, dotted_keys
 from dsa_plugin.core.files import to_plain
 
 VARIANTS = ("hedngan", "hedgan", "cyclegan")
@@ -171,12 +170,12 @@ class GanConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "config") -> "GanConfig":
-        return _build(cls, dict(values or {}), where)
+        return build_dataclass(cls, dict(values or {}), where)
 
     @classmethod
     def keys(cls) -> list[str]:
         """All valid dotted keys, e.g. ``data.crop_size``."""
-        return _dotted_keys(cls)
+        return dotted_keys(cls)
 
 
 def _check_choices(cfg: GanConfig) -> None:
@@ -381,38 +380,3 @@ def save_yaml(cfg: GanConfig, path: "str | Path") -> None:
     from dsa_plugin.core.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-# ----------------------------------------------------------------------------------------------
-# generic dataclass construction with type checks
-
-def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys += _dotted_keys(hints[f.name], prefix + f.name + ".")
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def _build(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {where} must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {GanConfig.keys()}")
-    kwargs = {}
-    for name in names:
-        if name not in values:
-            continue
-        hint, value = hints[name], values[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = value if isinstance(value, hint) else _build(hint, value or {}, where, prefix + name + ".")
-        else:
-            kwargs[name] = check_value(value, hint, prefix + name)
-    return cls(**kwargs)
