@@ -33,10 +33,11 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    from dsa_plugin.checkpoints import extract_state_dict, load_checkpoint
     from dsa_plugin.demo.data import SceneSpec, write_scene_data
     from dsa_plugin.demo.runs import build_net, evaluate_net
     from dsa_plugin.demo.settings import DemoSettings, torch_threads
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import extract_state_dict
 
     folder = Path(args.out) / f"scenes-seed{args.scene_seed}-{args.places}"
     if not (folder / "eval" / "labels.csv").is_file():

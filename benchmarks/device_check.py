@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  speedup {r['json'].get('speedup')}" if "json" in r else ""), flush=True)
 
     gpus = torch.cuda.device_count()
-    print(f"device_check on {gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, budget {args.budget:.0f} s")
+    print(
+        f"device_check on {gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, budget "
+        f"{args.budget:.0f} s"
+    )
     step("tests (-k cuda)", [PY, "-m", "pytest", "-q", "-x", "-k", "cuda", "tests"], 90)
     for script, extra, limit in BENCHMARKS:
         step(script, [PY, str(BENCH / script), "--device", "cuda", *extra], limit)

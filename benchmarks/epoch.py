@@ -14,8 +14,8 @@ every 5 tuples. Only the dataset differs between the rows:
     image, batched extraction, anchor-pool descriptors reused for hard-negative mining.
 (c) ``reference``: DSA the reference's way: the generator run online on every selected anchor
     every time it is used (anchor pool, anchor re-extraction, training), the reference's
-    diverse-anchor loop (``reference_diverse_anchors`` of tests/oracles.py, the baseline of benchmarks/mining.py), anchors re-extracted,
-    one image per forward pass.
+    diverse-anchor loop (``reference_diverse_anchors`` of tests/oracles.py, the baseline of
+    benchmarks/mining.py), anchors re-extracted, one image per forward pass.
 
 Sizes keep the reference's proportions per epoch (Q tuples : Qp anchor pool : P negative pool =
 2000 : 10000 : 22000, 5 negatives, 25 % night anchors) scaled down to the AMOS photos
@@ -60,9 +60,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from dsa_plugin.config import DSAConfig  # noqa: E402
+from dsa_plugin.core.config import DSAConfig  # noqa: E402
 from dsa_plugin.mining import AnchorSampler  # noqa: E402
-from dsa_plugin.tuples import NightTuplesDataset  # noqa: E402
+from dsa_plugin.training.tuples import NightTuplesDataset  # noqa: E402
 
 AMOS = Path(os.environ.get("DSA_AMOS_DIR", REPO.parent / "shared" / "data" / "amos-daynight"))
 DB_NAME = "retrieval-SfM-120k"  # cirtorch's TuplesDataset only accepts names starting with "retrieval-SfM"
@@ -164,10 +164,10 @@ def install_profile() -> None:
     Only in this process: with ``--workers`` > 0 what the workers do is not counted. cirtorch's own
     loader (a) is not instrumented: its per-image work is decode + resize, as the plugin's ``load``.
     """
-    import dsa_plugin.images as images_mod
-    import dsa_plugin.tuples as tuples_mod
+    import dsa_plugin.core.images as images_mod
+    import dsa_plugin.training.tuples as tuples_mod
 
-    tuples_mod._load01 = _timed("load", tuples_mod._load01)  # tuple images
+    tuples_mod.load_image01 = _timed("load", tuples_mod.load_image01)  # tuple images
     images_mod.load_image01 = _timed("load", images_mod.load_image01)  # mining (images.ImageList)
     NightTuplesDataset._night = _timed("night", NightTuplesDataset._night)
     NightTuplesDataset._clahe = _timed("clahe", NightTuplesDataset._clahe)
@@ -237,7 +237,9 @@ def cirtorch_dataset(root: Path, imsize: int, q: int, pool: int, mean_std) -> An
     compat.apply_runtime_fixes()
     traindataset.get_data_root = lambda: str(root)  # cirtorch reads its db from its own folder otherwise
     transform = T.Compose([T.ToTensor(), T.Normalize(*mean_std)])
-    ds = traindataset.TuplesDataset(DB_NAME, "train", imsize=imsize, nnum=5, qsize=q, poolsize=pool, transform=transform)
+    ds = traindataset.TuplesDataset(
+        DB_NAME, "train", imsize=imsize, nnum=5, qsize=q, poolsize=pool, transform=transform
+    )
     ds.print_freq = 10**9
     return ds
 
@@ -294,24 +296,88 @@ def median_of(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmarks/epoch.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"a fifth of the photos at {QUICK_IMSIZE} px, Q=5, ResNet-50 (< 2 min on 2 CPU cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--net", choices=["small", "vgg16", "resnet50", "resnet101"], default=None,
                         help="network (default resnet101; quick resnet50)")
-    parser.add_argument("--imsize", type=int, default=None, help=f"longer image side (CPU 192, CUDA 362; quick {QUICK_IMSIZE})")
+    parser.add_argument(
+        "--imsize", type=int, default=None, help=f"longer image side (CPU 192, CUDA 362; quick {QUICK_IMSIZE})"
+    )
     parser.add_argument("--qsize", type=int, default=None,
                         help="tuples Q (CPU 10, CUDA 29; quick 5); Qp = 5 Q, P = 11 Q; at least 5 (one optimizer step)")
-    parser.add_argument("--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (CUDA 2; CPU and quick 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="epochs of (a) and (b), alternated (CUDA 2; CPU and quick 1)"
+    )
     parser.add_argument("--ngf", type=int, default=64, help="generator width (the reference's 64)")
     parser.add_argument("--blocks", type=int, default=9, help="generator residual blocks (the reference's 9)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: see the module doc)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (b) and (c) (cirtorch uses 8)")
     parser.add_argument("--baseline", choices=["auto", "cirtorch", "plugin"], default="auto",
                         help="(a): cirtorch's TuplesDataset when importable (auto), or the plugin's with DSA off")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _sizes(args: argparse.Namespace, cuda: bool) -> tuple[str, int, int, int]:
+    """(network, image size, tuples Q, repeats) from the flags and their defaults."""
+    net_kind = args.net or ("resnet50" if args.quick else "resnet101")
+    imsize = args.imsize or (QUICK_IMSIZE if args.quick else 362 if cuda else 192)
+    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
+    repeats = args.repeats or (2 if cuda and not args.quick else 1)
+    return net_kind, imsize, q, repeats
+
+
+def _plain_dataset(baseline: str, root, imsize: int, q: int, pool: int, mean_std, common: dict):
+    """(a): cirtorch's ``TuplesDataset`` when importable (or required), else the plugin's with DSA off."""
+    if baseline != "plugin":
+        ds = cirtorch_dataset(root, imsize, q, pool, mean_std)
+        if ds is not None:
+            return ds
+        if baseline == "cirtorch":
+            raise SystemExit("--baseline cirtorch: cirtorch is not importable (put it on PYTHONPATH)")
+    return NightTuplesDataset(DB_NAME, "train", batch_size=1, **common)
+
+
+def _row(v, key: str) -> dict:
+    """One variant's medians and its last run's counts."""
+    return {
+        "variant": v.key,
+        "label": v.label,
+        "runs": len(v.runs),
+        "seconds": median_of(v.runs, key),
+        "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
+        "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")),
+        "wall_s": median_of(v.runs, "wall_s"),
+        "images_extracted": v.runs[-1]["images_extracted"],
+        "night_anchors": v.runs[-1]["night_anchors"],
+        "generator_runs": v.runs[-1]["generator_runs"],
+        "timings": v.runs[-1]["timings"],
+        "profile": {
+            k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
+            for k in v.runs[-1]["profile"]
+        },
+    }
+
+
+def _print_breakdown(rows: list[dict], cuda: bool) -> None:
+    """Where each variant's time goes: mining phases, then loading, night images and CLAHE."""
+    for r in rows:
+        if r["timings"]:
+            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
+            print(f"  {r['variant']} mining, wall s: {parts}")
+    unit = "wall s" if cuda else "CPU s"
+    for r in rows:
+        p = r["profile"]
+        parts = [f"train forward+backward {p.get('train_fwd_bwd', 0):.2f}"]
+        parts += [f"{name} {p[k]:.2f}" for k, name in (("load", "image load"), ("night", "night images"),
+                                                        ("clahe", "CLAHE")) if k in p]
+        print(f"  {r['variant']} where the time goes, {unit}: {', '.join(parts)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -319,15 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     global CLOCK
     CLOCK = time.perf_counter if cuda else time.process_time
     install_profile()
-    net_kind = args.net or ("resnet50" if args.quick else "resnet101")
-    imsize = args.imsize or (QUICK_IMSIZE if args.quick else 362 if cuda else 192)
-    q = max(5, args.qsize or (5 if args.quick else 29 if cuda else 10))
-    repeats = args.repeats or (2 if cuda and not args.quick else 1)
+    net_kind, imsize, q, repeats = _sizes(args, cuda)
 
+    from dsa_plugin.data.lists import anchor_images_from_db
     from dsa_plugin.data.sfm import db_paths
     from dsa_plugin.models import ResnetGenerator
     from dsa_plugin.night import NightCache, NightSource, NightTranslator, build_night_cache
-    from dsa_plugin.night.cache import anchor_images_from_db
 
     with tempfile.TemporaryDirectory(prefix="dsa-bench-epoch-") as tmp_name:
         tmp = Path(tmp_name)
@@ -335,13 +398,17 @@ def main(argv: list[str] | None = None) -> int:
         t_phase = time.perf_counter()
         root, origin = make_db(tmp, args.quick)
         pkl, ims = db_paths(root, DB_NAME)
-        probe = NightTuplesDataset(DB_NAME, "train", imsize=imsize, qsize=q, poolsize=10**9, data_root=root, progress=False)
+        probe = NightTuplesDataset(
+            DB_NAME, "train", imsize=imsize, qsize=q, poolsize=10**9, data_root=root, progress=False
+        )
         qp = min(5 * q, len(probe.qpool))
         pool = min(11 * q, len(probe.images))
         mean_std = probe.mean_std
 
         torch.manual_seed(0)
-        translator = NightTranslator(ResnetGenerator(ngf=args.ngf, n_blocks=args.blocks, norm="batch"), device=args.device)
+        translator = NightTranslator(
+            ResnetGenerator(ngf=args.ngf, n_blocks=args.blocks, norm="batch"), device=args.device
+        )
         anchors = [p for p in anchor_images_from_db(pkl, ims, splits=("train",))]
         t0 = time.perf_counter()
         phases["setup_s"] = t0 - t_phase
@@ -354,13 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                             device=args.device)
 
         def build_plain():
-            if args.baseline != "plugin":
-                ds = cirtorch_dataset(root, imsize, q, pool, mean_std)
-                if ds is not None:
-                    return ds
-                if args.baseline == "cirtorch":
-                    raise SystemExit("--baseline cirtorch: cirtorch is not importable (put it on PYTHONPATH)")
-            return NightTuplesDataset(DB_NAME, "train", batch_size=1, **common)
+            return _plain_dataset(args.baseline, root, imsize, q, pool, mean_std, common)
 
         def build_dsa():
             return NightTuplesDataset(DB_NAME, "train", config=dsa_cfg, num_workers=args.workers, **common)
@@ -375,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                          else "NightTuplesDataset, DSA off, batch 1")
         plain = Variant("plain", f"(a) plain: {baseline_kind}", build_plain)
         dsa = Variant("dsa", "(b) DSA, plugin: cache + diverse + CLAHE", build_dsa, args.workers)
-        reference = Variant("reference", "(c) DSA, reference way: online G + literal loop", build_reference, args.workers)
+        reference = Variant(
+            "reference", "(c) DSA, reference way: online G + literal loop", build_reference, args.workers
+        )
 
         t_phase = time.perf_counter()
         net0 = make_net(net_kind, args.device)
@@ -389,15 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         phases["epochs_s"] = time.perf_counter() - t_phase
 
     key = "wall_s" if cuda else "cpu_s"
-    rows = []
-    for v in (plain, dsa, reference):
-        rows.append({"variant": v.key, "label": v.label, "runs": len(v.runs),
-                     "seconds": median_of(v.runs, key), "mining_s": median_of(v.runs, "mining_" + key.replace("wall_", "")),
-                     "train_s": median_of(v.runs, "train_" + key.replace("wall_", "")), "wall_s": median_of(v.runs, "wall_s"),
-                     "images_extracted": v.runs[-1]["images_extracted"], "night_anchors": v.runs[-1]["night_anchors"],
-                     "generator_runs": v.runs[-1]["generator_runs"], "timings": v.runs[-1]["timings"],
-                     "profile": {k: round(median_of([r["profile"] for r in v.runs if k in r["profile"]], k), 3)
-                                 for k in v.runs[-1]["profile"]}})
+    rows = [_row(v, key) for v in (plain, dsa, reference)]
     by = {r["variant"]: r for r in rows}
     overhead = by["dsa"]["seconds"] / by["plain"]["seconds"]
     speedup = by["reference"]["seconds"] / by["dsa"]["seconds"]
@@ -406,37 +461,53 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one training epoch, {origin}; {len(probe.images)} training images, imsize {imsize}; "
           f"Q={q} tuples, Qp={qp}, P={pool}, 5 negatives; net {net_kind}; device {args.device}; {measure}, median")
     print(f"night cache: {cache_size} night anchors, built once in {build_s:.1f} s (not part of the epoch)")
-    print(f"{'variant':52s} {'epoch s':>8s} {'mining s':>9s} {'train s':>8s} {'wall s':>8s} {'extracted':>9s} {'G runs':>6s} {'runs':>4s}")
+    print(
+        f"{'variant':52s} {'epoch s':>8s} {'mining s':>9s} {'train s':>8s} {'wall s':>8s} {'extracted':>9s} "
+        f"{'G runs':>6s} {'runs':>4s}"
+    )
     for r in rows:
         print(f"{r['label']:52s} {r['seconds']:8.2f} {r['mining_s']:9.2f} {r['train_s']:8.2f} {r['wall_s']:8.2f} "
               f"{str(r['images_extracted']):>9s} {r['generator_runs']:6d} {r['runs']:4d}")
-    for r in rows:
-        if r["timings"]:
-            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in r["timings"].items() if k != "total_s")
-            print(f"  {r['variant']} mining, wall s: {parts}")
-    unit = "wall s" if cuda else "CPU s"
-    for r in rows:
-        p = r["profile"]
-        parts = [f"train forward+backward {p.get('train_fwd_bwd', 0):.2f}"]
-        parts += [f"{name} {p[k]:.2f}" for k, name in (("load", "image load"), ("night", "night images"),
-                                                        ("clahe", "CLAHE")) if k in p]
-        print(f"  {r['variant']} where the time goes, {unit}: {', '.join(parts)}")
+    _print_breakdown(rows, cuda)
     phases["cache_build_s"] = build_s
     phases["total_s"] = time.perf_counter() - T_START
     print("script wall s: " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in phases.items()))
     print(f"overhead (b)/(a) = {overhead:.3f} (target <= 1.10); speedup (c)/(b) = {speedup:.2f}x (target > 1)")
-    print(json.dumps({
-        "benchmark": "epoch", "overhead": round(overhead, 3), "speedup": round(speedup, 2),
-        "plain_s": round(by["plain"]["seconds"], 3), "ours_s": round(by["dsa"]["seconds"], 3),
-        "baseline_s": round(by["reference"]["seconds"], 3),
-        "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timings"} for r in rows],
-        "cache_build_s": round(build_s, 2), "cache_images": cache_size,
-        "generator": {"ngf": args.ngf, "blocks": args.blocks}, "wall_total_s": round(phases["total_s"], 1),
-        "timing": "wall" if cuda else "cpu",
-        "size": {"images": len(probe.images), "imsize": imsize, "qsize": q, "qpool": qp, "poolsize": pool, "nnum": 5},
-        "net": net_kind, "baseline": baseline_kind, "threads": args.threads, "source": origin,
-        "device": args.device, "quick": args.quick,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch",
+                "overhead": round(overhead, 3),
+                "speedup": round(speedup, 2),
+                "plain_s": round(by["plain"]["seconds"], 3),
+                "ours_s": round(by["dsa"]["seconds"], 3),
+                "baseline_s": round(by["reference"]["seconds"], 3),
+                "rows": [
+                    {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timings"}
+                    for r in rows
+                ],
+                "cache_build_s": round(build_s, 2),
+                "cache_images": cache_size,
+                "generator": {"ngf": args.ngf, "blocks": args.blocks},
+                "wall_total_s": round(phases["total_s"], 1),
+                "timing": "wall" if cuda else "cpu",
+                "size": {
+                    "images": len(probe.images),
+                    "imsize": imsize,
+                    "qsize": q,
+                    "qpool": qp,
+                    "poolsize": pool,
+                    "nnum": 5,
+                },
+                "net": net_kind,
+                "baseline": baseline_kind,
+                "threads": args.threads,
+                "source": origin,
+                "device": args.device,
+                "quick": args.quick,
+            }
+        )
+    )
     return 0
 
 

@@ -50,13 +50,13 @@ def main(argv=None) -> int:
         print(json.dumps({"benchmark": "gan_quality", "skipped": True}))
         return 0
     warnings.filterwarnings("ignore")
+    from dsa_plugin.core.images import load_image01
     from dsa_plugin.demo.data import write_folder_data
     from dsa_plugin.demo.pipeline import gan_overrides
     from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator
     from dsa_plugin.demo.settings import SHARED_STAGE_THREADS, DemoSettings, torch_threads
     from dsa_plugin.gan import train
     from dsa_plugin.gan.variants import gan_preset, variant_overrides
-    from dsa_plugin.images import load_image01
 
     settings = DemoSettings.for_folder(args.data, device=args.device, gan_variant=args.variant)
     if args.quick:
@@ -78,7 +78,8 @@ def main(argv=None) -> int:
         nights = [load_image01(path, settings.image_size) for path in data.gan_night.read_text().split()]
         sets["real nights (reference)"] = meter.score(held_out["day"], nights, held_out["night"], paired=False)
 
-    print(f"{settings.gan_variant} GAN of `dsa demo --data {args.data}` (seed {args.gan_seed}{', quick' if args.quick else ''}): "
+    quick = ", quick" if args.quick else ""
+    print(f"{settings.gan_variant} GAN of `dsa demo --data {args.data}` (seed {args.gan_seed}{quick}): "
           f"{result.iterations} iterations in {train_s:.0f} s on {args.device}")
     print(f"{'G(day) of':<26}{'KID gap closed':>15}{'edge L1':>9}{'day':>7}{'G(day)':>8}{'night':>7}")
     for name, r in sets.items():

@@ -109,9 +109,9 @@ VARIANTS = ("hedngan", "hedgan", "cyclegan", "cut", "rcfgan", "rcfngan")
 
 
 def run_variant(variant: str, iterations: int, lists: dict, sets: dict, out: Path, device: str) -> dict:
-    from dsa_plugin.checkpoints import load_generator
     from dsa_plugin.gan import load_config, train
     from dsa_plugin.gan.variants import gan_preset
+    from dsa_plugin.models.checkpoints import load_generator
 
     (day_list, night_list), root = lists["gan_train"], str(AMOS)
     cfg = load_config(gan_preset(variant, tiny=True),

@@ -104,8 +104,15 @@ def worker(algo: str, qp: int, q: int, d: int, seed: int, device: str, stable: b
     else:
         extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) * 1024
     digest = hashlib.sha1(json.dumps(picks).encode()).hexdigest()[:12]
-    return {"algo": algo, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_extra_bytes": max(0, extra), "picks_sha1": digest,
-            "unique": len(set(picks)) == len(picks), "memory_method": method}
+    return {
+        "algo": algo,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "peak_extra_bytes": max(0, extra),
+        "picks_sha1": digest,
+        "unique": len(set(picks)) == len(picks),
+        "memory_method": method,
+    }
 
 
 def measure(algo: str, qp: int, q: int, d: int, seed: int, device: str, repeats: int, threads: int,
@@ -139,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours (median)")
-    parser.add_argument("--reference-repeats", type=int, default=None, help="runs of the reference (default 1: it is the slow one)")
+    parser.add_argument(
+        "--reference-repeats", type=int, default=None, help="runs of the reference (default 1: it is the slow one)"
+    )
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for both algorithms (1: on a shared 2-core machine more threads "
                              "oversubscribe and slow the reference down by up to 4x, which would flatter us)")
@@ -150,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         torch.set_num_threads(args.threads)
-        print(json.dumps(worker(args.worker, args.qp, args.q, args.d, args.seed, args.device, not args.unstable_reference)))
+        print(
+            json.dumps(
+                worker(args.worker, args.qp, args.q, args.d, args.seed, args.device, not args.unstable_reference)
+            )
+        )
         return 0
 
     qp = args.qp or (2000 if args.quick else 10000)
@@ -179,18 +192,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'algorithm':32s} {'wall s':>9s} {'CPU s':>9s} {'peak extra MB':>14s} {'runs':>5s}")
     for name, r in rows:
         print(f"{name:32s} {r['seconds']:9.3f} {r['cpu_seconds']:9.3f} {r['peak_extra_mb']:14.3f} {r['repeats']:5d}")
-    print(f"speedup {speedup_cpu:.1f}x CPU time, {speedup_wall:.1f}x wall time; memory ratio {ratio:.5f} (ours / reference); "
-          f"identical picks: {same}")
+    print(
+        f"speedup {speedup_cpu:.1f}x CPU time, {speedup_wall:.1f}x wall time; memory ratio {ratio:.5f} (ours / "
+        "reference); "
+        f"identical picks: {same}"
+    )
     print(f"times: medians over runs, each in a fresh process; memory: {ours['memory_method']}")
-    print(json.dumps({
-        "benchmark": "mining", "ours_s": round(ours["seconds"], 4), "baseline_s": round(ref["seconds"], 4),
-        "ours_cpu_s": round(ours["cpu_seconds"], 4), "baseline_cpu_s": round(ref["cpu_seconds"], 4),
-        "speedup": round(speedup, 2), "speedup_wall": round(speedup_wall, 2), "speedup_cpu": round(speedup_cpu, 2),
-        "ours_peak_extra_mb": round(ours["peak_extra_mb"], 3), "baseline_peak_extra_mb": round(ref["peak_extra_mb"], 3),
-        "memory_ratio": round(ratio, 5), "same_picks": same, "size": {"qp": qp, "q": q, "d": args.d}, "scale": scale,
-        "memory_method": ours["memory_method"], "reference_argsort": "unstable" if args.unstable_reference else "stable",
-        "threads": args.threads, "device": args.device, "quick": args.quick,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "mining",
+                "ours_s": round(ours["seconds"], 4),
+                "baseline_s": round(ref["seconds"], 4),
+                "ours_cpu_s": round(ours["cpu_seconds"], 4),
+                "baseline_cpu_s": round(ref["cpu_seconds"], 4),
+                "speedup": round(speedup, 2),
+                "speedup_wall": round(speedup_wall, 2),
+                "speedup_cpu": round(speedup_cpu, 2),
+                "ours_peak_extra_mb": round(ours["peak_extra_mb"], 3),
+                "baseline_peak_extra_mb": round(ref["peak_extra_mb"], 3),
+                "memory_ratio": round(ratio, 5),
+                "same_picks": same,
+                "size": {"qp": qp, "q": q, "d": args.d},
+                "scale": scale,
+                "memory_method": ours["memory_method"],
+                "reference_argsort": "unstable" if args.unstable_reference else "stable",
+                "threads": args.threads,
+                "device": args.device,
+                "quick": args.quick,
+            }
+        )
+    )
     return 0
 
 

@@ -73,8 +73,8 @@ def epoch_uses(paths: list[str], qp: int, q: int, seed: int = 0):
 
 def prepare_epoch(uses, source, image_size: int) -> float:
     """Time the loader's work for every night anchor use: load the day image, get its night version."""
+    from dsa_plugin.core.images import load_image01
     from dsa_plugin.night import image_name
-    from dsa_plugin.night.cache import load_image01
 
     start = time.perf_counter()
     for path, label in uses:
@@ -106,7 +106,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller epoch and images (< 1 min on 2 CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--qpool", type=int, default=None, help="anchor pool Qp, a multiple of 4 (reference 10000; default 20, quick 8)")
+    p.add_argument(
+        "--qpool", type=int, default=None, help="anchor pool Qp, a multiple of 4 (reference 10000; default 20, quick 8)"
+    )
     p.add_argument("--qsize", type=int, default=None, help="anchors Q, a multiple of 4 (reference 2000; default 4)")
     p.add_argument("--image-size", type=int, default=None, help="longer image side (default 362; quick 128)")
     p.add_argument("--repeats", type=int, default=None, help="repeats of the cached epoch (median; default 5)")
@@ -131,10 +133,13 @@ def main(argv=None) -> int:
         uses, unique_night = epoch_uses(paths, qp, q)
         n_night_uses = len(unique_night) + 2 * (q // 4)
         print(f"# night benchmark on {device} ({torch.get_num_threads()} CPU threads), images: {origin}")
-        print(f"# one epoch at reference proportions (Qp=10000, Q=2000) scaled to: pool Qp={qp} ('anc-pool-mine'), "
-              f"mining queries Q={q} ('anc-mine'), training anchors Q={q} ('anc'); 25% night each "
-              f"-> {n_night_uses} night anchor uses, {len(unique_night)} distinct night images "
-              f"(reference: 3500 uses, ~2500 distinct); image size {image_size}; generator: 9 blocks, ngf 64, random weights")
+        print(
+            f"# one epoch at reference proportions (Qp=10000, Q=2000) scaled to: pool Qp={qp} ('anc-pool-mine'), "
+            f"mining queries Q={q} ('anc-mine'), training anchors Q={q} ('anc'); 25% night each "
+            f"-> {n_night_uses} night anchor uses, {len(unique_night)} distinct night images "
+            f"(reference: 3500 uses, ~2500 distinct); image size {image_size}; generator: 9 blocks, ngf 64, random "
+            "weights"
+        )
 
         t0 = time.perf_counter()
         build_night_cache(tmp / "cache", unique_night, translator, image_size=image_size, progress=False,
@@ -150,8 +155,8 @@ def main(argv=None) -> int:
         assert cached.stats["cached"] == repeats * n_night_uses and online.stats["online"] == n_night_uses
 
         # Same tensors from both paths (8-bit PNG: <= 0.5/255).
+        from dsa_plugin.core.images import load_image01
         from dsa_plugin.night import image_name
-        from dsa_plugin.night.cache import load_image01
 
         diff = 0.0
         for path in unique_night:

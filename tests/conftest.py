@@ -56,7 +56,11 @@ def _use_pinned_toolkits() -> None:
             importlib.invalidate_caches()
         if root is not None:
             os.environ["CIRTORCH_SRC"] = str(root)
-    if not os.environ.get("HOW_SRC") and importlib.util.find_spec("how") is None and (TOOLKITS / HOW_COPY / "how").is_dir():
+    if (
+        not os.environ.get("HOW_SRC")
+        and importlib.util.find_spec("how") is None
+        and (TOOLKITS / HOW_COPY / "how").is_dir()
+    ):
         os.environ["HOW_SRC"] = str(_private_copy(HOW_COPY))
 
 

@@ -24,8 +24,8 @@ from dsa_plugin.cli import main as dsa_main
 
 
 def _generator(tmp: Path) -> Path:
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     path = tmp / "g.pth"
     if not path.exists():
@@ -44,8 +44,8 @@ def _generator_bad_params(tmp: Path) -> Path:
 
 
 def _nan_generator(tmp: Path) -> Path:
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     net = ResnetGenerator(ngf=4, n_blocks=1)
     with torch.no_grad():
@@ -124,14 +124,14 @@ def _how_params(tmp: Path, text: str) -> Path:
 
 
 def _how_root() -> Path:
-    from dsa_plugin.integrations import how as dsa_how
+    from dsa_plugin.integrations.how import locate as how_locate
 
     for module in ("cirtorch", "asmk", "faiss"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"HOW needs '{module}'")
     try:
-        return dsa_how.locate_how()
-    except dsa_how.HOWIntegrationError as err:
+        return how_locate.locate_how()
+    except how_locate.HOWIntegrationError as err:
         pytest.skip(str(err))
 
 
@@ -280,15 +280,19 @@ def _how_template() -> str:
 
 CASES = [
     # gan-train
-    Case("gan lr negative", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=-1"], "optim.lr"),
+    Case("gan lr negative", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=-1"],
+         "optim.lr"),
     Case("gan lr nan", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.lr=.nan"], "optim.lr"),
-    Case("gan lr written 2e-4 in YAML", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\noptim: {lr: 2e-4}\n")),
-                                                  "--out", str(t / "o")], "optim.lr"),
-    Case("gan device foo", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "--device", "foo"], "foo"),
+    Case("gan lr written 2e-4 in YAML",
+         lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\noptim: {lr: 2e-4}\n")),
+                    "--out", str(t / "o")], "optim.lr"),
+    Case("gan device foo", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "--device", "foo"],
+         "foo"),
     Case("gan data is a list", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
                                           "--out", str(t / "o")], "data"),
-    Case("gan data list then data.day", lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
-         "--out", str(t / "o"), f"data.day={t}"], "data must be a mapping"),
+    Case("gan data list then data.day",
+         lambda t: ["gan-train", "--config", str(_gan_config(t, "preset: tiny\ndata: [1, 2]\n")),
+                    "--out", str(t / "o"), f"data.day={t}"], "data must be a mapping"),
     Case("gan betas above 1", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), "optim.betas=[2,3]",
                                          *_gan_data(t)], "optim.betas"),
     Case("gan seed 2**70", lambda t: ["gan-train", "--config", "tiny", "--out", str(t / "o"), f"train.seed={2 ** 70}",
@@ -301,17 +305,23 @@ CASES = [
                                            *_gan_data(t)], "loss.edge"),
     Case("gan config not utf-8", lambda t: ["gan-train", "--config", str(_gan_config(t, b"preset: tiny\n# \xff\xfe\n")),
                                             "--out", str(t / "o")], "gan.yaml"),
-    Case("gan out is a file", lambda t: ["gan-train", "--config", "tiny", "--out", str(_gan_config(t, "x")), *_gan_data(t)],
+    Case("gan out is a file", lambda t: ["gan-train", "--config", "tiny", "--out", str(_gan_config(t, "x")),
+         *_gan_data(t)],
          "gan.yaml"),
     # translate
-    Case("translate 1x1 image", lambda t: _translate(t, images=_image_list(t, (1, 1))), "img.png", writes_nothing=False),
-    Case("translate 3x500 image", lambda t: _translate(t, images=_image_list(t, (3, 500))), "img.png", writes_nothing=False),
+    Case("translate 1x1 image", lambda t: _translate(t, images=_image_list(t, (1, 1))), "img.png",
+         writes_nothing=False),
+    Case("translate 3x500 image", lambda t: _translate(t, images=_image_list(t, (3, 500))), "img.png",
+         writes_nothing=False),
+    # 4096 px > 2x the limit: Pillow's bomb error
     Case("translate decompression bomb", lambda t: _translate(t, images=_image_list(t, (64, 64))), "decompression-bomb",
-         pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000), writes_nothing=False),  # 4096 px > 2x the limit: Pillow's bomb error
+         pre=lambda: setattr(Image, "MAX_IMAGE_PIXELS", 1000), writes_nothing=False),
     Case("translate device foo", lambda t: _translate(t, "--device", "foo", images=_image_list(t)), "foo"),
-    Case("translate cuda without gpu", lambda t: _translate(t, "--device", "cuda", images=_image_list(t)), "cuda", pre=_no_cuda),
+    Case("translate cuda without gpu", lambda t: _translate(t, "--device", "cuda", images=_image_list(t)), "cuda",
+         pre=_no_cuda),
     Case("translate db qidxs out of range", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
-         str(_broken_db(t, lambda d: d["val"].__setitem__("qidxs", [99] * len(d["val"]["qidxs"])))), "--out", str(t / "c")],
+         str(_broken_db(t, lambda d: d["val"].__setitem__("qidxs", [99] * len(d["val"]["qidxs"])))),
+         "--out", str(t / "c")],
          "qidxs[0] = 99"),
     Case("translate db cids not a list", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
          str(_broken_db(t, lambda d: d["train"].__setitem__("cids", 5))), "--out", str(t / "c")], "cids"),
@@ -321,7 +331,8 @@ CASES = [
          str(_gan_config(t, b"")), "--out", str(t / "c")], "gan.yaml"),
     Case("translate db text pkl", lambda t: ["translate", "--generator", str(_generator(t)), "--db",
          str(_gan_config(t, "cids,qidxs\n")), "--out", str(t / "c")], "gan.yaml"),
-    Case("translate generator network_params not a dict", lambda t: ["translate", "--generator", str(_generator_bad_params(t)),
+    Case("translate generator network_params not a dict", lambda t: ["translate", "--generator",
+         str(_generator_bad_params(t)),
          "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "g_bad_params.pth"),
     Case("translate generator with NaN weights", lambda t: ["translate", "--generator", str(_nan_generator(t)),
          "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "non-finite"),
@@ -330,17 +341,20 @@ CASES = [
     Case("translate int64 generator", lambda t: ["translate", "--generator", str(_int64_generator(t)),
          "--images", str(_image_list(t)), "--out", str(t / "c"), "--no-progress"], "not floating point"),
     Case("translate list entry ../", lambda t: _translate(t, images=_escaping_list(t)), "line 1"),
-    Case("translate list entry absolute", lambda t: _translate(t, images=_escaping_list(t, str(t / "img.png"))), "line 1"),
+    Case("translate list entry absolute", lambda t: _translate(t, images=_escaping_list(t, str(t / "img.png"))),
+         "line 1"),
     Case("translate manifest entry outside the cache", lambda t: (_escaping_manifest(t),
          _translate(t, images=_image_list(t)))[1], "../../../../etc/hostname"),
     # evaluate
-    Case("evaluate checkpoint architecture 5", lambda t: ["evaluate", "--checkpoint", str(_embedding_meta(t, architecture=5)),
-         "--device", "cpu", "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "architecture"),
+    Case("evaluate checkpoint architecture 5",
+         lambda t: ["evaluate", "--checkpoint", str(_embedding_meta(t, architecture=5)),
+                    "--device", "cpu", "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "architecture"),
     Case("evaluate outputdim 1e9", lambda t: _evaluate(t, "--outputdim", "1000000000"), "--outputdim"),
     Case("evaluate threads -1", lambda t: _evaluate(t, "--threads", "-1"), "--threads"),
     Case("evaluate scales nan", lambda t: _evaluate(t, "--scales", "nan"), "--scales"),
     Case("evaluate labels domain nite", lambda t: _evaluate(t, rows=[*GOOD_ROWS[:3], "d.jpg,nite,p2"]), "nite"),
-    Case("evaluate labels not utf-8", lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"), "labels.csv"),
+    Case("evaluate labels not utf-8", lambda t: _evaluate(t, rows=b"file,domain,place_id\na.jpg,d\xe9y,p1\n"),
+         "labels.csv"),
     Case("evaluate labels short row", lambda t: _evaluate(t, rows=[*GOOD_ROWS, "a.jpg,day"]), "row 6"),
     Case("evaluate image size 0", lambda t: _evaluate(t, "--image-size", "0"), "--image-size"),
     Case("evaluate image size -5", lambda t: _evaluate(t, "--image-size", "-5"), "--image-size"),
@@ -348,15 +362,18 @@ CASES = [
     Case("evaluate clahe grid 0", lambda t: _evaluate(t, "--clahe-grid", "0"), "--clahe-grid"),
     Case("evaluate out unwritable", lambda t: _evaluate(t, "--out", str(_gan_config(t, "x")) + "/r.json"), "r.json"),
     Case("evaluate outputdim 0", lambda t: _evaluate(t, "--outputdim", "0"), "--outputdim"),
-    Case("evaluate embedding with NaN weights", lambda t: ["evaluate", "--checkpoint", str(_nan_embedding(t)), "--device", "cpu",
+    Case("evaluate embedding with NaN weights", lambda t: ["evaluate", "--checkpoint", str(_nan_embedding(t)),
+         "--device", "cpu",
          "--folder", str(_folder(t, GOOD_ROWS)), "--no-progress"], "embed_nan.pth"),
     Case("evaluate text whitening", lambda t: _evaluate(t, "--whitening", str(_gan_config(t, "m,P\n"))), "gan.yaml"),
     # cirtorch-train
-    Case("cirtorch broken db", lambda t: (_broken_db(t, lambda d: d["train"].__setitem__("pidxs", [-1] * len(d["train"]["qidxs"]))),
+    Case("cirtorch broken db", lambda t: (_broken_db(t, lambda d: d["train"].__setitem__("pidxs",
+         [-1] * len(d["train"]["qidxs"]))),
                                          _cirtorch(t))[1], "pidxs[0] = -1", pre=_needs_cirtorch),
     Case("cirtorch neg-num above clusters", lambda t: (_db(t), _cirtorch(t, "--neg-num", "50"))[1], "--neg-num 50",
          pre=_needs_cirtorch),
-    Case("cirtorch dsa-device cuda:0", lambda t: (_db(t), _cirtorch(t, "--dsa-device", "cuda:0", "--dsa-clahe"))[1], "cuda",
+    Case("cirtorch dsa-device cuda:0", lambda t: (_db(t), _cirtorch(t, "--dsa-device", "cuda:0", "--dsa-clahe"))[1],
+         "cuda",
          pre=lambda: (_needs_cirtorch(), _no_cuda())),
     *[Case(f"cirtorch {flag} {value}", lambda t, f=flag, v=value: _cirtorch_db(t, f, v), flag, pre=_needs_cirtorch)
       for flag, value in (("--lr", "-1"), ("--lr", "nan"), ("--batch-size", "0"), ("--query-size", "0"),
@@ -382,18 +399,22 @@ CASES = [
     Case("demo cuda without gpu", lambda t: _demo(t, "--device", "cuda"), "cuda", pre=_no_cuda),
     Case("demo out a file", lambda t: ["demo", "--quick", "--out", str(_gan_config(t, "x"))], "gan.yaml"),
     Case("demo out under /proc", lambda t: ["demo", "--quick", "--out", "/proc/dsa-demo"], "/proc"),
-    *[Case(f"demo seeds {value!r}", lambda t, v=value: _demo(t, "--seeds", v), "--seeds") for value in ("", "-1", "0,0")],
+    *[Case(f"demo seeds {value!r}", lambda t, v=value: _demo(t, "--seeds", v), "--seeds")
+      for value in ("", "-1", "0,0")],
     Case("demo jobs 1000", lambda t: _demo(t, "--jobs", "1000"), "--jobs"),
     Case("how yaml syntax error", lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))], "how.yml",
          pre=_how_root),
-    Case("how bad template", lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))], "nope.yml",
+    Case("how bad template", lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))],
+         "nope.yml",
          pre=_how_root),
-    Case("how generator URL unreachable", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
+    Case("how generator URL unreachable", lambda t: ["how-train", str(_how_params(t,
+         f"__template__: {_how_template()}\n"
          f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
          "dsa: {generator: 'http://127.0.0.1:9/no-such-generator.pth'}\n"))], "no-such-generator.pth", pre=_how_root),
     Case("how qpool_size below qsize", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
          f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
-         "training: {dataset: {qsize: 100}}\ndsa: {diverse_anchors: true, qpool_size: 10}\n"))], "qpool_size (10)", pre=_how_root),
+         "training: {dataset: {qsize: 100}}\ndsa: {diverse_anchors: true, qpool_size: 10}\n"))], "qpool_size (10)",
+             pre=_how_root),
     Case("how bad generator", lambda t: ["how-train", str(_how_params(t, f"__template__: {_how_template()}\n"
          f"demo_train: {{data_folder: {t / 'data'}, exp_folder: {t / 'exp'}, gpu_id: null}}\n"
          f"dsa: {{generator: {_gan_config(t, 'not a checkpoint')}}}\n"))], "gan.yaml", pre=_how_root),

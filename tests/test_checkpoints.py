@@ -8,20 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dsa_plugin import checkpoints as ck
-from dsa_plugin.checkpoints import (
+from dsa_plugin.core.files import atomic_save
+from dsa_plugin.models import HED, NLayerDiscriminator, ResnetGenerator, hed_preprocess
+from dsa_plugin.models import checkpoint_files as ck
+from dsa_plugin.models.checkpoint_files import (
     CheckpointError,
     CheckpointNotFoundError,
-    atomic_save,
-    extract_state_dict,
     load_checkpoint,
-    load_generator,
-    load_hed,
-    load_into,
-    save_network,
     state_dict_sha256,
 )
-from dsa_plugin.models import HED, NLayerDiscriminator, ResnetGenerator, hed_preprocess
+from dsa_plugin.models.checkpoints import extract_state_dict, load_generator, load_hed, load_into, save_network
 from test_models import spec_discriminator, spec_generator, spec_hed
 
 H, W = 36, 44

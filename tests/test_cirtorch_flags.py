@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsa_plugin.config import DSAConfig
-from dsa_plugin.integrations.cirtorch_config import apply_yaml_defaults, pop_config_path
-from dsa_plugin.integrations.cirtorch_flags import add_dsa_arguments, dsa_config_from_args
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.integrations.cirtorch.config import apply_yaml_defaults, pop_config_path
+from dsa_plugin.integrations.cirtorch.flags import add_dsa_arguments, dsa_config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ def test_add_is_idempotent():
 
 
 def test_every_flag_reaches_the_config(tmp_path):
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     gen = tmp_path / "g.pth"
     save_network(gen, ResnetGenerator(ngf=4, n_blocks=1))
@@ -106,15 +106,17 @@ def test_generator_file_that_is_not_a_generator(capsys, tmp_path):
     assert f"--dsa-generator: {not_gen} is not a day->night generator checkpoint" in err
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    assert "is not a day->night generator checkpoint" in _error(capsys, _parser(), ["exp", "--dsa-generator", str(garbage)])
+    assert "is not a day->night generator checkpoint" in _error(
+        capsys, _parser(), ["exp", "--dsa-generator", str(garbage)]
+    )
     assert "is a directory" in _error(capsys, _parser(), ["exp", "--dsa-generator", str(tmp_path)])
 
 
 def test_night_cache_mismatch_and_absence(capsys, tmp_path, tiny_db):
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.data.sfm import db_paths, load_sfm_db
     from dsa_plugin.models import ResnetGenerator
-    from dsa_plugin.night.cache import build_night_cache
+    from dsa_plugin.models.checkpoints import save_network
+    from dsa_plugin.night.build import build_night_cache
     from dsa_plugin.night.translator import NightTranslator
 
     torch.manual_seed(0)
@@ -123,7 +125,7 @@ def test_night_cache_mismatch_and_absence(capsys, tmp_path, tiny_db):
     save_network(gen_b, ResnetGenerator(ngf=4, n_blocks=1))
     pkl, ims = db_paths(tiny_db)
     db = load_sfm_db(pkl, "train", ims)
-    from dsa_plugin.checkpoints import load_generator
+    from dsa_plugin.models.checkpoints import load_generator
 
     cache = tmp_path / "cache"
     build_night_cache(cache, db.images, NightTranslator(load_generator(gen_a)), ratio=0.25, image_size=64,
@@ -221,18 +223,18 @@ def test_shipped_cirtorch_configs_parse():
 def test_wrapper_without_cirtorch_says_how_to_install(monkeypatch, capsys):
     import importlib.util
 
-    from dsa_plugin.integrations import cirtorch as dsa_cirtorch
+    from dsa_plugin.integrations.cirtorch import cli as cirtorch_cli
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cirtorch" else real(name, *a))
-    assert dsa_cirtorch.main(["exports", "--dsa-clahe"]) == 2
+    assert cirtorch_cli.main(["exports", "--dsa-clahe"]) == 2
     err = capsys.readouterr().err
     assert "cirtorch is not installed" in err and "pip install --no-deps -e" in err
 
 
 def _generator_file(path: Path, seed: int) -> Path:
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     torch.manual_seed(seed)
     save_network(path, ResnetGenerator(ngf=4, n_blocks=1))
@@ -254,7 +256,7 @@ def test_export_tag_names_the_generator(tmp_path):
 
 
 def test_resume_refuses_other_dsa_settings(tmp_path, capsys):
-    from dsa_plugin.integrations.cirtorch import DSARun, _ResumeGuard
+    from dsa_plugin.integrations.cirtorch.hooks import DSARun, _ResumeGuard
 
     p = _parser()
     gens = [_generator_file(tmp_path / f"g{seed}.pth", seed) for seed in (0, 1)]

@@ -2,14 +2,20 @@ import pickle
 
 import pytest
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 from dsa_plugin.data import SfMFormatError, load_sfm_db
 from dsa_plugin.data.sfm import db_paths
 
 
 def test_defaults_are_the_papers():
     c = DSAConfig()
-    assert (c.night_ratio, c.night_label, c.qpool_size, c.similar_exclude, c.similar_include) == (0.25, "anc", 10000, 0.2, 0.8)
+    assert (c.night_ratio, c.night_label, c.qpool_size, c.similar_exclude, c.similar_include) == (
+        0.25,
+        "anc",
+        10000,
+        0.2,
+        0.8,
+    )
     assert not c.enabled and c.tag() == ""
 
 

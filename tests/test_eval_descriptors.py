@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dsa_plugin.core.images import load_image, pil_to_tensor01
 from dsa_plugin.evaluation.descriptors import (
     DEFAULT_SCALES,
     descriptor_rows,
     extract_descriptors,
-    load_image,
     multiscale_descriptors,
     multiscale_power,
-    pil_to_tensor01,
 )
 from dsa_plugin.models.gem import gem_small
 from dsa_plugin.transforms import clahe
@@ -184,8 +183,8 @@ def test_how_like_networks_get_scales_and_batch_one(tmp_path):
 
 
 def test_plugin_gemnet_checkpoint_roundtrip(tmp_path):
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.evaluation.networks import load_embedding_network
+    from dsa_plugin.models.checkpoints import save_network
 
     net = small_net(dim=24, seed=3)
     save_network(tmp_path / "gem.pth", net, model_params={"architecture": "gem_small", "outputdim": 24})
@@ -202,8 +201,12 @@ def test_reference_and_cirtorch_layouts(tmp_path):
     net = small_net(dim=32, seed=1)
     sd = {k: v.clone() for k, v in net.state_dict().items()}
     ref = {
-        "type": "SingleNetwork", "frozen": False,
-        "network_params": {"model": {"architecture": "cirnet", "cir_architecture": "gem_small", "outputdim": 32}, "runtime": {}},
+        "type": "SingleNetwork",
+        "frozen": False,
+        "network_params": {
+            "model": {"architecture": "cirnet", "cir_architecture": "gem_small", "outputdim": 32},
+            "runtime": {},
+        },
         "model_state": sd,
     }
     torch.save(ref, tmp_path / "embed_best.pth")
@@ -234,8 +237,9 @@ def test_reference_and_cirtorch_layouts(tmp_path):
 def test_network_errors_and_whitening_attach(tmp_path):
     import numpy as np
 
-    from dsa_plugin.checkpoints import CheckpointError, save_network
     from dsa_plugin.evaluation.networks import attached_whitening, load_embedding_network
+    from dsa_plugin.models.checkpoint_files import CheckpointError
+    from dsa_plugin.models.checkpoints import save_network
 
     net = small_net(dim=8)
     save_network(tmp_path / "g.pth", net, model_params={"architecture": "gem_small"})
@@ -294,7 +298,18 @@ def test_dsa_evaluate_cli_folder_and_named_sets(tmp_path, capsys):
 def test_dsa_evaluate_cli_reports_bad_input(tmp_path, capsys):
     from dsa_plugin.evaluation.cli import main
 
-    rc = main(["--arch", "gem_small", "--random-init", "--datasets", "rparis6k", "--data-root", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "--arch",
+            "gem_small",
+            "--random-init",
+            "--datasets",
+            "rparis6k",
+            "--data-root",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     assert "gnd_rparis6k.pkl" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -319,8 +334,25 @@ def test_learn_whitening_from_db_cli(tmp_path):
     with open(tmp_path / "whiten.pkl", "wb") as f:
         pickle.dump({"cids": cids, "qidxs": [0, 3, 6, 9, 1, 4, 7, 10], "pidxs": [1, 4, 7, 10, 2, 5, 8, 11]}, f)
     make_folder(tmp_path / "folder", places=2, day=2, night=1)
-    rc = main(["--arch", "gem_small", "--outputdim", "4", "--random-init", "--learn-whitening", str(tmp_path / "whiten.pkl"),
-               "--save-whitening", str(tmp_path / "lw.pkl"), "--folder", str(tmp_path / "folder"), "--image-size", "32",
-               "--single-scale", "--no-clahe", "--no-progress"])
+    rc = main(
+        [
+            "--arch",
+            "gem_small",
+            "--outputdim",
+            "4",
+            "--random-init",
+            "--learn-whitening",
+            str(tmp_path / "whiten.pkl"),
+            "--save-whitening",
+            str(tmp_path / "lw.pkl"),
+            "--folder",
+            str(tmp_path / "folder"),
+            "--image-size",
+            "32",
+            "--single-scale",
+            "--no-clahe",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert load_whitening(tmp_path / "lw.pkl")["P"].shape == (4, 4)

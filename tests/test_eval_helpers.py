@@ -22,7 +22,9 @@ def place_image(place: int, night: bool, variant: int, size=(48, 32)) -> Image.I
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
 
-def make_folder(root: Path, places=3, day=3, night=2, roles=("eval", "train", "eval"), sizes=((48, 32), (40, 40))) -> Path:
+def make_folder(
+    root: Path, places=3, day=3, night=2, roles=("eval", "train", "eval"), sizes=((48, 32), (40, 40))
+) -> Path:
     """Folder dataset: day/ and night/ images + labels.csv (file, domain, place_id, role)."""
     rows = []
     for p in range(places):
@@ -39,7 +41,9 @@ def make_folder(root: Path, places=3, day=3, night=2, roles=("eval", "train", "e
     return root
 
 
-def make_test_set(data_root: Path, name: str, revisited: bool = True, n_db: int = 8, n_q: int = 2, all_vs_all: bool = False) -> Path:
+def make_test_set(
+    data_root: Path, name: str, revisited: bool = True, n_db: int = 8, n_q: int = 2, all_vs_all: bool = False
+) -> Path:
     """cirtorch layout test/<name>/{gnd_<name>.pkl, jpg/}; images are procedural places (2 per place)."""
     base = data_root / "test" / name
     (base / "jpg").mkdir(parents=True, exist_ok=True)

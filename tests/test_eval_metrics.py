@@ -198,7 +198,10 @@ def test_random_revisited_matches_literal():
         "medium": (["easy", "hard"], ["junk"]),
         "hard": (["hard"], ["junk", "easy"]),
     }.items():
-        lit = [{"ok": np.concatenate([g[k] for k in ok_keys]), "junk": np.concatenate([g[k] for k in junk_keys])} for g in gnd]
+        lit = [
+            {"ok": np.concatenate([g[k] for k in ok_keys]), "junk": np.concatenate([g[k] for k in junk_keys])}
+            for g in gnd
+        ]
         m, pr = literal_map(ranks, lit, (1, 5, 10))
         assert res[setting]["map"] == pytest.approx(m, abs=1e-12)
         assert [res[setting][f"mp@{k}"] for k in (1, 5, 10)] == pytest.approx(pr.tolist(), abs=1e-12)

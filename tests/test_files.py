@@ -1,11 +1,11 @@
-"""dsa_plugin.files: atomic writes leave the old file or the complete new one, never a partial or temp file."""
+"""dsa_plugin.core.files: atomic writes leave the old file or the complete new one, never a partial or temp file."""
 
 import os
 import stat
 
 import pytest
 
-from dsa_plugin.files import atomic_write, atomic_write_bytes, atomic_write_text, remove_stale_temps
+from dsa_plugin.core.files import atomic_write, atomic_write_bytes, atomic_write_text, remove_stale_temps
 
 
 def test_writes_bytes_and_text_creating_parents(tmp_path):

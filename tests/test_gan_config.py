@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa_plugin.config import ConfigError
+from dsa_plugin.core.config import ConfigError
 from dsa_plugin.gan.config import GanConfig, load_config, preset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -48,8 +48,14 @@ def ref_hed_optimizer(hed, lr=1e-6, wd=2e-4, betas=(0.9, 0.999)):
         kind = 0 if name.endswith("weight") else 1
         groups.setdefault((key, kind), []).append(p)
     return torch.optim.Adam(
-        [{"params": ps, "lr": lr * lr_mult[k][kind], "weight_decay": wd * (1 - kind)} for (k, kind), ps in groups.items()],
-        lr=lr, betas=betas, weight_decay=wd)
+        [
+            {"params": ps, "lr": lr * lr_mult[k][kind], "weight_decay": wd * (1 - kind)}
+            for (k, kind), ps in groups.items()
+        ],
+        lr=lr,
+        betas=betas,
+        weight_decay=wd,
+    )
 
 
 def ref_adam(net, lr=2e-4):
@@ -258,8 +264,16 @@ def test_optimizers_follow_reference_settings():
     g = opts["generator_X"].param_groups[0]
     assert (g["lr"], g["betas"], g["weight_decay"]) == (2e-4, (0.5, 0.999), 0.0)
     got = {grp["name"]: [grp["lr"], grp["weight_decay"]] for grp in opts["detector"].param_groups}
-    want = {"conv.weight": (1e-6, 2e-4), "conv.bias": (2e-6, 0), "conv5.weight": (1e-4, 2e-4), "conv5.bias": (2e-4, 0),
-            "score.weight": (1e-8, 2e-4), "score.bias": (2e-8, 0), "fusion.weight": (1e-9, 2e-4), "fusion.bias": (2e-9, 0)}
+    want = {
+        "conv.weight": (1e-6, 2e-4),
+        "conv.bias": (2e-6, 0),
+        "conv5.weight": (1e-4, 2e-4),
+        "conv5.bias": (2e-4, 0),
+        "score.weight": (1e-8, 2e-4),
+        "score.bias": (2e-8, 0),
+        "fusion.weight": (1e-9, 2e-4),
+        "fusion.bias": (2e-9, 0),
+    }
     assert list(got) == list(want)
     for name, (lr, wd) in want.items():
         assert got[name] == pytest.approx([lr, wd], rel=1e-12, abs=0), name

@@ -51,7 +51,8 @@ def tiny_overrides(day, night, **extra):
 
 
 def test_train_api_outputs(tmp_path, daynight):
-    from dsa_plugin.checkpoints import load_checkpoint, load_generator
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import load_generator
 
     result = train("tiny", tmp_path / "run", device="cpu", overrides=tiny_overrides(*daynight))
     assert result.iterations == 12 and result.epochs_completed == 3  # 3 epochs x (8 // 2) iterations
@@ -171,7 +172,7 @@ def test_resume_refuses_changed_data_or_lr(tmp_path, daynight, key, value):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "cut-tiny", "rcfngan-tiny"])
 def test_kill_9_then_same_command_resumes(tmp_path, daynight, preset):
-    from dsa_plugin.checkpoints import load_checkpoint
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
 
     zoo = ZOO.get(preset.removesuffix("-tiny"), {})
     over = tiny_overrides(*daynight, **{"train.epochs": 40, "data.epoch_size": 4, **zoo})  # 2 its/epoch, 80 its
@@ -208,7 +209,7 @@ def test_kill_9_then_same_command_resumes(tmp_path, daynight, preset):
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    from dsa_plugin.checkpoints import atomic_save as atomic_torch_save
+    from dsa_plugin.core.files import atomic_save as atomic_torch_save
 
     path = tmp_path / "state.pth"
     atomic_torch_save({"x": torch.ones(3)}, path)
@@ -250,8 +251,9 @@ def test_torchrun_two_processes_gloo(tmp_path, daynight):
 
 
 def test_wrong_checkpoints_give_clear_errors(tmp_path, daynight):
-    from dsa_plugin.checkpoints import CheckpointError, save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoint_files import CheckpointError
+    from dsa_plugin.models.checkpoints import save_network
 
     gen = tmp_path / "gen.pth"
     save_network(gen, ResnetGenerator(ngf=4, n_blocks=1))

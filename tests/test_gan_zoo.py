@@ -169,7 +169,8 @@ def test_patch_nce_on_hand_made_features():
         assert torch.allclose(got, ref_patchnce(q, k, T, groups), atol=1e-5)
     # a perfect match with orthogonal negatives at T=0.5: -log(e^2 / (e^2 + 2 e^0 + e^-20))
     eye = torch.eye(3)
-    assert patch_nce_loss(eye, eye, 0.5)[0].item() == pytest.approx(-math.log(math.e**2 / (math.e**2 + 2 + math.e**-20)))
+    expected = -math.log(math.e**2 / (math.e**2 + 2 + math.e**-20))
+    assert patch_nce_loss(eye, eye, 0.5)[0].item() == pytest.approx(expected)
     total, layers = multilayer_patch_nce_loss([q, eye], [k, eye], 0.5, weight=2.0)
     assert total.item() == pytest.approx((layers[0] + layers[1]).item() / 2)
     assert layers[0].item() == pytest.approx(2 * direct_nce(q, k, 0.5).mean().item(), abs=1e-4)
@@ -179,7 +180,8 @@ def test_patch_nce_gradients_reach_queries_only():
     q = torch.nn.functional.normalize(torch.randn(6, 4), dim=1).requires_grad_(True)
     k = torch.nn.functional.normalize(torch.randn(6, 4), dim=1).requires_grad_(True)
     total, nce, idt = cut_nce_loss([q], [k], [q], [k], nce_weight=1.0, identity_weight=10.0, temperature=0.07)
-    assert total.item() == pytest.approx(0.5 * (nce.item() + idt.item())) and idt.item() == pytest.approx(10 * nce.item())
+    assert total.item() == pytest.approx(0.5 * (nce.item() + idt.item()))
+    assert idt.item() == pytest.approx(10 * nce.item())
     total.backward()
     assert q.grad is not None and q.grad.abs().sum() > 0 and k.grad is None
 
@@ -250,8 +252,8 @@ def test_rcfgan_iteration_uses_the_rcf_wrapper():
 
 
 def test_rcf_checkpoints_round_trip(tmp_path):
-    from dsa_plugin.checkpoint_files import PUBLISHED
-    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models.checkpoint_files import PUBLISHED
+    from dsa_plugin.models.checkpoints import save_network
 
     assert PUBLISHED["rcf"].endswith("/iccv23_gan/rcf_bsds500_pascal_model.pth")
     torch.manual_seed(1)
@@ -270,7 +272,8 @@ def test_rcf_checkpoints_round_trip(tmp_path):
 
 
 def test_cut_generator_and_featdown_round_trip(tmp_path):
-    from dsa_plugin.checkpoints import load_checkpoint, load_generator, save_network
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import load_generator, save_network
 
     cfg = small("cut")
     nets = build_networks(cfg)
@@ -295,7 +298,7 @@ def test_cut_generator_and_featdown_round_trip(tmp_path):
 
 
 def test_every_variant_has_a_preset_and_a_tiny_preset():
-    from dsa_plugin.config import ConfigError
+    from dsa_plugin.core.config import ConfigError
     from dsa_plugin.demo.cli import build_parser
     from dsa_plugin.gan.variants import VARIANTS, gan_preset, variant_overrides
 

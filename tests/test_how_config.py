@@ -16,8 +16,14 @@ import pytest
 import torch
 import yaml
 
-from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.integrations import how as dsa_how
+from dsa_plugin.core.config import ConfigError, DSAConfig
+from dsa_plugin.integrations.how import checkpoints as how_checkpoints
+from dsa_plugin.integrations.how import cli as how_cli
+from dsa_plugin.integrations.how import locate as how_locate
+from dsa_plugin.integrations.how import params as how_params
+from dsa_plugin.integrations.how import runtime as how_runtime
+from dsa_plugin.integrations.how import transforms as how_transforms
+from dsa_plugin.integrations.how import tuples as how_tuples
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "how"
@@ -27,8 +33,8 @@ HEDNGAN_URL = "http://ptak.felk.cvut.cz/personal/jenicto2/download/iccv23_gan/he
 
 def _how_root() -> Path:
     try:
-        return dsa_how.locate_how()
-    except dsa_how.HOWIntegrationError as err:
+        return how_locate.locate_how()
+    except how_locate.HOWIntegrationError as err:
         pytest.skip(f"HOW source not available: {err}")
 
 
@@ -51,26 +57,26 @@ def how_io():
 
 
 def test_no_section_is_none():
-    assert dsa_how.dsa_config_from_params({"training": {}}) is None
+    assert how_params.dsa_config_from_params({"training": {}}) is None
 
 
 def test_section_parsed_into_dsaconfig(tmp_path):
     gen = tmp_path / "g.pth"
     gen.write_bytes(b"x")
-    config = dsa_how.dsa_config_from_params(
+    config = how_params.dsa_config_from_params(
         {"dsa": {"generator": str(gen), "night_ratio": 0.5, "diverse_anchors": True, "qpool_size": 7, "clahe": True}}
     )
     assert config == DSAConfig(generator=str(gen), night_ratio=0.5, diverse_anchors=True, qpool_size=7, clahe=True)
 
 
 def test_empty_section_is_defaults_and_off():
-    config = dsa_how.dsa_config_from_params({"dsa": None})
+    config = how_params.dsa_config_from_params({"dsa": None})
     assert config == DSAConfig() and not config.enabled
 
 
 def test_unknown_key_is_named_with_valid_keys():
     with pytest.raises(ConfigError) as err:
-        dsa_how.validate_params({"dsa": {"night_ration": 0.3}}, "params.yml")
+        how_params.validate_params({"dsa": {"night_ration": 0.3}}, "params.yml")
     text = str(err.value)
     assert "night_ration" in text and "params.yml: dsa" in text
     for key in DSAConfig.keys():
@@ -91,23 +97,23 @@ def test_unknown_key_is_named_with_valid_keys():
 )
 def test_wrong_types_and_values(key, value, words):
     with pytest.raises(ConfigError) as err:
-        dsa_how.validate_params({"dsa": {key: value}}, "p.yml")
+        how_params.validate_params({"dsa": {key: value}}, "p.yml")
     for word in words:
         assert word in str(err.value)
 
 
 def test_section_must_be_a_mapping():
     with pytest.raises(ConfigError, match="mapping"):
-        dsa_how.validate_params({"dsa": ["generator", "x"]}, "p.yml")
+        how_params.validate_params({"dsa": ["generator", "x"]}, "p.yml")
 
 
 def test_missing_generator_and_cache_are_named(tmp_path):
     with pytest.raises(ConfigError, match="generator file not found: .*nope.pth"):
-        dsa_how.validate_params({"dsa": {"generator": str(tmp_path / "nope.pth")}})
+        how_params.validate_params({"dsa": {"generator": str(tmp_path / "nope.pth")}})
     with pytest.raises(ConfigError, match="night_cache directory not found"):
-        dsa_how.validate_params({"dsa": {"night_cache": str(tmp_path / "cache")}})
+        how_params.validate_params({"dsa": {"night_cache": str(tmp_path / "cache")}})
     # URLs are fetched (and checked) when the night source is built, not here.
-    assert dsa_how.validate_params({"dsa": {"generator": HEDNGAN_URL}}).generator == HEDNGAN_URL
+    assert how_params.validate_params({"dsa": {"generator": HEDNGAN_URL}}).generator == HEDNGAN_URL
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def test_template_inheritance_of_dsa_section(how_io, tmp_path):
     }))
     params = io.load_params(str(tmp_path / "child.yml"))
     assert params["training"] == {"epochs": 1}
-    config = dsa_how.validate_params(params)
+    config = how_params.validate_params(params)
     assert config == DSAConfig(night_ratio=0.5, clahe=True, diverse_anchors=True, qpool_size=50, similar_exclude=0.1)
 
 
@@ -136,7 +142,7 @@ def test_bad_key_inherited_from_template_is_caught(how_io, tmp_path):
     (tmp_path / "base.yml").write_text(yaml.safe_dump({"dsa": {"clahe": True, "ratio": 0.2}}))
     (tmp_path / "child.yml").write_text(yaml.safe_dump({"__template__": "base.yml", "dsa": {"clahe": False}}))
     with pytest.raises(ConfigError, match=r"\['ratio'\]"):
-        dsa_how.validate_params(io.load_params(str(tmp_path / "child.yml")))
+        how_params.validate_params(io.load_params(str(tmp_path / "child.yml")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def test_bad_key_inherited_from_template_is_caught(how_io, tmp_path):
 def test_configs_have_paper_dsa_settings(variant):
     raw = yaml.safe_load((CONFIGS / f"train_how_{variant}_dsa.yml").read_text())
     assert raw["__template__"] == f"train_how_{variant}.yml"
-    config = dsa_how.validate_params(raw, f"train_how_{variant}_dsa.yml")
+    config = how_params.validate_params(raw, f"train_how_{variant}_dsa.yml")
     assert config == DSAConfig(generator=HEDNGAN_URL, night_ratio=0.25, night_label="anc", diverse_anchors=True,
                                qpool_size=10000, similar_exclude=0.2, similar_include=0.8, clahe=True)
 
@@ -155,7 +161,7 @@ def test_configs_have_paper_dsa_settings(variant):
 @pytest.mark.parametrize("variant", ["r18", "r50-"])
 def test_configs_inherit_hows_eccv20_parameters(how_io, variant):
     root, io = how_io
-    with dsa_how.template_fallback(io, root):
+    with how_params.template_fallback(io, root):
         ours = io.load_params(str(CONFIGS / f"train_how_{variant}_dsa.yml"))
     hows = io.load_params(str(root / "examples" / "params" / "eccv20" / f"train_how_{variant}.yml"))
     dsa = ours.pop("dsa")
@@ -168,10 +174,10 @@ def test_template_fallback_only_when_missing_beside(how_io, tmp_path):
     # A template next to the file wins over HOW's own file of the same name.
     (tmp_path / "train_how_r18.yml").write_text(yaml.safe_dump({"mine": 1}))
     (tmp_path / "p.yml").write_text(yaml.safe_dump({"__template__": "train_how_r18.yml"}))
-    with dsa_how.template_fallback(io, root):
+    with how_params.template_fallback(io, root):
         assert io.load_params(str(tmp_path / "p.yml")) == {"mine": 1}
     (tmp_path / "q.yml").write_text(yaml.safe_dump({"__template__": "no_such_template.yml"}))
-    with dsa_how.template_fallback(io, root), pytest.raises(FileNotFoundError):
+    with how_params.template_fallback(io, root), pytest.raises(FileNotFoundError):
         io.load_params(str(tmp_path / "q.yml"))
 
 
@@ -210,24 +216,24 @@ def test_patch_applies_to_how_source(tmp_path):
 
 
 def test_locate_how_names_what_was_tried(tmp_path, monkeypatch):
-    with pytest.raises(dsa_how.HOWIntegrationError, match=r"--how-src = .*lacks how/stages/train.py"):
-        dsa_how.locate_how(tmp_path)
+    with pytest.raises(how_locate.HOWIntegrationError, match=r"--how-src = .*lacks how/stages/train.py"):
+        how_locate.locate_how(tmp_path)
     monkeypatch.setenv("HOW_SRC", str(tmp_path / "missing"))
-    with pytest.raises(dsa_how.HOWIntegrationError, match=r"\$HOW_SRC"):
-        dsa_how.locate_how()
+    with pytest.raises(how_locate.HOWIntegrationError, match=r"\$HOW_SRC"):
+        how_locate.locate_how()
 
 
 def test_cli_without_how_is_a_clear_error(tmp_path, capsys):
     params = tmp_path / "p.yml"
     params.write_text("dsa: {clahe: true}\n")
-    assert dsa_how.main([str(params), "--how-src", str(tmp_path)]) == 2
+    assert how_cli.main([str(params), "--how-src", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "HOW source not found" in err and "git clone https://github.com/gtolias/how" in err
 
 
 def test_resolve_params_path_like_how(tmp_path):
-    assert dsa_how.resolve_params_path("x/p.yml", tmp_path) == Path("x/p.yml")
-    assert dsa_how.resolve_params_path("eccv20.how_r18_dsa", tmp_path) == (
+    assert how_params.resolve_params_path("x/p.yml", tmp_path) == Path("x/p.yml")
+    assert how_params.resolve_params_path("eccv20.how_r18_dsa", tmp_path) == (
         tmp_path / "examples" / "params" / "eccv20" / "train_how_r18_dsa.yml")
 
 
@@ -237,7 +243,7 @@ def test_resolve_params_path_like_how(tmp_path):
 
 def test_fixed_initialize_loss():
     pytest.importorskip("cirtorch")
-    loss = dsa_how.fixed_initialize_loss({"margin": 0.8}, "cpu")
+    loss = how_runtime.fixed_initialize_loss({"margin": 0.8}, "cpu")
     x = torch.nn.functional.normalize(torch.randn(8, 4), dim=0)
     label = torch.tensor([-1.0, 1.0, 0.0, 0.0])
     # cirtorch's contrastive loss, written out: 0.5 d^2 for the positive, 0.5 max(0, m - d)^2 for negatives.
@@ -245,7 +251,7 @@ def test_fixed_initialize_loss():
     expected = 0.5 * d[0] ** 2 + 0.5 * (torch.clamp(0.8 - d[1:], min=0) ** 2).sum()
     assert torch.allclose(loss(x, label), expected, atol=1e-6)
     with pytest.raises(ConfigError, match="margin"):
-        dsa_how.fixed_initialize_loss({"margin": 0.8, "eps": 1}, "cpu")
+        how_runtime.fixed_initialize_loss({"margin": 0.8, "eps": 1}, "cpu")
 
 
 def test_grid_accepts_removed_b_keyword():
@@ -255,7 +261,7 @@ def test_grid_accepts_removed_b_keyword():
 
     fig, ax = plt.subplots()
     try:
-        grid = dsa_how._grid_accepting_b(type(ax).grid)
+        grid = how_runtime._grid_accepting_b(type(ax).grid)
         grid(ax, b=True, which="major", color="k", linestyle="-")
         assert all(line.get_visible() for line in ax.xaxis.get_gridlines())
         grid(ax, b=False, which="major")
@@ -284,7 +290,7 @@ def test_how_checkpoints_load_with_weights_only(tmp_path):
     state = _how_like_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)  # torch's default refuses HOW's numpy/defaultdict content
-    loaded = dsa_how.load_how_checkpoint(path)
+    loaded = how_checkpoints.load_how_checkpoint(path)
     assert loaded["best_score"] == 71.5 and isinstance(loaded["best_score"], np.float64)
     assert loaded["scores"] == {"train_loss": [(1, 0.25)], "local_descriptor": {"val_eccv20": [(1, 71.5)]}}
     assert np.array_equal(loaded["pca"], state["pca"]) and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
@@ -292,7 +298,7 @@ def test_how_checkpoints_load_with_weights_only(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
     torch.save({"x": _NotAllowed()}, tmp_path / "other.pth")
-    with dsa_how.how_checkpoint_loading(), pytest.raises(pickle.UnpicklingError):
+    with how_checkpoints.how_checkpoint_loading(), pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / "other.pth", weights_only=True)
 
 
@@ -310,12 +316,12 @@ def test_clahe_compose_equals_clahe_then_hows_normalisation():
     img = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     plain = T.Compose([T.ToTensor(), T.Normalize(mean, std)])  # HOW's build_transforms
-    ours = dsa_how.ClaheCompose(plain)
+    ours = how_transforms.ClaheCompose(plain)
     x01 = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255.0
     expected = (clahe(x01[None], 1.0, (8, 8))[0] - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     assert torch.allclose(ours(img), expected, atol=1e-6)
     assert not torch.allclose(plain(img), expected, atol=1e-2)  # CLAHE changes the image
-    assert dsa_how.plain_transform(ours) is plain
+    assert how_transforms.plain_transform(ours) is plain
 
 
 def test_plain_transform_unwraps_runtime_fix_wrapper():
@@ -324,14 +330,14 @@ def test_plain_transform_unwraps_runtime_fix_wrapper():
     from dsa_plugin.integrations.compat import WithRuntimeFixes
 
     plain = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
-    assert dsa_how.plain_transform(WithRuntimeFixes(dsa_how.ClaheCompose(plain))) is plain
-    assert dsa_how.plain_transform(WithRuntimeFixes(plain)) is plain
-    assert dsa_how._mean_std_of(WithRuntimeFixes(plain)) == [[0.5] * 3, [0.5] * 3]
+    assert how_transforms.plain_transform(WithRuntimeFixes(how_transforms.ClaheCompose(plain))) is plain
+    assert how_transforms.plain_transform(WithRuntimeFixes(plain)) is plain
+    assert how_transforms.mean_std_of(WithRuntimeFixes(plain)) == [[0.5] * 3, [0.5] * 3]
 
 
 def test_dsa_device_must_be_hows_device():
-    dsa_how.check_device(DSAConfig(device=None), torch.device("cpu"))
-    dsa_how.check_device(DSAConfig(device="cpu"), torch.device("cpu"))
-    dsa_how.check_device(DSAConfig(device="cuda"), torch.device("cuda:0"))
+    how_tuples.check_device(DSAConfig(device=None), torch.device("cpu"))
+    how_tuples.check_device(DSAConfig(device="cpu"), torch.device("cpu"))
+    how_tuples.check_device(DSAConfig(device="cuda"), torch.device("cuda:0"))
     with pytest.raises(ConfigError, match=r"dsa.device is 'cuda:1' but HOW trains on cpu"):
-        dsa_how.check_device(DSAConfig(device="cuda:1"), torch.device("cpu"))
+        how_tuples.check_device(DSAConfig(device="cuda:1"), torch.device("cpu"))

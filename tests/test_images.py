@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dsa_plugin.images import ImageLoadError, load_rgb, pil_to_tensor01, to_rgb
+from dsa_plugin.core.images import ImageLoadError, load_rgb, pil_to_tensor01, to_rgb
 
 
 def test_load_rgb_thumbnail_like_cirtorch(tmp_path):
@@ -119,7 +119,7 @@ def test_type_errors():
 
 
 def test_tensor01_to_pil_inverts_pil_to_tensor01_and_clamps():
-    from dsa_plugin.images import tensor01_to_pil
+    from dsa_plugin.core.images import tensor01_to_pil
 
     arr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     back = tensor01_to_pil(pil_to_tensor01(Image.fromarray(arr)))

@@ -24,8 +24,9 @@ import torch
 
 pytest.importorskip("cirtorch.examples.train", reason="cirtorch (cnnimageretrieval-pytorch) is not installed")
 
-from dsa_plugin.integrations import cirtorch as dsa_cirtorch  # noqa: E402
 from dsa_plugin.integrations import compat  # noqa: E402
+from dsa_plugin.integrations.cirtorch import cli as cirtorch_cli  # noqa: E402
+from dsa_plugin.integrations.cirtorch import hooks as cirtorch_hooks  # noqa: E402
 
 pytestmark = [pytest.mark.toolkit, pytest.mark.usefixtures("one_thread")]
 
@@ -44,11 +45,11 @@ TUPLE = 2 + NNUM
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Data root: tiny retrieval-SfM db, a tiny random generator, a night cache, a tiny oxford5k."""
-    from dsa_plugin.checkpoints import load_generator, save_network
     from dsa_plugin.data import make_tiny_sfm_db
     from dsa_plugin.data.sfm import db_paths, load_sfm_db
     from dsa_plugin.models import ResnetGenerator
-    from dsa_plugin.night.cache import build_night_cache
+    from dsa_plugin.models.checkpoints import load_generator, save_network
+    from dsa_plugin.night.build import build_night_cache
     from dsa_plugin.night.translator import NightTranslator
 
     root = tmp_path_factory.mktemp("cirtorch_world")
@@ -155,12 +156,13 @@ def _in_diverse_band(desc: torch.Tensor, picks: list[int], exclude: float, inclu
 # ------------------------------------------------------------------------------------ the DSA run
 
 
-def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
+def _spies(monkeypatch):
+    """Record what a cirtorch run does: network inputs in training mode, tuples served, anchor-pool
+    descriptors, diverse picks and the CLAHE test transforms."""
     from cirtorch.networks.imageretrievalnet import ImageRetrievalNet
 
-    from dsa_plugin.checkpoints import load_generator
     from dsa_plugin.mining import DiverseAnchorSampler
-    from dsa_plugin.tuples import NightTuplesDataset
+    from dsa_plugin.training.tuples import NightTuplesDataset
 
     seen: list[torch.Tensor] = []  # every input the network gets in training mode, in order
     forward = ImageRetrievalNet.forward
@@ -195,7 +197,7 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
         return out
 
     clahe_transforms = []
-    with_clahe = dsa_cirtorch._with_clahe
+    with_clahe = cirtorch_hooks._with_clahe
 
     def spy_with_clahe(transform, grid=8):
         out = with_clahe(transform, grid)
@@ -206,13 +208,21 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(NightTuplesDataset, "__getitem__", spy_getitem)
     monkeypatch.setattr(NightTuplesDataset, "extract", spy_extract)
     monkeypatch.setattr(DiverseAnchorSampler, "__call__", spy_sample)
-    monkeypatch.setattr(dsa_cirtorch, "_with_clahe", spy_with_clahe)
+    monkeypatch.setattr(cirtorch_hooks, "_with_clahe", spy_with_clahe)
 
+    return seen, served, pools, picks, clahe_transforms
+
+
+def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
+    from dsa_plugin.models.checkpoints import load_generator
+    from dsa_plugin.training.tuples import NightTuplesDataset
+
+    seen, served, pools, picks, clahe_transforms = _spies(monkeypatch)
     export = tmp_path / "export"
     # --test-freq 2 with one epoch: cirtorch's test() runs once, before training (with CLAHE).
     argv = [*_common(world, export), "--test-datasets", "oxford5k", "--test-freq", "2",
             *_runtime(world), *_all_dsa_flags(world)]
-    run = dsa_cirtorch.run_training(argv)
+    run = cirtorch_cli.run_training(argv)
     out = capsys.readouterr().out
 
     train_ds, val_ds = run.datasets
@@ -275,10 +285,13 @@ def test_dsa_cirtorch_train_every_flag(world, tmp_path, monkeypatch, capsys):
     assert run.checkpoints == [str(export_dir / "model_epoch1.pth.tar")]
     assert (export_dir / "model_best.pth.tar").is_file()
     # --resume is looked up in this folder: the wrapper names it before main() runs, as cirtorch does.
-    parser = dsa_cirtorch.build_parser(dsa_cirtorch.load_train_module())
+    from dsa_plugin.integrations.cirtorch.args import _export_directory
+    from dsa_plugin.integrations.cirtorch.flags import dsa_config_from_args
+
+    parser = cirtorch_cli.build_parser(cirtorch_cli.load_train_module())
     fresh = parser.parse_args(argv)
-    dsa_cirtorch.dsa_config_from_args(fresh, parser)
-    assert dsa_cirtorch._export_directory(fresh, tag) == str(export_dir)
+    dsa_config_from_args(fresh, parser)
+    assert _export_directory(fresh, tag) == str(export_dir)
     ckpt = torch.load(export_dir / "model_epoch1.pth.tar", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["meta"]["architecture"] == "squeezenet1_1"
     assert ckpt["dsa"]["config"] == run.config.to_dict() and ckpt["dsa"]["tag"] == tag
@@ -314,7 +327,7 @@ def test_without_dsa_flags_the_run_is_cirtorchs_own(world, tmp_path, monkeypatch
     root = str(world["root"])
 
     # cirtorch's own script, as a user would run it (plus what a CPU-only offline run needs).
-    spec = importlib.util.spec_from_file_location("upstream_train", dsa_cirtorch.cirtorch_train_script())
+    spec = importlib.util.spec_from_file_location("upstream_train", cirtorch_cli.cirtorch_train_script())
     upstream = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(upstream)
     compat.apply_runtime_fixes()
@@ -329,7 +342,7 @@ def test_without_dsa_flags_the_run_is_cirtorchs_own(world, tmp_path, monkeypatch
     upstream_records = list(records)
     records.clear()
 
-    run = dsa_cirtorch.run_training([*_common(world, tmp_path / "wrapper"), *_runtime(world), "--dsa-skip-test"])
+    run = cirtorch_cli.run_training([*_common(world, tmp_path / "wrapper"), *_runtime(world), "--dsa-skip-test"])
     assert not run.config.enabled and run.tag == ""
     assert [type(ds).__name__ for ds in run.datasets] == ["TuplesDataset", "TuplesDataset"]
 
@@ -362,7 +375,7 @@ def test_without_dsa_flags_the_run_is_cirtorchs_own(world, tmp_path, monkeypatch
     ],
 )
 def test_bad_input_fails_before_any_data_is_loaded(world, tmp_path, monkeypatch, capsys, extra, message):
-    from dsa_plugin import tuples
+    from dsa_plugin.training import tuples
 
     def no_data(*a, **k):
         raise AssertionError("data was loaded")
@@ -371,7 +384,7 @@ def test_bad_input_fails_before_any_data_is_loaded(world, tmp_path, monkeypatch,
     export = tmp_path / "export"
     extra = [e.replace("{root}", str(world["root"])) for e in extra]
     with pytest.raises(SystemExit) as exc:
-        dsa_cirtorch.main([*_common(world, export), *_runtime(world), *extra])
+        cirtorch_cli.main([*_common(world, export), *_runtime(world), *extra])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "usage: dsa cirtorch-train" in err and message in err
@@ -380,12 +393,12 @@ def test_bad_input_fails_before_any_data_is_loaded(world, tmp_path, monkeypatch,
 
 def test_yaml_config_with_cli_override(tmp_path):
     """--config supplies cirtorch's and DSA's values; command-line flags win."""
-    from dsa_plugin.integrations.cirtorch_config import apply_yaml_defaults
+    from dsa_plugin.integrations.cirtorch.config import apply_yaml_defaults
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(f"directory: {tmp_path / 'from_yaml'}\narch: alexnet\nloss-margin: 0.75\n"
                    "dsa:\n  clahe: true\n  night_ratio: 0.3\n")
-    parser = dsa_cirtorch.build_parser(dsa_cirtorch.load_train_module())
+    parser = cirtorch_cli.build_parser(cirtorch_cli.load_train_module())
     apply_yaml_defaults(parser, cfg)
     args = parser.parse_args(["--arch", "squeezenet1_1"])
     assert args.directory == str(tmp_path / "from_yaml") and args.arch == "squeezenet1_1"
@@ -393,11 +406,11 @@ def test_yaml_config_with_cli_override(tmp_path):
 
 
 def test_shipped_configs_parse_with_cirtorchs_real_parser():
-    from dsa_plugin.integrations.cirtorch_config import apply_yaml_defaults
-    from dsa_plugin.integrations.cirtorch_flags import dsa_config_from_args
+    from dsa_plugin.integrations.cirtorch.config import apply_yaml_defaults
+    from dsa_plugin.integrations.cirtorch.flags import dsa_config_from_args
 
     for cfg in sorted((REPO / "configs" / "cirtorch").glob("*.yaml")):
-        parser = dsa_cirtorch.build_parser(dsa_cirtorch.load_train_module())
+        parser = cirtorch_cli.build_parser(cirtorch_cli.load_train_module())
         apply_yaml_defaults(parser, cfg)
         args = parser.parse_args([])
         config = dsa_config_from_args(args, parser, check_files=False)
@@ -479,7 +492,7 @@ def test_embedding_layout_matches_cirtorchs_network(arch):
 
 
 def test_published_embedding_in_cirtorch_with_clahe_multiscale_whitening(world, tmp_path):
-    from dsa_plugin.integrations.cirtorch_eval import PAPER_SCALES, cirtorch_descriptors, load_cirtorch_embedding
+    from dsa_plugin.integrations.cirtorch.eval import PAPER_SCALES, cirtorch_descriptors, load_cirtorch_embedding
     from dsa_plugin.models.gem import gem_vgg16
 
     torch.manual_seed(0)
@@ -514,7 +527,11 @@ def test_published_embedding_in_cirtorch_with_clahe_multiscale_whitening(world, 
         acc = torch.zeros(512, dtype=torch.float64)
         with torch.no_grad():
             for s in PAPER_SCALES:
-                xs = x if s == 1 else torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+                xs = (
+                    x
+                    if s == 1
+                    else torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+                )
                 acc += ours(xs).squeeze(1).double().pow(2.5)
         v = (acc / 3).pow(1 / 2.5)
         v = (v / v.norm()).numpy()[:, None]

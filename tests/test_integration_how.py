@@ -18,19 +18,23 @@ import torch
 import yaml
 
 from dsa_plugin.data import make_tiny_sfm_db
-from dsa_plugin.integrations import how as dsa_how
+from dsa_plugin.integrations.how import checkpoints as how_checkpoints
+from dsa_plugin.integrations.how import cli as how_cli
+from dsa_plugin.integrations.how import locate as how_locate
+from dsa_plugin.integrations.how import transforms as how_transforms
+from dsa_plugin.integrations.how import tuples as how_tuples
 
 for _module in ("cirtorch", "asmk", "faiss"):
     if importlib.util.find_spec(_module) is None:
         pytest.skip(f"HOW integration needs '{_module}'", allow_module_level=True)
 
 try:
-    HOW_ROOT = dsa_how.locate_how()
-except dsa_how.HOWIntegrationError as _err:
+    HOW_ROOT = how_locate.locate_how()
+except how_locate.HOWIntegrationError as _err:
     pytest.skip(f"HOW source not available: {_err}", allow_module_level=True)
 
 # Import HOW now: its progress printer binds sys.stdout at import, and a test's capsys stream is closed later.
-dsa_how.import_how(HOW_ROOT)
+how_locate.import_how(HOW_ROOT)
 
 DB_NAME = "retrieval-SfM-120k"
 
@@ -72,8 +76,8 @@ def _write_params(path: Path, data_root: Path, exp_root: Path, dsa: dict | None 
 
 
 def _tiny_generator(path: Path) -> Path:
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.models import ResnetGenerator
+    from dsa_plugin.models.checkpoints import save_network
 
     torch.manual_seed(0)
     save_network(path, ResnetGenerator(ngf=4, n_blocks=1))
@@ -98,17 +102,19 @@ def test_how_training_with_dsa(tmp_path, data_root, monkeypatch, capsys):
     (tmp_path / "run.yml").write_text(yaml.safe_dump({"__template__": "base.yml", "dsa": {"night_ratio": 0.5}}))
 
     clahe_calls = []
-    call = dsa_how.ClaheCompose.__call__
-    monkeypatch.setattr(dsa_how.ClaheCompose, "__call__", lambda self, img: clahe_calls.append(1) or call(self, img))
+    call = how_transforms.ClaheCompose.__call__
+    monkeypatch.setattr(
+        how_transforms.ClaheCompose, "__call__", lambda self, img: clahe_calls.append(1) or call(self, img)
+    )
 
     argv = [str(tmp_path / "run.yml"), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1"]
-    assert dsa_how.main(argv) == 0
+    assert how_cli.main(argv) == 0
     out = capsys.readouterr()
     print(out.out[-3000:], out.err[-2000:])
 
     exp = tmp_path / "exp" / "run"
     # HOW's own checkpoint, readable with torch's safe loading.
-    ckpt = dsa_how.load_how_checkpoint(exp / "epochs" / "model_epoch1.pth")
+    ckpt = how_checkpoints.load_how_checkpoint(exp / "epochs" / "model_epoch1.pth")
     assert ckpt["epoch"] == 1 and ckpt["_version"] == "how/2020"
     assert any(k.startswith("features.") for k in ckpt["state_dict"])
     assert (exp / "epochs" / "model_best.pth").is_file()
@@ -117,7 +123,7 @@ def test_how_training_with_dsa(tmp_path, data_root, monkeypatch, capsys):
     assert saved["training"]["epochs"] == 1  # HOW's CLI option went through
     assert saved["dsa"] == {**dsa, "night_ratio": 0.5}
 
-    report = json.loads((exp / dsa_how.STATS_FILE).read_text())
+    report = json.loads((exp / how_tuples.STATS_FILE).read_text())
     assert report["config"]["night_ratio"] == 0.5 and report["config"]["clahe"] is True
     (epoch,) = report["epochs"]
     assert epoch["epoch"] == 1
@@ -159,14 +165,14 @@ def _run_hows_own(params: Path, monkeypatch) -> None:
 
     from dsa_plugin.integrations import compat
 
-    modules = dsa_how.import_how(HOW_ROOT)
+    modules = how_locate.import_how(HOW_ROOT)
     monkeypatch.setattr(modules["train"], "initialize_loss", lambda loss, device: ContrastiveLoss(**loss).to(device))
     monkeypatch.setattr(modules["how_net"], "NUM_WORKERS", 0)
     grid = matplotlib.axes.Axes.grid
     monkeypatch.setattr(matplotlib.axes.Axes, "grid",
                         lambda self, b=None, **kw: grid(self, **({"visible": b} if b is not None else {}), **kw))
     compat.apply_runtime_fixes()
-    demo = dsa_how.load_demo(HOW_ROOT)
+    demo = how_locate.load_demo(HOW_ROOT)
     with compat.cuda_noop():
         demo.main(["train", str(params), "--epochs", "1"])
 
@@ -175,20 +181,20 @@ def test_without_dsa_section_equals_hows_own(tmp_path, data_root, monkeypatch):
     records = _record_cirtorch_tuples(monkeypatch)
     params = _write_params(tmp_path / "plain.yml", data_root, tmp_path / "exp")
 
-    assert dsa_how.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1",
+    assert how_cli.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1",
                          "-e", "wrapper"]) == 0
     own_params = _write_params(tmp_path / "own.yml", data_root, tmp_path / "exp")
     _run_hows_own(own_params, monkeypatch)
 
     assert len(records) == 2
     assert records[0] == records[1]  # same anchors, positives, hard negatives, average distance
-    ours = dsa_how.load_how_checkpoint(tmp_path / "exp" / "wrapper" / "epochs" / "model_epoch1.pth")
-    hows = dsa_how.load_how_checkpoint(tmp_path / "exp" / "own" / "epochs" / "model_epoch1.pth")
+    ours = how_checkpoints.load_how_checkpoint(tmp_path / "exp" / "wrapper" / "epochs" / "model_epoch1.pth")
+    hows = how_checkpoints.load_how_checkpoint(tmp_path / "exp" / "own" / "epochs" / "model_epoch1.pth")
     assert ours["scores"]["train_loss"] == hows["scores"]["train_loss"]
     assert ours["state_dict"].keys() == hows["state_dict"].keys()
     for key in ours["state_dict"]:
         assert torch.equal(ours["state_dict"][key], hows["state_dict"][key]), key
-    assert not (tmp_path / "exp" / "wrapper" / dsa_how.STATS_FILE).exists()
+    assert not (tmp_path / "exp" / "wrapper" / how_tuples.STATS_FILE).exists()
 
 
 @pytest.mark.parametrize(
@@ -201,7 +207,7 @@ def test_without_dsa_section_equals_hows_own(tmp_path, data_root, monkeypatch):
 )
 def test_bad_dsa_section_fails_before_training(tmp_path, data_root, capsys, dsa, words):
     params = _write_params(tmp_path / "bad.yml", data_root, tmp_path / "exp", dsa=dsa)
-    assert dsa_how.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0"]) == 2
+    assert how_cli.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "bad.yml: dsa" in err
     for word in words:
@@ -225,15 +231,16 @@ def test_hows_pickle_loads_go_through_the_restricted_loader(tmp_path):
     """HOW's load_dataset unpickles any dataset name with a "/" in it: inside how_runtime it is restricted."""
     from how.utils import data_helpers
 
-    from dsa_plugin.safe_pickle import UnsafePickleError
+    from dsa_plugin.core.safe_pickle import UnsafePickleError
+    from dsa_plugin.integrations.how.runtime import how_runtime
 
-    modules = dsa_how.import_how(HOW_ROOT)
+    modules = how_locate.import_how(HOW_ROOT)
     marker = tmp_path / "PAYLOAD-RAN"
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [], "x": _Payload(marker)}))
     good = tmp_path / "val.pkl"
     good.write_bytes(pickle.dumps({"imlist": ["a.jpg"], "qimlist": ["b.jpg"], "gnd": [{"ok": [0]}]}, protocol=2))
-    with dsa_how.how_runtime(modules, None):
+    with how_runtime(modules, None):
         with pytest.raises(UnsafePickleError, match="posix.system|os.system"):
             data_helpers.load_dataset(str(evil))
         assert data_helpers.load_dataset(str(good)) == (["a.jpg"], ["b.jpg"], None, [{"ok": [0]}])
@@ -256,7 +263,7 @@ def test_payload_in_validation_datasets_never_runs(tmp_path, data_root, monkeypa
     params = _write_params(tmp_path / "evil.yml", data_root, tmp_path / "exp", validation={
         "global_descriptor": {"frequency": 1, "datasets": [str(evil)]},
         "local_descriptor": {"frequency": None, "datasets": []}})
-    code = dsa_how.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1"])
+    code = how_cli.main([str(params), "--how-src", str(HOW_ROOT), "--num-workers", "0", "--epochs", "1"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "evil.pkl" in err and "refusing to unpickle" in err and "Traceback" not in err

@@ -52,10 +52,11 @@ SETTINGS = [  # (Qp, Q, D, exclude, include)
 def test_deterministic_matches_literal_reference(qp, q, d, exclude, include):
     qvecs = unit(qp, d, seed=qp + q + d)
     expected = reference_diverse_anchors(qvecs, q, exclude, include, deterministic=True)
-    ours = diverse_anchors(qvecs.t(), q, exclude, include, deterministic=True)
+    ours = diverse_anchors(qvecs.t(), q, similar_exclude=exclude, similar_include=include, deterministic=True)
     assert ours.tolist() == expected
     # Row-major [Qp, D] input (copied internally to the reference layout) gives the same picks.
-    assert diverse_anchors(qvecs.t().contiguous(), q, exclude, include, deterministic=True).tolist() == expected
+    assert diverse_anchors(qvecs.t().contiguous(), q, similar_exclude=exclude, similar_include=include,
+                           deterministic=True).tolist() == expected
 
 
 @pytest.mark.parametrize("qp,q,d", [(150, 50, 16), (400, 120, 16), (200, 80, 64)])
@@ -150,7 +151,8 @@ def literal_negatives(qvecs, poolvecs, qclusters, pool_clusters, nnum):
     return nidxs, dists
 
 
-@pytest.mark.parametrize("q,p,d,clusters,nnum", [(30, 200, 16, 12, 5), (50, 120, 8, 6, 5), (10, 400, 32, 150, 20), (20, 60, 4, 4, 3)])
+@pytest.mark.parametrize("q,p,d,clusters,nnum",
+                         [(30, 200, 16, 12, 5), (50, 120, 8, 6, 5), (10, 400, 32, 150, 20), (20, 60, 4, 4, 3)])
 def test_hard_negatives_match_literal_cirtorch(q, p, d, clusters, nnum):
     g = torch.Generator().manual_seed(q * p)
     qvecs = torch.nn.functional.normalize(torch.randn(d, q, generator=g), dim=0)

@@ -7,20 +7,20 @@ import subprocess
 import pytest
 import torch
 
-from dsa_plugin.checkpoints import save_network
+from dsa_plugin.core.images import load_image01
+from dsa_plugin.data.lists import anchor_images_from_db, read_image_list
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
 from dsa_plugin.models import ResnetGenerator
+from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.night import (
     NightCache,
     NightCacheError,
     NightTranslator,
     StaleCacheError,
-    anchor_images_from_db,
     build_night_cache,
     image_name,
-    read_image_list,
 )
-from dsa_plugin.night.cache import load_image01, quantise_night
+from dsa_plugin.night.cache import quantise_night
 
 SIZE = 40  # the tiny db's 48x64 images are shrunk to 30x40, translated to 32x40
 
@@ -72,7 +72,9 @@ def check_format(paths, t, tmp_path, fmt):
     assert manifest["complete"] is True and manifest["generator"] == t.fingerprint
     assert (manifest["ratio"], manifest["prefix"], manifest["image_size"], manifest["clahe"], manifest["format"]) == (
         0.5, "anc", SIZE, None, fmt)
-    reopened = NightCache.open(out, generator=t.fingerprint, ratio=0.5, prefix="anc", image_size=SIZE, clahe=None, format=fmt)
+    reopened = NightCache.open(
+        out, generator=t.fingerprint, ratio=0.5, prefix="anc", image_size=SIZE, clahe=None, format=fmt
+    )
     by_name = {image_name(p): p for p in paths}
     for name in reopened.names:
         x01 = load_image01(by_name[name], SIZE)
@@ -200,7 +202,7 @@ def test_image_list(tmp_path, tiny_db):
     lst = tmp_path / "list.txt"
     lst.write_text("# night candidates\n" + "\n".join(os.path.relpath(p, tmp_path) for p in paths) + "\n\n")
     assert read_image_list(lst) == [os.path.join(tmp_path, os.path.relpath(p, tmp_path)) for p in paths]
-    with pytest.raises(NightCacheError, match="image list not found"):
+    with pytest.raises(FileNotFoundError, match="image list not found"):
         read_image_list(tmp_path / "missing.txt")
 
 

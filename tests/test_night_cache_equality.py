@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 
+from dsa_plugin.core.images import load_image01
 from dsa_plugin.models import ResnetGenerator
 from dsa_plugin.night import NightCache, NightSource, NightTranslator, StaleCacheError, build_night_cache, image_name
-from dsa_plugin.night.cache import load_image01, quantise_night
+from dsa_plugin.night.cache import quantise_night
 from dsa_plugin.transforms import IMAGENET_MEAN_STD, clahe, normalize
 
 
@@ -78,7 +79,9 @@ def test_changed_input_is_detected(amos_dir, tmp_path):
         data = f.read()
     with open(victim, "wb") as f:
         f.write(data)
-    with pytest.raises(StaleCacheError, match=rf"1 input image\(s\) changed since it was built, e\.g\. {victim}") as err:
+    with pytest.raises(
+        StaleCacheError, match=rf"1 input image\(s\) changed since it was built, e\.g\. {victim}"
+    ) as err:
         NightCache.open(out).check_inputs(by_name)
     assert "\n" not in str(err.value)
     # the same build command re-translates the changed image (and only it), then the cache is accepted

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from dsa_plugin.checkpoints import save_network
 from dsa_plugin.data import make_tiny_sfm_db
 from dsa_plugin.models import ResnetGenerator
+from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.night import NightCache
 
 

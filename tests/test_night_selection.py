@@ -51,7 +51,9 @@ def test_property_10000_random_names():
         assert got == want, ratio
         assert got == [is_night(n, lab, ratio) for n, lab in zip(names, labels)]
     # other prefix
-    assert select_night(names, labels, 0.3, "pos") == [reference_rule(n, lab, 0.3, "pos") for n, lab in zip(names, labels)]
+    assert select_night(names, labels, 0.3, "pos") == [
+        reference_rule(n, lab, 0.3, "pos") for n, lab in zip(names, labels)
+    ]
     # with one label for all, about a quarter are night
     frac = sum(select_night(names, "anc")) / len(names)
     assert abs(frac - 0.25) < 0.02

@@ -3,21 +3,21 @@
 import pytest
 import torch
 
-from dsa_plugin.checkpoints import save_network
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.images import load_image01
+from dsa_plugin.data.lists import anchor_images_from_db
 from dsa_plugin.data.sfm import db_paths
 from dsa_plugin.models import ResnetGenerator
+from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.night import (
     NightCache,
     NightSource,
     NightTranslator,
     StaleCacheError,
-    anchor_images_from_db,
     build_night_cache,
     image_name,
     night_source_from_config,
 )
-from dsa_plugin.night.cache import load_image01
 
 SIZE = 40
 
@@ -92,7 +92,9 @@ def test_night_source_from_config(setup, tmp_path):
     assert night_source_from_config(DSAConfig(), "cpu", SIZE) is None
     online = night_source_from_config(DSAConfig(generator=str(ckpt), night_ratio=0.5), "cpu", SIZE)
     assert online.cache is None and online.translator.fingerprint == translator.fingerprint
-    both = night_source_from_config(DSAConfig(generator=str(ckpt), night_cache=str(cache_dir), night_ratio=0.5), "cpu", SIZE)
+    both = night_source_from_config(
+        DSAConfig(generator=str(ckpt), night_cache=str(cache_dir), night_ratio=0.5), "cpu", SIZE
+    )
     assert both.cache is not None and both.translator is not None
     only = night_source_from_config(DSAConfig(night_cache=str(cache_dir), night_ratio=0.5), "cpu", SIZE)
     assert only.translator is None and len(only.cache) > 0
@@ -104,4 +106,6 @@ def test_night_source_from_config(setup, tmp_path):
     torch.manual_seed(7)
     save_network(other, ResnetGenerator(ngf=4, n_blocks=1))
     with pytest.raises(StaleCacheError, match="generator"):
-        night_source_from_config(DSAConfig(generator=str(other), night_cache=str(cache_dir), night_ratio=0.5), "cpu", SIZE)
+        night_source_from_config(
+            DSAConfig(generator=str(other), night_cache=str(cache_dir), night_ratio=0.5), "cpu", SIZE
+        )

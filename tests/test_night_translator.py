@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsa_plugin.checkpoints import save_network, state_dict_sha256
 from dsa_plugin.models import NLayerDiscriminator, ResnetGenerator
+from dsa_plugin.models.checkpoint_files import state_dict_sha256
+from dsa_plugin.models.checkpoints import save_network
 from dsa_plugin.night import NightTranslator, TranslatorError
 
 
@@ -62,7 +63,13 @@ def test_frozen_and_always_eval():
 def test_translate_many_batches_by_size_and_keeps_order():
     t = NightTranslator(tiny_generator())
     torch.manual_seed(1)
-    images = [torch.rand(3, 20, 24), torch.rand(3, 17, 30), torch.rand(3, 20, 24), torch.rand(3, 17, 30), torch.rand(3, 20, 24)]
+    images = [
+        torch.rand(3, 20, 24),
+        torch.rand(3, 17, 30),
+        torch.rand(3, 20, 24),
+        torch.rand(3, 17, 30),
+        torch.rand(3, 20, 24),
+    ]
     calls = []
     original = t.translate
 

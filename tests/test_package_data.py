@@ -102,7 +102,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout  # the wheel's copy, not the checkout's
     dsa = str(bindir / "dsa")
-    shipped = _run([str(python), "-c", "from dsa_plugin.gan.config import packaged_configs as p; print(p())"], work, env)
+    code = "from dsa_plugin.gan.config import packaged_configs as p; print(p())"
+    shipped = _run([str(python), "-c", code], work, env)
     assert "hedngan-tiny" in shipped.stdout, shipped.stdout + shipped.stderr
     helped = _run([dsa, "gan-train", "--config", "hedngan", "--help"], work, env)
     assert helped.returncode == 0 and "--config" in helped.stdout, helped.stderr

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from dsa_plugin.cli import main as dsa_main
+from dsa_plugin.core.safe_pickle import PickleFileError, UnsafePickleError, load_pickle
 from dsa_plugin.data.sfm import SfMFormatError, db_paths, load_sfm_db
-from dsa_plugin.safe_pickle import PickleFileError, UnsafePickleError, load_pickle
 
 
 class _SystemPayload:
@@ -183,14 +183,14 @@ def test_how_train_data_folder(tmp_path, capsys, position):
     """HOW and cirtorch unpickle its data folder's dbs with plain pickle.load: refused before HOW runs."""
     import yaml
 
-    from dsa_plugin.integrations import how as dsa_how
+    from dsa_plugin.integrations.how import locate as how_locate
 
     for module in ("cirtorch", "asmk", "faiss"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"HOW needs '{module}'")
     try:
-        how_root = dsa_how.locate_how()
-    except dsa_how.HOWIntegrationError as err:
+        how_root = how_locate.locate_how()
+    except how_locate.HOWIntegrationError as err:
         pytest.skip(str(err))
     marker = tmp_path / "marker"
     data = tmp_path / "data"
@@ -221,7 +221,8 @@ def test_numpy_globals_outside_the_allow_list_are_refused(tmp_path):
     """Only the listed numpy names pass, not any ``numpy.*``: numpy has exec, file and pickle loaders."""
     marker = tmp_path / "marker"
     path = _evil(tmp_path / "evil.pkl", marker, _NumpyExecPayload)
-    with pytest.raises(UnsafePickleError, match=r"refusing to unpickle global numpy\.testing\._private\.utils\.runstring"):
+    refused = r"refusing to unpickle global numpy\.testing\._private\.utils\.runstring"
+    with pytest.raises(UnsafePickleError, match=refused):
         load_pickle(path)
     assert not marker.exists()
     for module, name in (("numpy", "load"), ("numpy", "save"), ("numpy", "fromfile"), ("numpy.lib.npyio", "load"),

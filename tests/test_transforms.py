@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from dsa_plugin import transforms as T
 from dsa_plugin.transforms import (
     CLAHE,
     HALF_MEAN_STD,
@@ -18,10 +17,12 @@ from dsa_plugin.transforms import (
     CLAHETransform,
     Renormalize,
     clahe,
+    clahe_ops,
     denormalize,
     normalize,
     renormalize,
 )
+from dsa_plugin.transforms import lab as lab_codec
 
 cv2 = pytest.importorskip("cv2")
 
@@ -85,7 +86,7 @@ def test_lab_table_equals_opencv_at_every_grid_point():
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).reshape(-1, 3)
     want = np.stack([np.rint(lab[:, 0] / 100 * 16384), np.rint((lab[:, 1] + 128) * 64),
                      np.rint((lab[:, 2] + 128) * 64)], -1).astype(np.int32)
-    got = T._lab_grid().reshape(-1, 3)
+    got = lab_codec._lab_grid().reshape(-1, 3)
     assert (got == want).all(), f"{(got != want).sum()} of {got.size} table entries differ from OpenCV"
 
 
@@ -93,7 +94,7 @@ def test_truncated_l_channel_is_bit_exact_on_random_colours():
     rng = np.random.default_rng(0)
     img = rng.random((64, 256, 3), dtype=np.float32)
     img[:8] = np.round(img[:8] * 255) / 255  # also colours that come from uint8 images
-    lum, a, b = T._lab_encode(to_batch([img]), T._lab_table(torch.device("cpu")))
+    lum, a, b = lab_codec._lab_encode(to_batch([img]), lab_codec._lab_table(torch.device("cpu")))
     assert (lum[0].numpy() == reference_l_u8(img)).all()
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)  # a and b are kept to within one code (1/64)
     for got_ab, want_ab in ((a, lab[:, :, 1]), (b, lab[:, :, 2])):
@@ -107,14 +108,14 @@ def test_clahe_core_is_bit_exact_vs_opencv(shape, clip):
     rng = np.random.default_rng(sum(shape))
     lum = (smooth_random(rng, *shape)[:, :, 0] * 255).astype(np.uint8)
     want = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(lum)
-    got = T._clahe_u8(torch.from_numpy(lum.astype(np.int64))[None], clip, 8, 8)[0].numpy()
+    got = clahe_ops._clahe_u8(torch.from_numpy(lum.astype(np.int64))[None], clip, 8, 8)[0].numpy()
     assert (got == want).all()
 
 
 def test_clahe_core_non_square_grid_and_batch():
     rng = np.random.default_rng(1)
     lums = [(smooth_random(rng, 30, 45)[:, :, 1] * 255).astype(np.uint8) for _ in range(3)]
-    got = T._clahe_u8(torch.from_numpy(np.stack(lums).astype(np.int64)), 2.0, 3, 5).numpy()
+    got = clahe_ops._clahe_u8(torch.from_numpy(np.stack(lums).astype(np.int64)), 2.0, 3, 5).numpy()
     for g, lum in zip(got, lums):
         assert (g == cv2.createCLAHE(clipLimit=2.0, tileGridSize=(5, 3)).apply(lum)).all()
 
@@ -337,8 +338,8 @@ def test_normalize_bad_input():
 
 
 def test_zero_std_refused_where_it_is_configured(tiny_db):
-    from dsa_plugin.checkpoints import CheckpointError
     from dsa_plugin.evaluation.networks import network_from_checkpoint
+    from dsa_plugin.models.checkpoint_files import CheckpointError
     from dsa_plugin.models.gem import gem_small
     from dsa_plugin.transforms import check_mean_std
 
@@ -346,13 +347,15 @@ def test_zero_std_refused_where_it_is_configured(tiny_db):
         check_mean_std(((0.4, 0.4, 0.4), (0.2, 0.2, 0)), "the loader")
     net = gem_small(outputdim=8)
     obj = {"meta": {**net.meta, "std": [0.229, 0.0, 0.225]}, "state_dict": net.state_dict()}
-    with pytest.raises(CheckpointError, match=r"^net\.pth: the input normalisation it records: normalisation std\[1\] = 0\.0"):
+    with pytest.raises(
+        CheckpointError, match=r"^net\.pth: the input normalisation it records: normalisation std\[1\] = 0\.0"
+    ):
         network_from_checkpoint(obj, source="net.pth")
     # the tuple loader refuses it when built, not in the middle of an epoch
     import torchvision.transforms as T
 
     from dsa_plugin.data.sfm import db_paths
-    from dsa_plugin.tuples import NightTuplesDataset
+    from dsa_plugin.training.tuples import NightTuplesDataset
 
     pkl, ims = db_paths(tiny_db)
     tf = T.Compose([T.ToTensor(), T.Normalize(mean=[0.5] * 3, std=[0.0, 0.5, 0.5])])

@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.images import load_image01
 from dsa_plugin.data import SfMFormatError, load_sfm_db, make_tiny_sfm_db
 from dsa_plugin.mining import diverse_anchors
 from dsa_plugin.night.selection import is_night
-from dsa_plugin.tuples import NightTuplesDataset, _load01
+from dsa_plugin.training.tuples import NightTuplesDataset
 
 IMSIZE = 32
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -85,7 +86,7 @@ def test_contract_and_collate(tiny_db):
     for img in images:
         assert img.shape[:2] == (1, 3) and max(img.shape[2:]) == IMSIZE
     # plain images: ImageNet-normalised pixels of the thumbnail, as cirtorch's ToTensor+Normalize
-    x01 = _load01(ds.images[ds.pidxs[3]], IMSIZE, None)
+    x01 = load_image01(ds.images[ds.pidxs[3]], IMSIZE)
     torch.testing.assert_close(images[1], _normalize(x01[None], IMAGENET))
     loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=lambda b: ([x[0] for x in b], [x[1] for x in b]))
     batch, targets = next(iter(loader))
@@ -95,16 +96,18 @@ def test_contract_and_collate(tiny_db):
 
 
 def test_core_dataset_imports_no_toolkit():
-    code = ("import sys, dsa_plugin.tuples as t, torch.utils.data as d; "
+    code = ("import sys, dsa_plugin.training.tuples as t, torch.utils.data as d; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('cirtorch', 'how')], 'toolkit imported'; "
-            "assert t.NightTuplesDataset.__bases__ == (d.Dataset,)")
+            "assert issubclass(t.NightTuplesDataset, d.Dataset); "
+            "assert {c.__module__.split('.')[0] for c in t.NightTuplesDataset.__mro__} <= {'dsa_plugin', 'torch', "
+            "'typing', 'builtins'}")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_cirtorch_subclass_and_collate(tiny_db, monkeypatch):
     traindataset = pytest.importorskip("cirtorch.datasets.traindataset")
     datahelpers = pytest.importorskip("cirtorch.datasets.datahelpers")
-    from dsa_plugin.integrations import cirtorch_tuples
+    from dsa_plugin.integrations.cirtorch import tuples as cirtorch_tuples
 
     assert not isinstance(make(tiny_db), traindataset.TuplesDataset)  # the core class is toolkit-free
     cls = cirtorch_tuples.NightTuplesDataset
@@ -176,10 +179,10 @@ def test_night_anchors_in_mining_and_tuples(tiny_db):
     served_before = ds.night_served
     for i, q in enumerate(ds.qidxs):
         images, _ = ds[i]
-        x01 = _load01(ds.images[q], IMSIZE, None)
+        x01 = load_image01(ds.images[q], IMSIZE)
         want = 1.0 - x01 if q in expected else x01
         torch.testing.assert_close(images[0], _normalize(want[None], IMAGENET))
-        p01 = _load01(ds.images[ds.pidxs[i]], IMSIZE, None)  # positives are never night
+        p01 = load_image01(ds.images[ds.pidxs[i]], IMSIZE)  # positives are never night
         torch.testing.assert_close(images[1], _normalize(p01[None], IMAGENET))
     assert ds.night_served - served_before == len(expected)
 
@@ -192,7 +195,7 @@ def test_clahe_on_every_image(tiny_db, grid):
     ds.create_epoch_tuples(TinyGeM())
     images, _ = ds[0]
     for img, idx in zip(images, [ds.qidxs[0], ds.pidxs[0], *ds.nidxs[0]]):
-        x01 = _load01(ds.images[idx], IMSIZE, None)
+        x01 = load_image01(ds.images[idx], IMSIZE)
         torch.testing.assert_close(img, (clahe(x01[None], grid_size=(grid, grid)) - 0.5) / 0.5)
         if grid != 8:  # the grid really reaches the images
             assert not torch.allclose(img, (clahe(x01[None]) - 0.5) / 0.5)
@@ -223,7 +226,7 @@ def test_diverse_anchors_follow_the_sampler(tiny_db):
     gen = torch.Generator().manual_seed(7)
     order = torch.randperm(len(ds.qpool), generator=gen)[:15]
     vecs = ds.extract([ds.qpool[i] for i in order], "anc-pool-mine", net)
-    picks = diverse_anchors(vecs.t(), 6, 0.2, 0.8, generator=gen)
+    picks = diverse_anchors(vecs.t(), 6, similar_exclude=0.2, similar_include=0.8, generator=gen)
     assert ds.qidxs == [ds.qpool[i] for i in order[picks]]
     assert ds.pidxs == [ds.ppool[i] for i in order[picks]]
     negpool = torch.randperm(len(ds.images), generator=gen)[: ds.poolsize].tolist()
@@ -274,7 +277,7 @@ def test_small_negative_pool_is_a_clear_error(tmp_path):
 
 def test_night_from_a_generator_checkpoint(tiny_db, tmp_path):
     """config.generator -> night_source_from_config -> NightTranslator, in mining and in tuples."""
-    checkpoints = pytest.importorskip("dsa_plugin.checkpoints")
+    checkpoints = pytest.importorskip("dsa_plugin.models.checkpoints")
     from dsa_plugin.models import ResnetGenerator
 
     torch.manual_seed(0)
@@ -288,7 +291,7 @@ def test_night_from_a_generator_checkpoint(tiny_db, tmp_path):
     assert ds.night_anchor_indices == expected and ds.stats["night_anchors_mining"] == len(expected)
     i = ds.qidxs.index(expected[0])
     anchor = ds[i][0][0]
-    x01 = _load01(ds.images[expected[0]], IMSIZE, None)
+    x01 = load_image01(ds.images[expected[0]], IMSIZE)
     night = ds.night_source().night(ds.names[expected[0]], x01)
     torch.testing.assert_close(anchor, _normalize(night[None], IMAGENET))
     assert not torch.allclose(anchor, _normalize(x01[None], IMAGENET), atol=1e-2)
@@ -344,7 +347,7 @@ def test_tuple_images_batched_clahe_equals_one_call_per_image(tiny_db):
         images, _ = ds[i]
         labels = ["anc", "pos"] + ["neg"] * ds.nnum
         for img, idx, label in zip(images, [ds.qidxs[i], ds.pidxs[i], *ds.nidxs[i]], labels):
-            x01 = _load01(ds.images[idx], IMSIZE, None)
+            x01 = load_image01(ds.images[idx], IMSIZE)
             if label == "anc" and is_night(ds.names[idx], "anc", 0.5):
                 x01 = 1.0 - x01
             assert torch.equal(img, normalize(clahe(x01[None]), IMAGENET))

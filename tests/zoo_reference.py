@@ -103,7 +103,8 @@ def ref_patch_sample(Fnet, feats, num_patches, patch_ids, rng):
         if patch_ids is not None:
             patch_id = patch_ids[feat_id]
         else:
-            patch_id = torch.randperm(feat_reshape.shape[1], generator=rng)[:int(min(num_patches, feat_reshape.shape[1]))]
+            count = int(min(num_patches, feat_reshape.shape[1]))
+            patch_id = torch.randperm(feat_reshape.shape[1], generator=rng)[:count]
         x_sample = getattr(Fnet, "mlp_%d" % feat_id)(feat_reshape[:, patch_id, :].flatten(0, 1))
         ids.append(patch_id)
         norm = x_sample.pow(2).sum(1, keepdim=True).pow(1.0 / 2)

@@ -17,6 +17,27 @@ import numpy as np
 from dsa_plugin.data.sfm import cid_to_path, db_paths, write_sfm_db
 
 
+def _link_image(src: Path, dst: Path) -> None:
+    """``dst`` -> ``src`` as a symlink (a copy where links are not allowed); an existing ``dst`` is kept."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        try:
+            os.symlink(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
+
+def _add_pairs(part: dict[str, list], idxs: list[int], pairs_per_image: int, rng: np.random.Generator) -> None:
+    """Each image of one place is the query of ``pairs_per_image`` pairs with other images of the place."""
+    if len(idxs) < 2:
+        return
+    for q in idxs:
+        others = [i for i in idxs if i != q]
+        for p in rng.choice(others, size=min(pairs_per_image, len(others)), replace=False):
+            part["qidxs"].append(q)
+            part["pidxs"].append(int(p))
+
+
 def make_amos_sfm_db(
     amos_dir: str | os.PathLike,
     root: str | os.PathLike,
@@ -51,24 +72,11 @@ def make_amos_sfm_db(
         split = split_of[row["place_id"]]
         part = splits[split]
         cid = hashlib.md5(row["file"].encode("utf-8")).hexdigest()
-        dst = Path(cid_to_path(ims_root, cid))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        src = (amos_dir / row["file"]).resolve()
-        if not dst.exists():
-            try:
-                os.symlink(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
+        _link_image((amos_dir / row["file"]).resolve(), Path(cid_to_path(ims_root, cid)))
         members[split].setdefault(row["place_id"], []).append(len(part["cids"]))
         part["cids"].append(cid)
         part["cluster"].append(places.index(row["place_id"]))
     for split, part in splits.items():
         for idxs in members[split].values():
-            if len(idxs) < 2:
-                continue
-            for q in idxs:
-                others = [i for i in idxs if i != q]
-                for p in rng.choice(others, size=min(pairs_per_image, len(others)), replace=False):
-                    part["qidxs"].append(q)
-                    part["pidxs"].append(int(p))
+            _add_pairs(part, idxs, pairs_per_image, rng)
     return write_sfm_db(pkl_path, splits)

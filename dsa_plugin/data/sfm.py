@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from dsa_plugin.files import atomic_write
-from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+from dsa_plugin.core.files import atomic_write
+from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
 
 SPLIT_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 
@@ -31,6 +31,10 @@ def cid_to_path(ims_root: str | os.PathLike, cid: str) -> str:
 
     Raises :class:`SfMFormatError` for a cid that is not a plain file name or whose path would
     leave ``ims_root`` (``/etc/passwd``, ``..``, ``......``): a db must not point outside its images.
+
+    Example:
+        >>> cid_to_path("ims", "015bb8aa57c3fbebc41daca6a093f639")
+        'ims/39/f6/93/015bb8aa57c3fbebc41daca6a093f639'
     """
     if not isinstance(cid, str) or not cid:
         raise SfMFormatError(f"cid must be a non-empty string, got {cid!r}")
@@ -59,7 +63,15 @@ class SfMDB:
 
 
 def db_paths(root: str | os.PathLike, name: str = "retrieval-SfM-120k") -> tuple[Path, Path]:
-    """(pkl path, ims root) of the db ``name`` under the data root ``root``."""
+    """(pkl path, ims root) of the db ``name`` under the data root ``root``.
+
+    Example:
+        >>> pkl, ims = db_paths("/data/cirtorch")
+        >>> str(pkl)
+        '/data/cirtorch/train/retrieval-SfM-120k/retrieval-SfM-120k.pkl'
+        >>> str(ims)
+        '/data/cirtorch/train/retrieval-SfM-120k/ims'
+    """
     base = Path(root) / "train" / name
     return base / f"{name}.pkl", base / "ims"
 
@@ -80,7 +92,15 @@ def read_db_pickle(pkl_path: str | os.PathLike, what: str = "training db") -> An
 
 
 def int_list(values: Any, key: str, where: str) -> list[int]:
-    """``values`` as a list of Python ints; bools, floats and strings are refused, naming the index."""
+    """``values`` as a list of Python ints; bools, floats and strings are refused, naming the index.
+
+    Example:
+        >>> int_list((1, 2), "qidxs", "db.pkl [train]")
+        [1, 2]
+        >>> int_list([1, 2.0], "qidxs", "db.pkl [train]")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.data.sfm.SfMFormatError: ...
+    """
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
         raise SfMFormatError(f"{where}: '{key}' must be a list of integers, got {type(values).__name__}")
     out = []
@@ -115,7 +135,15 @@ def cid_paths(ims_root: str | os.PathLike, cids: Any, where: str) -> list[str]:
 
 
 def load_sfm_db(pkl_path: str | os.PathLike, split: str, ims_root: str | os.PathLike | None = None) -> SfMDB:
-    """Read one split; errors name the file, the key and the offending index instead of a bare KeyError."""
+    """Read one split; errors name the file, the key and the offending index instead of a bare KeyError.
+
+    Example:
+        >>> import tempfile
+        >>> pkl = make_tiny_sfm_db(tempfile.mkdtemp(), clusters=4, images_per_cluster=2, size=(16, 16))
+        >>> db = load_sfm_db(pkl, "train")
+        >>> len(db.images), db.qidxs, db.pidxs
+        (4, [0, 2], [1, 3])
+    """
     pkl_path = Path(pkl_path)
     db = read_db_pickle(pkl_path)
     if not isinstance(db, dict) or split not in db:
@@ -161,6 +189,12 @@ def make_tiny_sfm_db(
 
     Returns the pkl path. cids are 32-hex strings like the real db; splits ``train`` and ``val``
     use disjoint clusters (the val split gets a quarter of them, at least 2 when possible).
+
+    Example:
+        >>> import tempfile
+        >>> pkl = make_tiny_sfm_db(tempfile.mkdtemp(), clusters=4, images_per_cluster=2, size=(16, 16))
+        >>> pkl.name, len(load_sfm_db(pkl, "val").images)
+        ('retrieval-SfM-120k.pkl', 4)
     """
     from PIL import Image
 

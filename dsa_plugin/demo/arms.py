@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
 
 GAN_ARMS = ("nights", "dsa")
 

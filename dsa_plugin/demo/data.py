@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dsa_plugin.core.files import atomic_write, write_json
 from dsa_plugin.data.sfm import cid_to_path, write_sfm_db
 from dsa_plugin.demo.scenes import make_place, random_view, render
-from dsa_plugin.files import atomic_write, write_json
 
 DB_NAME = "demo-sfm"
 

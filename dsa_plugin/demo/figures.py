@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dsa_plugin.images import load_image01
+from dsa_plugin.core.images import load_image01
 
 
 def translation_grid(generator: str, folder: Path, image_size: int, clahe_grid: int, device: str, path: Path) -> Path:

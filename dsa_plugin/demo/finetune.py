@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dsa_plugin.batching import batches_by_size
-from dsa_plugin.descriptors import as_columns
+from dsa_plugin.core.batching import batches_by_size
+from dsa_plugin.core.descriptors import as_columns
 
 
 def contrastive_loss(descriptors: Tensor, target: Tensor, margin: float = 0.7) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.demo.data import DemoData
 
 
@@ -37,14 +37,14 @@ class RealNights:
     amp = False
 
     def __init__(self, pairs: dict[str, str], image_size: int) -> None:
-        from dsa_plugin.night.cache import load_image01
+        from dsa_plugin.core.images import load_image01
 
         self.fingerprint = "real-nights:" + hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()
         self.image_size = image_size
         self.nights = {_key(load_image01(day, image_size)): night for day, night in pairs.items()}
 
     def translate_many(self, images: Sequence[Tensor], batch_size: int = 8) -> list[Tensor]:
-        from dsa_plugin.images import load_image01
+        from dsa_plugin.core.images import load_image01
         from dsa_plugin.night.translator import output_size
 
         out = []
@@ -59,8 +59,9 @@ class RealNights:
 def build_oracle_cache(out: Path, data: DemoData, image_size: int) -> dict[str, Any]:
     """Write the oracle cache for the md5-selected training anchors; ``complete`` is False (and
     nothing is written) when a selected anchor has no real night of its place."""
+    from dsa_plugin.data.lists import anchor_images_from_db
     from dsa_plugin.night import image_name, select_night
-    from dsa_plugin.night.cache import anchor_images_from_db, build_night_cache
+    from dsa_plugin.night.build import build_night_cache
 
     pairs = json.loads(Path(data.oracle).read_text())
     anchors = anchor_images_from_db(data.db_pkl, splits=("train",))

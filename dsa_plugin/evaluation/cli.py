@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from dsa_plugin.core.files import write_json
 from dsa_plugin.evaluation.descriptors import DEFAULT_SCALES
 from dsa_plugin.evaluation.networks import MAX_OUTPUTDIM
-from dsa_plugin.files import write_json
 
 
 def _scales(text: str) -> list[float]:
@@ -51,7 +51,12 @@ def _int_at_least(minimum: int, what: str, maximum: int | None = None):
 
 
 def eval_scale(s: str) -> float:
-    """'1', '0.5', '1/sqrt2' or '1/2' -> float."""
+    """'1', '0.5', '1/sqrt2' or '1/2' -> float.
+
+    Example:
+        >>> eval_scale("1"), eval_scale("1/2"), round(eval_scale("1/sqrt2"), 4)
+        (1.0, 0.5, 0.7071)
+    """
     s = s.strip().lower()
     if s in ("1/sqrt2", "1/sqrt(2)"):
         return 1 / math.sqrt(2)
@@ -64,24 +69,36 @@ def eval_scale(s: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dsa evaluate",
-        description="Retrieval mAP with the standard protocols (Tokyo 24/7, ROxford5k, RParis6k) or on folders with labels.csv.",
+        description="Retrieval mAP with the standard protocols (Tokyo 24/7, ROxford5k, RParis6k) or on folders "
+        "with labels.csv.",
     )
     net = p.add_argument_group("network")
     net.add_argument("--checkpoint", help="embedding checkpoint path or URL (reference 4-key, "
                      "cirtorch {meta,state_dict}, plugin GeMNet, state dict)")
-    net.add_argument("--arch", help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)")
+    net.add_argument(
+        "--arch",
+        help="build this architecture instead of loading one (gem_small, resnet18/34/50/101/152, vgg11/13/16/19)",
+    )
     net.add_argument("--outputdim", type=_int_at_least(1, "descriptor size", MAX_OUTPUTDIM), default=None,
                      help="descriptor size for --arch gem_small (default 128)")
     net.add_argument("--random-init", action="store_true", help="with --arch: random weights (smoke tests, baselines)")
-    net.add_argument("--seed", type=_int_at_least(0, "a torch seed", 2 ** 63 - 1), default=0, help="seed for --random-init (default 0)")
+    net.add_argument("--seed", type=_int_at_least(0, "a torch seed", 2 ** 63 - 1), default=0,
+                     help="seed for --random-init (default 0)")
     net.add_argument("--whitening", help="published-format *_lw.pkl to apply ({'m': (D,1), 'P': (D,D)})")
-    net.add_argument("--learn-whitening", metavar="PKL", help="learn lw whitening from a whitening db {cids, qidxs, pidxs} first")
+    net.add_argument(
+        "--learn-whitening", metavar="PKL", help="learn lw whitening from a whitening db {cids, qidxs, pidxs} first"
+    )
     net.add_argument("--whitening-ims", metavar="DIR", help="image root of --learn-whitening (default: <pkl dir>/ims)")
     net.add_argument("--save-whitening", metavar="PKL", help="write the learned whitening here (published layout)")
     data = p.add_argument_group("data")
     data.add_argument("--datasets", help="comma-separated named test sets, e.g. 247tokyo1k,roxford5k,rparis6k")
     data.add_argument("--data-root", help="cirtorch data root holding test/<name>/gnd_<name>.pkl and jpg/")
-    data.add_argument("--folder", action="append", default=[], help="folder with labels.csv (file, domain, place_id[, role]); repeatable")
+    data.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        help="folder with labels.csv (file, domain, place_id[, role]); repeatable",
+    )
     data.add_argument("--role", help="keep only rows of this role in labels.csv (e.g. eval)")
     data.add_argument("--query-domain", default="night", help="folder queries' domain (default night)")
     data.add_argument("--db-domain", default="day", help="folder database domain (default day)")
@@ -93,10 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--single-scale", action="store_true", help="shortcut for --scales 1")
     pipe.add_argument("--no-clahe", action="store_true",
                       help="skip CLAHE at test time (default: the checkpoint's choice, else CLAHE clip 1.0)")
-    pipe.add_argument("--clahe", action="store_true", help="apply CLAHE even where the checkpoint says it was tested without")
+    pipe.add_argument(
+        "--clahe", action="store_true", help="apply CLAHE even where the checkpoint says it was tested without"
+    )
     pipe.add_argument("--clahe-grid", type=_int_at_least(1, "CLAHE tiles per side"), default=None, metavar="N",
                       help="CLAHE tiles per side (default: the checkpoint's, else 8; fewer for small images)")
-    pipe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
+    pipe.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda if available)",
+    )
     pipe.add_argument("--batch-size", type=_int_at_least(1, "images per forward pass"), default=8,
                       help="images of equal size per forward pass (default 8)")
     pipe.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -127,7 +150,9 @@ def _network(args):
     if not args.arch:
         raise SystemExit("dsa evaluate: need --checkpoint PATH|URL, or --arch NAME --random-init")
     if not args.random_init:
-        raise SystemExit("dsa evaluate: --arch builds an untrained network; add --random-init to confirm (or use --checkpoint)")
+        raise SystemExit(
+            "dsa evaluate: --arch builds an untrained network; add --random-init to confirm (or use --checkpoint)"
+        )
     torch.manual_seed(args.seed)
     net = build_gem_network(args.arch, outputdim=args.outputdim).to(args.device).eval().requires_grad_(False)
     return attach_whitening(net, args.whitening), f"{args.arch} (random init, seed {args.seed})"
@@ -145,10 +170,10 @@ def _test_settings(args, net) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dsa_plugin.checkpoints import CheckpointError
     from dsa_plugin.evaluation.datasets import TestSetError
     from dsa_plugin.evaluation.descriptors import ImageReadError
     from dsa_plugin.evaluation.whitening import WhiteningError
+    from dsa_plugin.models.checkpoint_files import CheckpointError
 
     try:
         return _run(argv)
@@ -160,10 +185,44 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(argv: list[str] | None) -> int:
-    from dsa_plugin.evaluation.report import format_folder, format_test_sets
-    from dsa_plugin.evaluation.runner import evaluate_folder, evaluate_test_set, learn_whitening_from_db
+def _learn_whitening(args: argparse.Namespace, net, kw: dict, out: dict) -> None:
+    """--learn-whitening: learn it on a db, attach it to ``net`` (and --save-whitening)."""
+    from dsa_plugin.evaluation.networks import attach_whitening
+    from dsa_plugin.evaluation.runner import learn_whitening_from_db
+    from dsa_plugin.evaluation.whitening import save_whitening
 
+    w = learn_whitening_from_db(net, args.learn_whitening, args.whitening_ims, **kw)
+    attach_whitening(net, w)
+    out["whitening_learned_from"] = args.learn_whitening
+    if args.save_whitening:
+        save_whitening(w, args.save_whitening)
+        print(f">> whitening written to {args.save_whitening}")
+
+
+def _evaluate_test_sets(args: argparse.Namespace, net, kw: dict, label: str) -> list[dict]:
+    from dsa_plugin.evaluation.report import format_test_sets
+    from dsa_plugin.evaluation.runner import evaluate_test_set
+
+    results = [evaluate_test_set(net, name.strip(), args.data_root, **kw)
+               for name in args.datasets.split(",") if name.strip()]
+    print(format_test_sets(results, label=label))
+    return results
+
+
+def _evaluate_folders(args: argparse.Namespace, net, kw: dict, label: str) -> list[dict]:
+    from dsa_plugin.evaluation.report import format_folder
+    from dsa_plugin.evaluation.runner import evaluate_folder
+
+    results = []
+    for folder in args.folder:
+        r = evaluate_folder(net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain,
+                            **kw)
+        results.append(r)
+        print(format_folder(r, label=label))
+    return results
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,35 +230,24 @@ def _run(argv: list[str] | None) -> int:
         raise SystemExit("dsa evaluate: nothing to evaluate; give --datasets (with --data-root) and/or --folder DIR")
     if args.datasets and not args.data_root:
         raise SystemExit("dsa evaluate: --datasets needs --data-root (the directory holding test/<name>/)")
-    from dsa_plugin.devices import check_device
+    from dsa_plugin.core.devices import check_device
 
     check_device(args.device)
     if args.out:
         _check_writable(args.out)
     net, label = _network(args)
-    kw = dict(device=args.device, batch_size=args.batch_size, progress=not args.no_progress, **_test_settings(args, net))
+    kw = dict(
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, **_test_settings(args, net)
+    )
     out: dict = {"network": label, "settings": {k: v for k, v in kw.items() if k != "progress"}}
     if args.learn_whitening:
-        from dsa_plugin.evaluation.networks import attach_whitening
-        from dsa_plugin.evaluation.whitening import save_whitening
-
-        w = learn_whitening_from_db(net, args.learn_whitening, args.whitening_ims, **kw)
-        attach_whitening(net, w)
-        out["whitening_learned_from"] = args.learn_whitening
-        if args.save_whitening:
-            save_whitening(w, args.save_whitening)
-            print(f">> whitening written to {args.save_whitening}")
+        _learn_whitening(args, net, kw, out)
     out["settings"]["whitening"] = args.learn_whitening or args.whitening
+    shown = Path(label).name if args.checkpoint else label
     if args.datasets:
-        results = [evaluate_test_set(net, name.strip(), args.data_root, **kw) for name in args.datasets.split(",") if name.strip()]
-        out["test_sets"] = results
-        print(format_test_sets(results, label=Path(label).name if args.checkpoint else label))
+        out["test_sets"] = _evaluate_test_sets(args, net, kw, shown)
     if args.folder:
-        out["folders"] = []
-        for folder in args.folder:
-            r = evaluate_folder(net, folder, role=args.role, query_domain=args.query_domain, db_domain=args.db_domain, **kw)
-            out["folders"].append(r)
-            print(format_folder(r, label=Path(label).name if args.checkpoint else label))
+        out["folders"] = _evaluate_folders(args, net, kw, shown)
     if args.out:
         path = write_json(args.out, out)
         print(f">> results written to {path}")

@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
 from dsa_plugin.evaluation.metrics import detect_protocol
-from dsa_plugin.safe_pickle import PickleFileError, load_pickle
 
 #: the named test sets the standard tooling knows (cirtorch + gandtr)
 KNOWN_TEST_SETS = ("oxford5k", "paris6k", "roxford5k", "rparis6k", "247tokyo1k")
@@ -92,8 +92,50 @@ def _bbox(entry: dict, i: int, gnd_path: Path) -> BBox | None:
         return None
     arr = np.asarray(bbx, dtype=np.float64).reshape(-1)
     if arr.size != 4 or not (arr[2] > arr[0] and arr[3] > arr[1]):
-        raise TestSetError(f"{gnd_path}: gnd[{i}]['bbx'] must be (x1, y1, x2, y2) with x2 > x1, y2 > y1; got {list(arr)}")
+        raise TestSetError(
+            f"{gnd_path}: gnd[{i}]['bbx'] must be (x1, y1, x2, y2) with x2 > x1, y2 > y1; got {list(arr)}"
+        )
     return tuple(float(v) for v in arr)
+
+
+def _read_gnd(gnd_path: Path) -> tuple[list, list, list[dict], str]:
+    """``(imlist, qimlist, gnd, protocol)`` of a gnd pickle, checked, or :class:`TestSetError`."""
+    try:
+        cfg = load_pickle(gnd_path)
+    except PickleFileError as err:
+        raise TestSetError(str(err)) from None
+    if not isinstance(cfg, dict):
+        raise TestSetError(f"{gnd_path}: expected a dict with keys imlist, qimlist, gnd; got {type(cfg).__name__}")
+    missing = [k for k in ("imlist", "qimlist", "gnd") if k not in cfg]
+    if missing:
+        raise TestSetError(
+            f"{gnd_path}: missing key(s) {missing} (found {sorted(map(str, cfg))}); expected imlist, qimlist, gnd"
+        )
+    imlist, qimlist, gnd = list(cfg["imlist"]), list(cfg["qimlist"]), list(cfg["gnd"])
+    if len(gnd) != len(qimlist):
+        raise TestSetError(f"{gnd_path}: 'gnd' has {len(gnd)} entries but 'qimlist' has {len(qimlist)} queries")
+    for i, g in enumerate(gnd):
+        if not isinstance(g, dict):
+            raise TestSetError(f"{gnd_path}: gnd[{i}] must be a dict, got {type(g).__name__}")
+    try:
+        protocol = detect_protocol(gnd)
+    except ValueError as e:
+        raise TestSetError(f"{gnd_path}: {e}") from None
+    need = ("ok",) if protocol == "old" else ("easy", "hard", "junk")
+    for i, g in enumerate(gnd):
+        _check_gnd_entry(gnd_path, i, g, need, protocol, len(imlist))
+    return imlist, qimlist, gnd, protocol
+
+
+def _check_gnd_entry(gnd_path: Path, i: int, g: dict, need: tuple[str, ...], protocol: str, n_images: int) -> None:
+    lacking = [k for k in need if k not in g]
+    if lacking:
+        raise TestSetError(
+            f"{gnd_path}: gnd[{i}] lacks key(s) {lacking} needed by the {protocol} protocol (keys: {sorted(g)})"
+        )
+    for k in ("ok", "junk", "easy", "hard"):
+        if k in g and len(g[k]) and (np.max(g[k]) >= n_images or np.min(g[k]) < 0):
+            raise TestSetError(f"{gnd_path}: gnd[{i}]['{k}'] indexes outside imlist (0..{n_images - 1})")
 
 
 def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = True) -> RetrievalSet:
@@ -109,34 +151,10 @@ def load_test_set(name: str, data_root: str | os.PathLike, check_images: bool = 
     gnd_path = base / f"gnd_{name}.pkl"
     if not gnd_path.is_file():
         known = f" (known sets: {', '.join(KNOWN_TEST_SETS)})" if name not in KNOWN_TEST_SETS else ""
-        raise TestSetError(f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl")
-    try:
-        cfg = load_pickle(gnd_path)
-    except PickleFileError as err:
-        raise TestSetError(str(err)) from None
-    if not isinstance(cfg, dict):
-        raise TestSetError(f"{gnd_path}: expected a dict with keys imlist, qimlist, gnd; got {type(cfg).__name__}")
-    missing = [k for k in ("imlist", "qimlist", "gnd") if k not in cfg]
-    if missing:
-        raise TestSetError(f"{gnd_path}: missing key(s) {missing} (found {sorted(map(str, cfg))}); expected imlist, qimlist, gnd")
-    imlist, qimlist, gnd = list(cfg["imlist"]), list(cfg["qimlist"]), list(cfg["gnd"])
-    if len(gnd) != len(qimlist):
-        raise TestSetError(f"{gnd_path}: 'gnd' has {len(gnd)} entries but 'qimlist' has {len(qimlist)} queries")
-    for i, g in enumerate(gnd):
-        if not isinstance(g, dict):
-            raise TestSetError(f"{gnd_path}: gnd[{i}] must be a dict, got {type(g).__name__}")
-    try:
-        protocol = detect_protocol(gnd)
-    except ValueError as e:
-        raise TestSetError(f"{gnd_path}: {e}") from None
-    need = ("ok",) if protocol == "old" else ("easy", "hard", "junk")
-    for i, g in enumerate(gnd):
-        lacking = [k for k in need if k not in g]
-        if lacking:
-            raise TestSetError(f"{gnd_path}: gnd[{i}] lacks key(s) {lacking} needed by the {protocol} protocol (keys: {sorted(g)})")
-        for k in ("ok", "junk", "easy", "hard"):
-            if k in g and len(g[k]) and (np.max(g[k]) >= len(imlist) or np.min(g[k]) < 0):
-                raise TestSetError(f"{gnd_path}: gnd[{i}]['{k}'] indexes outside imlist (0..{len(imlist) - 1})")
+        raise TestSetError(
+            f"ground-truth file not found: {gnd_path}{known}; expected <data_root>/test/<name>/gnd_<name>.pkl"
+        )
+    imlist, qimlist, gnd, protocol = _read_gnd(gnd_path)
     dir_images = base / "jpg"
     images = [_image_path(dir_images, str(n)) for n in imlist]
     qimages = [_image_path(dir_images, str(n)) for n in qimlist]

@@ -6,12 +6,13 @@ side -> [0,1] tensor -> CLAHE (at full resolution, before downscaling) -> mean/s
 ``v = (mean_s desc_s^p)^(1/p)`` -> L2. ``p`` is the network's learned GeM ``pool.p`` when the
 network is cirtorch-like GeM (non-regional, unwhitened), else 1.
 
-Images of equal size are stacked into batches (:func:`dsa_plugin.batching.batches_by_size`; the
-result is the same as one at a time); works with cirtorch networks (``D x B`` output), :class:`dsa_plugin.models.gem.GeMNet`, HOW networks
-(``forward_global(x, scales=...)``, which aggregates scales itself), and any ``nn.Module`` that
-returns L2-normalised vectors (``B x D`` or ``D x B``, read by :func:`dsa_plugin.descriptors.as_rows`).
-Descriptors come back as rows ``[N, D]``. Images load with :func:`dsa_plugin.images.load_image`
-(re-exported here), which crops a query ``bbox`` first, then shrinks.
+Images of equal size are stacked into batches (:func:`dsa_plugin.core.batching.batches_by_size`; the
+result is the same as one at a time); works with cirtorch networks (``D x B`` output),
+:class:`dsa_plugin.models.gem.GeMNet`, HOW networks (``forward_global(x, scales=...)``, which
+aggregates scales itself), and any ``nn.Module`` that returns L2-normalised vectors (``B x D`` or
+``D x B``, read by :func:`dsa_plugin.core.descriptors.as_rows`).
+Descriptors come back as rows ``[N, D]``. Images load with :func:`dsa_plugin.core.images.load_image`,
+which crops a query ``bbox`` first, then shrinks.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsa_plugin import transforms
-from dsa_plugin.batching import batches_by_size
-from dsa_plugin.descriptors import net_rows
-from dsa_plugin.images import ImageList, ImageLoadError
-from dsa_plugin.images import load_image as load_image  # re-exported: the test pipeline's loader
-from dsa_plugin.images import pil_to_tensor01 as pil_to_tensor01  # re-exported (this module's name since 0.1)
+from dsa_plugin.core.batching import batches_by_size
+from dsa_plugin.core.descriptors import net_rows
+from dsa_plugin.core.images import ImageList, ImageLoadError
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
 #: the standard multi-scale setting [1, 1/sqrt(2), 1/2]
@@ -59,6 +58,12 @@ def multiscale_power(net: nn.Module) -> float:
 
     As the reference, ``p`` is used only for gem pooling without regional pooling or whitening
     when the network declares these in a cirtorch ``meta``.
+
+    Example:
+        >>> from dsa_plugin.models.gem import gem_small
+        >>> import torch
+        >>> multiscale_power(gem_small()), multiscale_power(torch.nn.Identity())
+        (3.0, 1.0)
     """
     meta = getattr(net, "meta", None)
     if isinstance(meta, dict) and (
@@ -77,7 +82,7 @@ def is_how_network(net: nn.Module) -> bool:
     return callable(getattr(net, "forward_global", None)) and callable(getattr(net, "features_attentions", None))
 
 
-#: ``[B, D]`` descriptors of ``x [B, 3, H, W]`` (one orientation rule: :mod:`dsa_plugin.descriptors`).
+#: ``[B, D]`` descriptors of ``x [B, 3, H, W]`` (one orientation rule: :mod:`dsa_plugin.core.descriptors`).
 descriptor_rows = net_rows
 
 
@@ -176,7 +181,10 @@ def extract_descriptors(
             if p != 1.0 and not warned:
                 # a non-integer power of negative entries is NaN: such outputs are not GeM descriptors
                 if (descriptor_rows(net, x[:1]) < 0).any():
-                    warnings.warn(f"{type(net).__name__} outputs negative values; multi-scale aggregation uses p=1 instead of {p:.3f}")
+                    warnings.warn(
+                        f"{type(net).__name__} outputs negative values; multi-scale aggregation uses p=1 instead of "
+                        f"{p:.3f}"
+                    )
                     p = 1.0
                 warned = True
             v = multiscale_descriptors(net, x, scales, p).float().cpu()

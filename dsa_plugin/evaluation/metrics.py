@@ -185,7 +185,12 @@ def compute_map(
 
 
 def detect_protocol(gnd: Sequence[Mapping]) -> str:
-    """``'old'`` when entries have ``ok`` (as the reference decides), ``'revisited'`` for easy/hard."""
+    """``'old'`` when entries have ``ok`` (as the reference decides), ``'revisited'`` for easy/hard.
+
+    Example:
+        >>> detect_protocol([{"ok": [0], "junk": []}]), detect_protocol([{"easy": [0], "hard": [], "junk": []}])
+        ('old', 'revisited')
+    """
     if not gnd:
         raise GroundTruthError("gnd is empty: no queries to evaluate")
     first = gnd[0]
@@ -199,7 +204,12 @@ def detect_protocol(gnd: Sequence[Mapping]) -> str:
 
 
 def revisited_gnd(gnd: Sequence[Mapping], setting: str) -> list[dict]:
-    """Map easy/hard/junk entries to ok/junk for the Easy, Medium or Hard setting."""
+    """Map easy/hard/junk entries to ok/junk for the Easy, Medium or Hard setting.
+
+    Example:
+        >>> revisited_gnd([{"easy": [0], "hard": [1], "junk": [2]}], "medium")
+        [{'ok': array([0, 1]), 'junk': array([2])}]
+    """
     parts = {
         "easy": (("easy",), ("junk", "hard")),
         "medium": (("easy", "hard"), ("junk",)),
@@ -212,7 +222,9 @@ def revisited_gnd(gnd: Sequence[Mapping], setting: str) -> list[dict]:
     for i, g in enumerate(gnd):
         missing = [k for k in ("easy", "hard", "junk") if k not in g]
         if missing:
-            raise GroundTruthError(f"gnd[{i}] lacks {missing} (keys: {sorted(g)}); the revisited protocol needs easy/hard/junk")
+            raise GroundTruthError(
+                f"gnd[{i}] lacks {missing} (keys: {sorted(g)}); the revisited protocol needs easy/hard/junk"
+            )
         out.append(
             {
                 "ok": np.concatenate([_as_index_array(g[k], k, i) for k in ok_keys]),
@@ -232,12 +244,21 @@ def evaluate_ranks(
 
     Returns ``{'protocol': 'old', 'map', 'mp@k'..., ...}`` or
     ``{'protocol': 'revisited', 'easy': {...}, 'medium': {...}, 'hard': {...}}``.
+
+    Example:
+        >>> import numpy as np
+        >>> ranks = np.array([[1], [0], [2]])        # db positions, best first, one column per query
+        >>> evaluate_ranks(ranks, [{"ok": [0], "junk": []}], kappas=(1,))["map"]  # cirtorch's trapezoid AP
+        0.25
     """
     protocol = protocol or detect_protocol(gnd)
     if protocol == "old":
         return {"protocol": "old", **compute_map(ranks, gnd, kappas).as_dict()}
     if protocol == "revisited":
-        return {"protocol": "revisited", **{s: compute_map(ranks, revisited_gnd(gnd, s), kappas).as_dict() for s in REVISITED_SETTINGS}}
+        return {
+            "protocol": "revisited",
+            **{s: compute_map(ranks, revisited_gnd(gnd, s), kappas).as_dict() for s in REVISITED_SETTINGS},
+        }
     raise ValueError(f"unknown protocol '{protocol}'; allowed: 'old', 'revisited'")
 
 
@@ -249,8 +270,16 @@ def rank_database(db: torch.Tensor, queries: torch.Tensor) -> np.ndarray:
 
     Returns:
         ``[N, Q]`` int64 ranks (column ``i`` = db indices for query ``i``); ties keep db order.
+
+    Example:
+        >>> import torch
+        >>> db = torch.eye(3)
+        >>> rank_database(db, torch.tensor([[0.1, 0.9, 0.0]]))[:, 0]
+        array([1, 0, 2])
     """
     if db.ndim != 2 or queries.ndim != 2 or db.shape[1] != queries.shape[1]:
-        raise ValueError(f"need db [N, D] and queries [Q, D] with equal D, got {tuple(db.shape)} and {tuple(queries.shape)}")
+        raise ValueError(
+            f"need db [N, D] and queries [Q, D] with equal D, got {tuple(db.shape)} and {tuple(queries.shape)}"
+        )
     scores = (db.double() @ queries.double().T).cpu().numpy()
     return np.argsort(-scores, axis=0, kind="stable")

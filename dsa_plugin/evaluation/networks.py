@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
+from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint
+from dsa_plugin.models.checkpoints import extract_state_dict, load_into
 from dsa_plugin.models.gem import IMAGENET_MEAN_STD, GeMNet, gem_resnet101, gem_small, gem_vgg16, l2n
 from dsa_plugin.transforms import check_mean_std
 
@@ -40,6 +41,12 @@ MAX_OUTPUTDIM = 65536
 
 
 def available_architectures() -> list[str]:
+    """available_architectures.
+
+    Example:
+        >>> available_architectures()[:3]
+        ['gem_small', 'resnet18', 'resnet34']
+    """
     return ["gem_small", *_TV_RESNETS, *_TV_VGGS]
 
 
@@ -96,7 +103,13 @@ def _infer_arch(sd: Mapping[str, torch.Tensor]) -> str:
     if "features.7.2.conv3.weight" in keys or "features.4.0.conv1.weight" in keys:
         n_blocks = len({k.split(".")[2] for k in keys if k.startswith("features.6.")})
         bottleneck = any(k.startswith("features.4.0.conv3") for k in keys)
-        table = {(True, 6): "resnet50", (True, 23): "resnet101", (True, 36): "resnet152", (False, 2): "resnet18", (False, 6): "resnet34"}
+        table = {
+            (True, 6): "resnet50",
+            (True, 23): "resnet101",
+            (True, 36): "resnet152",
+            (False, 2): "resnet18",
+            (False, 6): "resnet34",
+        }
         if (bottleneck, n_blocks) in table:
             return table[(bottleneck, n_blocks)]
     convs = sorted({int(k.split(".")[1]) for k in keys if k.startswith("features.") and k.endswith(".weight")})
@@ -200,7 +213,8 @@ def load_embedding_network(
         whitening: optional ``*_lw.pkl`` path or ``{'m', 'P'}`` dict to attach.
 
     Example:
-        >>> net = load_embedding_network("hedngan_embed_vgg16.pth", "cpu", "hedngan_embed_vgg16_lw.pkl")  # doctest: +SKIP
+        >>> net = load_embedding_network("hedngan_embed_vgg16.pth", "cpu",
+        ...                              whitening="hedngan_embed_vgg16_lw.pkl")  # doctest: +SKIP
     """
     source = str(path_or_url)
     obj = load_checkpoint(path_or_url)

@@ -36,10 +36,14 @@ def format_test_sets(results: Sequence[Mapping], label: str = "network") -> str:
     detail_rows = []
     for r in results:
         short = SHORT_NAMES.get(r["dataset"], r["dataset"])
-        parts = [(s[0].upper(), r[s]) for s in ("easy", "medium", "hard")] if r["protocol"] == "revisited" else [("", r)]
+        parts = (
+            [(s[0].upper(), r[s]) for s in ("easy", "medium", "hard")] if r["protocol"] == "revisited" else [("", r)]
+        )
         for tag, m in parts:
             ks = [k for k in m if k.startswith("mp@")]
-            detail_rows.append([f"{short} {tag}".strip(), _pct(m["map"]), *[_pct(m[k]) for k in ks], str(m["num_evaluated"])])
+            detail_rows.append(
+                [f"{short} {tag}".strip(), _pct(m["map"]), *[_pct(m[k]) for k in ks], str(m["num_evaluated"])]
+            )
     first = (results[0]["medium"] if results[0]["protocol"] == "revisited" else results[0]) if results else {}
     kcols = [k for k in first if str(k).startswith("mp@")]
     detail = _table(["set", "mAP", *[k.replace("mp", "mP") for k in kcols], "queries"], detail_rows)

@@ -102,7 +102,7 @@ def evaluate_folder(
 
     Example:
         >>> from dsa_plugin.models.gem import gem_small
-        >>> r = evaluate_folder(gem_small(), "../shared/data/amos-daynight", role="eval", image_size=256)  # doctest: +SKIP
+        >>> r = evaluate_folder(gem_small(), "my-photos/", role="eval", image_size=256)  # doctest: +SKIP
         >>> r["night->day"]["map"]  # doctest: +SKIP
     """
     ds = load_folder_dataset(folder, role=role)
@@ -111,9 +111,9 @@ def evaluate_folder(
     others = sorted(set(ds.domains) - {query_domain, db_domain})
     if others:  # e.g. a typo 'nite': those rows would silently drop out of the evaluation
         count = sum(d in others for d in ds.domains)
-        raise TestSetError(f"{Path(folder) / 'labels.csv'}: {count} image(s) have domain(s) {others}, neither the query "
-                           f"domain '{query_domain}' nor the db domain '{db_domain}'; fix the rows (a typo?) or choose "
-                           "the domains (--query-domain, --db-domain)")
+        raise TestSetError(f"{Path(folder) / 'labels.csv'}: {count} image(s) have domain(s) {others}, "
+                           f"neither the query domain '{query_domain}' nor the db domain '{db_domain}'; "
+                           "fix the rows (a typo?) or choose the domains (--query-domain, --db-domain)")
     t0 = time.perf_counter()
     X = extract_descriptors(
         net, ds.files, device=device, image_size=image_size, scales=scales, clahe=clahe, clahe_grid=clahe_grid,
@@ -144,8 +144,11 @@ def evaluate_folder(
     return result
 
 
-def load_whitening_db(pkl_path: str | os.PathLike, ims_root: str | os.PathLike | None = None) -> tuple[list[str], list[int], list[int]]:
-    """Read a flat whitening db ``{cids, qidxs, pidxs}`` (``retrieval-SfM-120k-whiten.pkl``) into image paths and pairs."""
+def load_whitening_db(
+    pkl_path: str | os.PathLike, ims_root: str | os.PathLike | None = None
+) -> tuple[list[str], list[int], list[int]]:
+    """Read a flat whitening db ``{cids, qidxs, pidxs}`` (``retrieval-SfM-120k-whiten.pkl``) into image paths
+    and pairs."""
     from dsa_plugin.data.sfm import SfMFormatError, check_pair_indices, cid_paths, int_list, read_db_pickle
 
     pkl_path = Path(pkl_path)
@@ -157,7 +160,9 @@ def load_whitening_db(pkl_path: str | os.PathLike, ims_root: str | os.PathLike |
             raise SfMFormatError(f"{pkl_path}: expected a dict with cids, qidxs, pidxs; got {type(db).__name__}")
         missing = [k for k in ("cids", "qidxs", "pidxs") if k not in db]
         if missing:
-            raise SfMFormatError(f"{pkl_path}: missing key(s) {missing} (found {sorted(map(str, db))}); expected cids, qidxs, pidxs")
+            raise SfMFormatError(
+                f"{pkl_path}: missing key(s) {missing} (found {sorted(map(str, db))}); expected cids, qidxs, pidxs"
+            )
         root = Path(ims_root) if ims_root is not None else pkl_path.parent / "ims"
         images = cid_paths(root, db["cids"], str(pkl_path))
         qidxs, pidxs = int_list(db["qidxs"], "qidxs", str(pkl_path)), int_list(db["pidxs"], "pidxs", str(pkl_path))

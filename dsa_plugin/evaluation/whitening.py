@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsa_plugin.safe_pickle import PickleFileError, dump_pickle, load_pickle
+from dsa_plugin.core.safe_pickle import PickleFileError, dump_pickle, load_pickle
 
 
 class WhiteningError(ValueError):
@@ -41,7 +41,14 @@ def _to_numpy64(x) -> np.ndarray:
 
 
 def cholesky_with_loading(S: np.ndarray, max_tries: int = 20) -> np.ndarray:
-    """Lower Cholesky factor of ``S``, adding ``alpha * I`` (1e-10, x10 each retry) until it is positive definite."""
+    """Lower Cholesky factor of ``S``, adding ``alpha * I`` (1e-10, x10 each retry) until it is positive definite.
+
+    Example:
+        >>> import numpy as np
+        >>> cholesky_with_loading(np.diag([4.0, 9.0]))
+        array([[2., 0.],
+               [0., 3.]])
+    """
     eye = np.eye(S.shape[0])
     alpha = 0.0
     for _ in range(max_tries + 1):
@@ -95,12 +102,21 @@ def learn_whitening(X, qidxs: Sequence[int], pidxs: Sequence[int]) -> dict[str, 
 
 
 def validate_whitening(w: Mapping, source: str = "whitening") -> dict[str, np.ndarray]:
-    """Check and normalise a whitening dict: ``m`` to (D, 1), ``P`` (d, D) with d <= D, float64."""
+    """Check and normalise a whitening dict: ``m`` to (D, 1), ``P`` (d, D) with d <= D, float64.
+
+    Example:
+        >>> import numpy as np
+        >>> w = validate_whitening({"m": np.zeros(4), "P": np.eye(4)})
+        >>> w["m"].shape, w["P"].dtype
+        ((4, 1), dtype('float64'))
+    """
     if not isinstance(w, Mapping):
         raise WhiteningError(f"{source}: expected a dict with keys 'm' and 'P', got {type(w).__name__}")
     missing = [k for k in ("m", "P") if k not in w]
     if missing:
-        raise WhiteningError(f"{source}: missing key(s) {missing} (found {sorted(map(str, w))}); expected {{'m': (D,1), 'P': (D,D)}}")
+        raise WhiteningError(
+            f"{source}: missing key(s) {missing} (found {sorted(map(str, w))}); expected {{'m': (D,1), 'P': (D,D)}}"
+        )
     m, P = _to_numpy64(w["m"]), _to_numpy64(w["P"])
     if m.ndim == 1:
         m = m[:, None]
@@ -108,7 +124,9 @@ def validate_whitening(w: Mapping, source: str = "whitening") -> dict[str, np.nd
         raise WhiteningError(f"{source}: key 'm' must have shape (D, 1), got {m.shape}")
     D = m.shape[0]
     if P.ndim != 2 or P.shape[1] != D or P.shape[0] > D:
-        raise WhiteningError(f"{source}: key 'P' must have shape (D, D) = ({D}, {D}) (or (d, {D}) with d <= {D}), got {P.shape}")
+        raise WhiteningError(
+            f"{source}: key 'P' must have shape (D, D) = ({D}, {D}) (or (d, {D}) with d <= {D}), got {P.shape}"
+        )
     if not (np.isfinite(m).all() and np.isfinite(P).all()):
         raise WhiteningError(f"{source}: 'm' or 'P' holds non-finite values")
     return {"m": m, "P": P}
@@ -147,6 +165,12 @@ def apply_whitening(X: torch.Tensor, w: Mapping, dimensions: int | None = None) 
 
     Returns:
         ``[N, d]`` whitened, L2-normalised descriptors.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> w = {"m": np.zeros((2, 1)), "P": np.array([[2.0, 0.0], [0.0, 1.0]])}
+        >>> apply_whitening(torch.tensor([[1.0, 2.0]]), w).round(decimals=4)
+        tensor([[0.7071, 0.7071]])
     """
     w = validate_whitening(w)
     if X.ndim != 2 or X.shape[1] != w["m"].shape[0]:
@@ -160,7 +184,14 @@ def apply_whitening(X: torch.Tensor, w: Mapping, dimensions: int | None = None) 
 
 
 class Whitening(nn.Module):
-    """Module form of :func:`apply_whitening` for ``[N, D]`` descriptor rows (buffers follow ``.to(device)``)."""
+    """Module form of :func:`apply_whitening` for ``[N, D]`` descriptor rows (buffers follow ``.to(device)``).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> white = Whitening({"m": np.zeros((2, 1)), "P": np.eye(2)}, dimensions=1)
+        >>> white(torch.tensor([[3.0, 4.0]])).round(decimals=4)
+        tensor([[1.]])
+    """
 
     def __init__(self, w: Mapping, dimensions: int | None = None):
         super().__init__()

@@ -8,6 +8,8 @@ Example:
 """
 
 from dsa_plugin.gan.config import PRESETS, GanConfig, load_config, preset
-from dsa_plugin.gan.trainer import ResumeError, TrainResult, train
+from dsa_plugin.gan.state import ResumeError
+from dsa_plugin.gan.summary import TrainResult
+from dsa_plugin.gan.trainer import train
 
 __all__ = ["GanConfig", "load_config", "preset", "PRESETS", "train", "TrainResult", "ResumeError"]

@@ -13,8 +13,9 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
-from dsa_plugin.config import ConfigError
+from dsa_plugin.core.config import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +25,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="dsa gan-train",
         description="Train a day->night generator (HEDN GAN, HED GAN or CycleGAN) on unpaired day/night images. "
                     "Running the same command again resumes from the last checkpoint in --out.",
-        epilog="Overrides use dotted keys, e.g. data.crop_size=128 train.max_iterations=1000 model.hed_weights=hed.pth. "
-               "Run with --list-keys to see every key.")
+        epilog="Overrides use dotted keys, e.g. data.crop_size=128 train.max_iterations=1000 "
+               "model.hed_weights=hed.pth. Run with --list-keys to see every key.")
     p.add_argument("--config", default="hedngan",
                    help=f"YAML config file or preset name ({', '.join(sorted(PRESETS))}); default hedngan")
     p.add_argument("--out", default=None, help="output directory (default runs/gan-<config name>)")
@@ -56,33 +57,42 @@ def _check_rates(cfg, get_key) -> None:
             raise ConfigError(f"{key} must be a positive finite number, got {value!r}")
 
 
+def _train(args: argparse.Namespace):
+    """The run ``args`` ask for: its ``TrainResult``, or ``None`` after ``--list-keys``."""
+    from dsa_plugin.gan.config import load_config
+    from dsa_plugin.gan.trainer import train
+    from dsa_plugin.gan.validation import get_key
+
+    overrides = list(args.overrides)
+    if args.device:
+        from dsa_plugin.core.devices import check_device
+
+        try:
+            check_device(args.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        overrides.append(f"device={args.device}")
+    cfg = load_config(args.config, overrides)
+    _check_rates(cfg, get_key)
+    if args.list_keys:
+        for key in cfg.keys():
+            print(f"{key} = {get_key(cfg, key)!r}")
+        return None
+    out = args.out or f"runs/gan-{Path(str(args.config)).stem}"
+    return train(cfg, out, resume=not args.no_resume, progress=False if args.no_progress else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pathlib import Path
-
-    from dsa_plugin.gan.config import get_key, load_config
     from dsa_plugin.gan.data import GanDataError
-    from dsa_plugin.gan.trainer import DivergedError, ResumeError, format_summary, train
+    from dsa_plugin.gan.state import ResumeError
+    from dsa_plugin.gan.summary import format_summary
+    from dsa_plugin.gan.trainer import DivergedError
+    from dsa_plugin.models.checkpoint_files import CheckpointError
 
     try:
-        overrides = list(args.overrides)
-        if args.device:
-            from dsa_plugin.devices import check_device
-
-            try:
-                check_device(args.device)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-            overrides.append(f"device={args.device}")
-        cfg = load_config(args.config, overrides)
-        _check_rates(cfg, get_key)
-        if args.list_keys:
-            for key in cfg.keys():
-                print(f"{key} = {get_key(cfg, key)!r}")
-            return 0
-        out = args.out or f"runs/gan-{Path(str(args.config)).stem}"
-        result = train(cfg, out, resume=not args.no_resume, progress=False if args.no_progress else None)
+        result = _train(args)
     except (ConfigError, GanDataError, ResumeError, DivergedError) as err:
         print(f"dsa gan-train: error: {err}", file=sys.stderr)
         return 2
@@ -92,20 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:
         # an --out that is a file, a read-only folder, a full disk: name the path, no traceback
-        where = err.filename or args.out
-        print(f"dsa gan-train: error: {where}: {err.strerror or err}", file=sys.stderr)
+        print(f"dsa gan-train: error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
-    except Exception as err:
-        from dsa_plugin.checkpoints import CheckpointError
-
-        if isinstance(err, CheckpointError):
-            print(f"dsa gan-train: error: {err}", file=sys.stderr)
-            return 2
-        raise
-    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
+    except CheckpointError as err:
+        print(f"dsa gan-train: error: {err}", file=sys.stderr)
+        return 2
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
         print(format_summary(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 """GAN training settings: one nested dataclass schema with the paper's defaults (docs/reference.md §gan-variants).
 
-Why one module of ~400 lines: the schema, its presets and its validation are one contract; a
-field, its default and its check are read together.
+The schema, its presets and its validation are one contract (a field, its default and its check
+are read together); the generic typed construction of nested dataclasses is
+:func:`dsa_plugin.core.config.build_dataclass`.
 
 A config is built from presets (``hedngan``, ``cut``, ..., ``tiny``, ``cut-tiny``, ...), YAML files and
 ``key=value`` overrides with dotted keys (``data.crop_size=64``). Every value is validated at the
@@ -15,19 +16,16 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dsa_plugin.config import ConfigError, check_value
-from dsa_plugin.files import to_plain
-from dsa_plugin.gan.variants import VARIANTS, validate_zoo, zoo_presets
+from dsa_plugin.core.config import ConfigError, build_dataclass, dotted_keys
+from dsa_plugin.core.files import to_plain
+from dsa_plugin.gan.validation import validate
+from dsa_plugin.gan.variants import zoo_presets
 
 
 @dataclass
@@ -187,84 +185,13 @@ class GanConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "config") -> "GanConfig":
-        return _build(cls, dict(values or {}), where)
+        return build_dataclass(cls, dict(values or {}), where)
 
     @classmethod
     def keys(cls) -> list[str]:
         """All valid dotted keys, e.g. ``data.crop_size``."""
-        return _dotted_keys(cls)
+        return dotted_keys(cls)
 
-
-def validate(cfg: GanConfig) -> None:
-    """Raise ConfigError for values outside what the trainer supports."""
-    if cfg.variant not in VARIANTS:
-        raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {cfg.variant!r}")
-    if cfg.model.norm not in ("batch", "instance"):
-        raise ConfigError(f"model.norm must be 'batch' or 'instance', got {cfg.model.norm!r}")
-    if cfg.model.init_type not in ("kaiming", "normal"):
-        raise ConfigError(f"model.init_type must be 'kaiming' or 'normal', got {cfg.model.init_type!r}")
-    positive = {
-        "data.crop_size": cfg.data.crop_size, "data.epoch_size": cfg.data.epoch_size,
-        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
-        "train.checkpoint_every": cfg.train.checkpoint_every, "train.log_every": cfg.train.log_every,
-        "model.ngf": cfg.model.ngf, "model.ndf": cfg.model.ndf, "model.n_layers": cfg.model.n_layers,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
-    for key, value in {"model.n_blocks": cfg.model.n_blocks, "train.sample_every": cfg.train.sample_every,
-                       "data.num_workers": cfg.data.num_workers, "loss.pool_size": cfg.loss.pool_size,
-                       "train.identity_warmup": cfg.train.identity_warmup}.items():
-        if value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-    for key in ("train.max_iterations", "train.checkpoint_every_iters", "data.resize_short"):
-        value = get_key(cfg, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"{key} must be >= 1 or null, got {value}")
-    # The smallest crop every network can take: HED's four 2x poolings need 16 px, the
-    # discriminator's n_layers stride-2 convs and two 4x4 convs need 3 * 2**n_layers.
-    min_crop = max(16, 3 * 2 ** min(cfg.model.n_layers, 30))
-    if cfg.data.crop_size < min_crop:
-        raise ConfigError(f"data.crop_size must be >= {min_crop} (the smallest input the networks take with "
-                          f"model.n_layers={cfg.model.n_layers}), got {cfg.data.crop_size}")
-    for key in _float_keys():
-        value = get_key(cfg, key)
-        for v in value if isinstance(value, tuple) else (value,):
-            if not math.isfinite(v):
-                raise ConfigError(f"{key} must be finite, got {value!r}")
-    for key in ("loss.adversarial", "loss.edge", "loss.hed", "loss.cycle", "optim.weight_decay",
-                "optim.detector_weight_decay"):
-        if get_key(cfg, key) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {get_key(cfg, key)!r}")
-    for key in ("optim.betas", "optim.detector_betas"):
-        if not all(0.0 <= b < 1.0 for b in get_key(cfg, key)):
-            raise ConfigError(f"{key} must be two numbers in [0, 1) (Adam's decay rates), got {list(get_key(cfg, key))}")
-    if not 0 <= cfg.train.seed < 2 ** 63:
-        raise ConfigError(f"train.seed must be in [0, 2**63), got {cfg.train.seed}")
-    if not 0.0 < cfg.model.hed_width <= 1.0:
-        raise ConfigError(f"model.hed_width must be in (0, 1], got {cfg.model.hed_width}")
-    if cfg.model.hed_weights and cfg.model.hed_width != 1.0:
-        raise ConfigError(f"model.hed_width={cfg.model.hed_width} cannot load pretrained model.hed_weights "
-                          f"(the real HED has width 1.0); set model.hed_width=1.0 or model.hed_weights=null")
-    lo, hi = cfg.data.scale
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ConfigError(f"data.scale must be (low, high) with 0 < low <= high <= 1, got {cfg.data.scale}")
-    if cfg.data.resize_short is not None and cfg.data.resize_short < cfg.data.crop_size:
-        raise ConfigError(
-            f"data.resize_short ({cfg.data.resize_short}) must be >= data.crop_size ({cfg.data.crop_size})")
-    if not 0.0 <= cfg.train.ema < 1.0:
-        raise ConfigError(f"train.ema must be in [0, 1) (0: no weight average), got {cfg.train.ema}")
-    if not 0 <= cfg.optim.n_epochs_decay <= cfg.train.epochs:
-        raise ConfigError(
-            f"optim.n_epochs_decay must be in [0, train.epochs={cfg.train.epochs}], got {cfg.optim.n_epochs_decay}")
-    validate_zoo(cfg)
-    dev = cfg.device
-    if not (dev in ("cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-
-
-# ----------------------------------------------------------------------------------------------
-# presets, YAML and overrides
 
 def _tiny() -> dict[str, Any]:
     # Seconds-scale smoke runs and the demo: small G/D, small crops, images downscaled on load.
@@ -294,7 +221,13 @@ PRESETS: dict[str, Any] = {
 
 def preset(name: str) -> GanConfig:
     """A built-in config: ``hedngan``, ``hedgan``, ``cyclegan``, ``cut``, ``rcfgan``, ``rcfngan`` (the
-    reference's), ``tiny`` (= ``hedngan-tiny``) or ``<variant>-tiny``."""
+    reference's), ``tiny`` (= ``hedngan-tiny``) or ``<variant>-tiny``.
+
+    Example:
+        >>> cfg = preset("hedngan")
+        >>> cfg.variant, cfg.model.ngf, cfg.model.n_blocks
+        ('hedngan', 64, 9)
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
     return GanConfig.from_dict(PRESETS[name](), where=f"preset {name}")
@@ -309,6 +242,11 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
             GanConfig, or None for the HEDN GAN defaults. A YAML file may start from a preset with
             a top-level ``preset: tiny`` key.
         overrides: ``["data.crop_size=64", ...]`` (values parsed as YAML) or a dotted-key dict.
+
+    Example:
+        >>> cfg = load_config("tiny", ["train.max_iterations=5", "data.day=day/"])
+        >>> cfg.train.max_iterations, cfg.data.day
+        (5, 'day/')
     """
     if isinstance(source, GanConfig):
         values = source.to_dict()
@@ -319,24 +257,29 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
     elif isinstance(source, (str, Path)) and str(source) in PRESETS:
         values = PRESETS[str(source)]()
     else:
-        path = Path(source)
-        if not path.is_file():
-            path = packaged_config(source) or path
-        if not path.is_file():
-            raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}), a YAML file nor one "
-                              f"of the installed configs ({', '.join(packaged_configs())})")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"cannot parse YAML config {path}: {err}") from None
-        except RecursionError:
-            raise ConfigError(f"cannot parse YAML config {path}: nested too deeply") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must hold a mapping at the top level")
-        values = _with_preset(loaded, str(path))
+        values = _yaml_values(source)
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(values, key, value)
     return GanConfig.from_dict(values, where=str(source) if source is not None else "config")
+
+
+def _yaml_values(source: "str | Path") -> dict[str, Any]:
+    """The values of a YAML config file (or of the installed config of that name)."""
+    path = Path(source)
+    if not path.is_file():
+        path = packaged_config(source) or path
+    if not path.is_file():
+        raise ConfigError(f"config {str(source)!r} is neither a preset ({sorted(PRESETS)}), a YAML file nor one "
+                          f"of the installed configs ({', '.join(packaged_configs())})")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse YAML config {path}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot parse YAML config {path}: nested too deeply") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config {path} must hold a mapping at the top level")
+    return _with_preset(loaded, str(path))
 
 
 #: The YAML configs installed with the package: a copy of the repository's top-level ``configs/``.
@@ -413,65 +356,7 @@ def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-@functools.cache
-def _float_keys() -> tuple[str, ...]:
-    """Dotted keys of every float or float-tuple setting (all must be finite)."""
-    floats = {float, float | None, tuple[float, float]}
-    out = []
-
-    def walk(cls: type, prefix: str) -> None:
-        for name, hint in typing.get_type_hints(cls).items():
-            if dataclasses.is_dataclass(hint):
-                walk(hint, prefix + name + ".")
-            elif hint in floats:
-                out.append(prefix + name)
-
-    walk(GanConfig, "")
-    return tuple(out)
-
-
-def get_key(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
 def save_yaml(cfg: GanConfig, path: "str | Path") -> None:
-    from dsa_plugin.files import atomic_write_text
+    from dsa_plugin.core.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-# ----------------------------------------------------------------------------------------------
-# generic dataclass construction with type checks
-
-def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys += _dotted_keys(hints[f.name], prefix + f.name + ".")
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def _build(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {where} must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {GanConfig.keys()}")
-    kwargs = {}
-    for name in names:
-        if name not in values:
-            continue
-        hint, value = hints[name], values[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = value if isinstance(value, hint) else _build(hint, value or {}, where, prefix + name + ".")
-        else:
-            kwargs[name] = check_value(value, hint, prefix + name)
-    return cls(**kwargs)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dsa_plugin.images import to_rgb
+from dsa_plugin.core.images import to_rgb
 
 log = logging.getLogger("dsa_plugin.gan")
 
@@ -239,6 +239,10 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     ``(t*w + r)*B ... (t*w + r)*B + B-1``, so the union over ranks is the single-process order.
 
     ``start`` skips the first iterations (resume in the middle of an epoch).
+
+    Example:
+        >>> list(EpochBatchSampler(epoch_size=8, batch_size=2, rank=0, world_size=2))
+        [[0, 1], [4, 5]]
     """
 
     def __init__(self, epoch_size: int, batch_size: int, rank: int = 0, world_size: int = 1, start: int = 0):

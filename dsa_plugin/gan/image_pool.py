@@ -24,6 +24,15 @@ import torch
 
 
 class ImagePool:
+    """ImagePool.
+
+    Example:
+        >>> import torch
+        >>> pool = ImagePool(size=0)        # size 0: no history, the batch comes back as it is
+        >>> x = torch.ones(2, 3, 4, 4)
+        >>> torch.equal(pool.query(x), x)
+        True
+    """
     def __init__(self, size: int = 50, seed: int = 0) -> None:
         self.size = int(size)
         self.images: list[torch.Tensor] = []

@@ -67,7 +67,8 @@ def multilayer_patch_nce_loss(feats_q: Sequence[torch.Tensor], feats_k: Sequence
         ``(total, per-layer losses)``; ``total = sum(per-layer) / number of layers``.
     """
     if len(feats_q) != len(feats_k) or not feats_q:
-        raise ValueError(f"need the same non-zero number of query and key layers, got {len(feats_q)} and {len(feats_k)}")
+        raise ValueError(f"need the same non-zero number of query and key layers, "
+                         f"got {len(feats_q)} and {len(feats_k)}")
     per_layer = [torch.mean(patch_nce_loss(q, k, temperature, batch_dim_for_bmm) * weight)
                  for q, k in zip(feats_q, feats_k)]
     return sum(per_layer) / len(per_layer), per_layer

@@ -65,7 +65,7 @@ def build_discriminator(cfg: GanConfig) -> NLayerDiscriminator:
 def build_hed(cfg: GanConfig) -> HED:
     """The pretrained HED of ``model.hed_weights``, or a kaiming-initialised one with a warning."""
     if cfg.model.hed_weights:
-        from dsa_plugin.checkpoints import load_hed
+        from dsa_plugin.models.checkpoints import load_hed
 
         return load_hed(cfg.model.hed_weights, device="cpu", frozen=False)
     msg = ("model.hed_weights is null: training with a randomly initialised HED (a random local-contrast "

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dsa_plugin.files import atomic_write_bytes
+from dsa_plugin.core.files import atomic_write_bytes
 
 COLUMNS = {
     "hed": ("day", "fake", "night", "edge_day", "edge_fake"),

@@ -11,13 +11,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dsa_plugin.files import atomic_write_text
+from dsa_plugin.core.files import atomic_write_text
 
 log = logging.getLogger("dsa_plugin.gan")
 
 
 def read_jsonl(path: "str | Path") -> list[dict[str, Any]]:
-    """Parsed lines of a JSONL log; a torn last line (crash while writing) is skipped."""
+    r"""Parsed lines of a JSONL log; a torn last line (crash while writing) is skipped.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "log.jsonl")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write('{"iteration": 10, "G": 0.5}\n{"iteration": 20, "G"')
+        >>> read_jsonl(path)
+        [{'iteration': 10, 'G': 0.5}]
+    """
     rows = []
     path = Path(path)
     if not path.is_file():

@@ -17,7 +17,12 @@ import torch
 
 
 def lambda_p2p(epoch: int, epochs: int, n_epochs_decay: int) -> float:
-    """Multiplicative lr factor at 0-based ``epoch``."""
+    """Multiplicative lr factor at 0-based ``epoch``.
+
+    Example:
+        >>> [round(lambda_p2p(e, epochs=4, n_epochs_decay=2), 4) for e in range(4)]
+        [1.0, 1.0, 0.6667, 0.3333]
+    """
     n_const = epochs - n_epochs_decay
     return 1.0 - max(0, epoch + 1 - n_const) / float(n_epochs_decay + 1)
 

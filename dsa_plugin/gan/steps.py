@@ -66,7 +66,17 @@ class _Cycle(nn.Module):
 @contextlib.contextmanager
 def frozen(*nets: nn.Module) -> Iterator[None]:
     """Turn off requires_grad of every parameter of ``nets`` for the block (gradients still flow
-    through them to their inputs), then restore the previous flags."""
+    through them to their inputs), then restore the previous flags.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with frozen(net):
+        ...     print(net.weight.requires_grad)
+        False
+        >>> net.weight.requires_grad
+        True
+    """
     params = [p for net in nets for p in net.parameters()]
     flags = [p.requires_grad for p in params]
     for p in params:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dsa_plugin.config import ConfigError
+from dsa_plugin.core.config import ConfigError
 
 #: every variant, in the reference's order of the paper's comparison
 VARIANTS = ("hedngan", "hedgan", "cyclegan", "cut", "rcfgan", "rcfngan")

@@ -69,19 +69,19 @@ GLOBAL_PATCHES: tuple[GlobalPatch, ...] = (
                 "dsa_plugin.integrations.compat.fix_numpy_in1d",
                 "as PIL.Image.ANTIALIAS", "as PIL.Image.ANTIALIAS"),
     GlobalPatch("HOW's checkout root first on sys.path",
-                "dsa_plugin.integrations.how_locate.import_how",
+                "dsa_plugin.integrations.how.locate.import_how",
                 "dsa how-train, and tests that import HOW",
                 "HOW has no setup.py; its modules stay in sys.modules and spawned workers re-import them by path"),
     GlobalPatch("cirtorch train.py names (dsa_session kept open for the rest of the process)",
-                "dsa_plugin.integrations.cirtorch.install",
+                "dsa_plugin.integrations.cirtorch.hooks.install",
                 "only from the patched train.py (patches/cirtorch-train.patch)",
                 "the user's own script owns the process and has no exit hook"),
     GlobalPatch("matplotlib.axes.Axes.grid accepts b= (as visible=)",
-                "dsa_plugin.integrations.how_runtime.accept_grid_b",
+                "dsa_plugin.integrations.how.runtime.accept_grid_b",
                 "only from the patched HOW (install_dsa, patches/how-train.patch)",
                 "HOW's own train() calls install_dsa and runs on; there is no exit hook"),
     GlobalPatch("torch.serialization.add_safe_globals(HOW checkpoint types)",
-                "dsa_plugin.integrations.how_runtime.allow_how_checkpoints",
+                "dsa_plugin.integrations.how.checkpoints.allow_how_checkpoints",
                 "only from the patched HOW (install_dsa)",
                 "HOW's own train() calls install_dsa and runs on; there is no exit hook"),
 )
@@ -106,7 +106,17 @@ def rebind(stack: contextlib.ExitStack, target: Any, name: str, value: Any) -> N
 
 @contextlib.contextmanager
 def rebound(target: Any, name: str, value: Any) -> Iterator[None]:
-    """:func:`rebind` for the duration of a ``with`` block."""
+    """:func:`rebind` for the duration of a ``with`` block.
+
+    Example:
+        >>> import types
+        >>> ns = types.SimpleNamespace(x=1)
+        >>> with rebound(ns, "x", 2):
+        ...     print(ns.x)
+        2
+        >>> ns.x
+        1
+    """
     with contextlib.ExitStack() as stack:
         rebind(stack, target, name, value)
         yield
@@ -124,7 +134,13 @@ def fix_pillow_antialias() -> bool:
 
 
 def in1d(ar1: Any, ar2: Any, assume_unique: bool = False, invert: bool = False) -> np.ndarray:
-    """numpy < 2.4 ``np.in1d``: membership of each element of the flattened ``ar1`` in ``ar2`` (1-D bool)."""
+    """numpy < 2.4 ``np.in1d``: membership of each element of the flattened ``ar1`` in ``ar2`` (1-D bool).
+
+    Example:
+        >>> import numpy as np
+        >>> in1d(np.array([1, 2, 3]), [2])
+        array([False,  True, False])
+    """
     return np.isin(np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert)
 
 

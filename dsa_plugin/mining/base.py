@@ -69,9 +69,13 @@ class AnchorSampler:
             raise InvalidSelectionError(f"{name}.select returned shape {tuple(picked.shape)}; expected ({num},)")
         if num and (int(picked.min()) < 0 or int(picked.max()) >= pool):
             raise InvalidSelectionError(
-                f"{name}.select returned positions outside 0..{pool - 1}: min {int(picked.min())}, max {int(picked.max())}")
+                f"{name}.select returned positions outside 0..{pool - 1}: min {int(picked.min())}, max "
+                f"{int(picked.max())}"
+            )
         if torch.unique(picked).numel() != num:
-            raise InvalidSelectionError(f"{name}.select returned {num - torch.unique(picked).numel()} repeated position(s)")
+            raise InvalidSelectionError(
+                f"{name}.select returned {num - torch.unique(picked).numel()} repeated position(s)"
+            )
         return picked.long()
 
     def __repr__(self) -> str:
@@ -79,7 +83,14 @@ class AnchorSampler:
 
 
 class RandomAnchorSampler(AnchorSampler):
-    """cirtorch's rule: the first ``num`` items of the (already random) pool order."""
+    """cirtorch's rule: the first ``num`` items of the (already random) pool order.
+
+    Example:
+        >>> import torch
+        >>> sampler = RandomAnchorSampler()
+        >>> sampler.needs_descriptors
+        False
+    """
 
     needs_descriptors = False
 

@@ -67,7 +67,10 @@ def _check(descriptors: Tensor, num: int, similar_exclude: float, similar_includ
     if not descriptors.is_floating_point():
         raise ValueError(f"descriptors must be floating point, got {descriptors.dtype}")
     if not 0 <= num <= descriptors.shape[0]:
-        raise ValueError(f"num={num} anchors cannot be picked from a pool of {descriptors.shape[0]} (allowed: 0..{descriptors.shape[0]})")
+        raise ValueError(
+            f"num={num} anchors cannot be picked from a pool of {descriptors.shape[0]} (allowed: "
+            f"0..{descriptors.shape[0]})"
+        )
     for name, value in (("similar_exclude", similar_exclude), ("similar_include", similar_include)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -81,6 +84,7 @@ def _check(descriptors: Tensor, num: int, similar_exclude: float, similar_includ
 def diverse_anchors_with_scores(
     descriptors: Tensor,
     num: int,
+    *,
     similar_exclude: float = 0.2,
     similar_include: float = 0.8,
     generator: torch.Generator | None = None,
@@ -92,6 +96,13 @@ def diverse_anchors_with_scores(
 
     Returns:
         (LongTensor[num] pool positions, Tensor[max(num - 1, 0)] scores; the reference logs their mean).
+
+    Example:
+        >>> import torch
+        >>> x = torch.nn.functional.normalize(torch.randn(40, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+        >>> picks, scores = diverse_anchors_with_scores(x, 5, generator=torch.Generator().manual_seed(0))
+        >>> picks.shape, scores.shape, picks[0].item()
+        (torch.Size([5]), torch.Size([4]), 0)
     """
     _check(descriptors, num, similar_exclude, similar_include)
     pool = descriptors.shape[0]
@@ -131,6 +142,7 @@ def diverse_anchors_with_scores(
 def diverse_anchors(
     descriptors: Tensor,
     num: int,
+    *,
     similar_exclude: float = 0.2,
     similar_include: float = 0.8,
     generator: torch.Generator | None = None,
@@ -166,7 +178,8 @@ def diverse_anchors(
         (torch.Size([10]), 0, 10)
     """
     return diverse_anchors_with_scores(
-        descriptors, num, similar_exclude, similar_include, generator, deterministic, gram_budget_bytes, progress
+        descriptors, num, similar_exclude=similar_exclude, similar_include=similar_include, generator=generator,
+        deterministic=deterministic, gram_budget_bytes=gram_budget_bytes, progress=progress,
     )[0]
 
 
@@ -200,8 +213,9 @@ class DiverseAnchorSampler(AnchorSampler):
 
     def select(self, descriptors: Tensor, num: int, generator: torch.Generator | None = None) -> Tensor:
         picked, scores = diverse_anchors_with_scores(
-            descriptors, num, self.similar_exclude, self.similar_include, generator,
-            self.deterministic, self.gram_budget_bytes, self.progress,
+            descriptors, num, similar_exclude=self.similar_exclude, similar_include=self.similar_include,
+            generator=generator, deterministic=self.deterministic, gram_budget_bytes=self.gram_budget_bytes,
+            progress=self.progress,
         )
         values = scores.tolist()
         self.last_stats = {

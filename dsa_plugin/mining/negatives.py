@@ -107,7 +107,8 @@ def hard_negatives(
     """
     if anchor_desc.dim() != 2 or pool_desc.dim() != 2 or anchor_desc.shape[1] != pool_desc.shape[1]:
         raise ValueError(
-            f"need anchor_desc [Q, D] and pool_desc [P, D] with the same D, got {tuple(anchor_desc.shape)} and {tuple(pool_desc.shape)}"
+            f"need anchor_desc [Q, D] and pool_desc [P, D] with the same D, got {tuple(anchor_desc.shape)} and "
+            f"{tuple(pool_desc.shape)}"
         )
     if nnum < 0:
         raise ValueError(f"nnum must be >= 0, got {nnum}")

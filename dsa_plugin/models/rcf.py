@@ -142,8 +142,8 @@ def load_rcf(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
     """An :class:`RCF` from a checkpoint (a plain state dict such as the published
     ``rcf_bsds500_pascal_model.pth``, short name ``rcf``, or the reference 4-key layout), strictly
     loaded, in eval mode. Feed it :func:`rcf_preprocess` output."""
-    from dsa_plugin.checkpoint_files import source_name
-    from dsa_plugin.checkpoints import extract_state_dict, load_checkpoint, load_into
+    from dsa_plugin.models.checkpoint_files import load_checkpoint, source_name
+    from dsa_plugin.models.checkpoints import extract_state_dict, load_into
 
     source = source_name(path_or_url)
     sd = extract_state_dict(load_checkpoint(path_or_url), subnet=subnet, source=source)

@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
             "Sharded under torchrun (each rank translates a slice; rank 0 writes the manifest)."
         ),
     )
-    p.add_argument("--generator", required=True, help="generator checkpoint: path or URL (reference 4-key file or state dict)")
+    p.add_argument(
+        "--generator", required=True, help="generator checkpoint: path or URL (reference 4-key file or state dict)"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--db", help="retrieval-SfM training db (.pkl); the query images of its train and val splits")
     src.add_argument("--data-root", help="data root holding train/<db-name>/<db-name>.pkl (cirtorch's layout)")
@@ -26,15 +28,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db-name", default="retrieval-SfM-120k", help="db name under --data-root (default: %(default)s)")
     p.add_argument("--ims-root", default=None, help="image folder of the db (default: ims/ beside the .pkl)")
     p.add_argument("--out", required=True, help="cache directory")
-    p.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help="fraction of anchors made night (default: %(default)s)")
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="label prefix of night-capable images (default: %(default)s)")
+    p.add_argument(
+        "--ratio", type=float, default=DEFAULT_RATIO, help="fraction of anchors made night (default: %(default)s)"
+    )
+    p.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help="label prefix of night-capable images (default: %(default)s)"
+    )
     p.add_argument("--image-size", type=int, default=362,
                    help="longer side of the inputs, as in training (default: %(default)s; 0 = full size)")
-    p.add_argument("--format", choices=("png", "pt"), default="png", help="png: 16-bit; pt: float32 (default: %(default)s)")
-    p.add_argument("--clahe", type=float, default=None, metavar="CLIP",
-                   help="store CLAHE(G(x)) with this clip limit, 8x8 tiles (default: raw generator output, what training expects)")
+    p.add_argument(
+        "--format", choices=("png", "pt"), default="png", help="png: 16-bit; pt: float32 (default: %(default)s)"
+    )
+    p.add_argument(
+        "--clahe",
+        type=float,
+        default=None,
+        metavar="CLIP",
+        help="store CLAHE(G(x)) with this clip limit, 8x8 tiles (default: raw generator output, what training expects)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun, cuda means cuda:LOCAL_RANK)")
-    p.add_argument("--batch-size", type=int, default=4, help="images of equal size translated together (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=4, help="images of equal size translated together (default: %(default)s)"
+    )
     p.add_argument("--workers", type=int, default=2, help="threads decoding/encoding images (default: %(default)s)")
     p.add_argument("--amp", action="store_true", help="run the generator under autocast (fp16 on CUDA, bf16 on CPU)")
     p.add_argument("--overwrite", action="store_true",
@@ -45,19 +60,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from dsa_plugin.night.cache import (
-        NightCacheError,
-        anchor_images_from_db,
-        build_night_cache,
-        clahe_settings,
-        read_image_list,
-    )
+    from dsa_plugin.data.lists import anchor_images_from_db, read_image_list
+    from dsa_plugin.night.build import build_night_cache
+    from dsa_plugin.night.cache import NightCacheError, clahe_settings
     from dsa_plugin.night.translator import NightTranslator, TranslatorError
 
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    from dsa_plugin.devices import check_device
+    from dsa_plugin.core.devices import check_device
 
     try:
         check_device(device)

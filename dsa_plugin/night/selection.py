@@ -36,7 +36,12 @@ def image_name(path: str | os.PathLike) -> str:
 
 
 def night_score(name: str) -> float:
-    """``int(md5(name)[-4:], 16) / 16**4`` in [0, 1): the image is night iff this is below the ratio."""
+    """``int(md5(name)[-4:], 16) / 16**4`` in [0, 1): the image is night iff this is below the ratio.
+
+    Example:
+        >>> night_score("015bb8aa57c3fbebc41daca6a093f639")  # below 0.25: night at the paper's ratio
+        0.1707916259765625
+    """
     if not isinstance(name, str):
         raise TypeError(f"night_score expects an image name (str), got {type(name).__name__}: {name!r}")
     return int(hashlib.md5(name.encode("utf-8")).hexdigest()[-4:], 16) / 16**4
@@ -55,6 +60,10 @@ def is_night(name: str, label: str, ratio: float = DEFAULT_RATIO, prefix: str = 
     The reference tests the label with ``re.match(prefix, label)``; for a plain-text prefix such
     as ``"anc"`` that is exactly ``label.startswith(prefix)``, which is what we use (no regex
     surprises for prefixes containing ``.`` or ``+``).
+
+    Example:
+        >>> is_night("015bb8aa57c3fbebc41daca6a093f639", "anc"), is_night("015bb8aa57c3fbebc41daca6a093f639", "neg")
+        (True, False)
     """
     _check(ratio, prefix)
     return label.startswith(prefix) and night_score(name) < ratio

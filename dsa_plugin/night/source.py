@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsa_plugin.night.cache import NightCache, StaleCacheError, _differences, _normalise_clahe, quantise_night
+from dsa_plugin.night.cache import NightCache, StaleCacheError, normalise_clahe, quantise_night, settings_differences
 from dsa_plugin.night.selection import DEFAULT_PREFIX, DEFAULT_RATIO, is_night
 from dsa_plugin.night.translator import NightTranslator, TranslatorError, output_size
 
@@ -55,10 +55,10 @@ class NightSource:
             expected: dict[str, Any] = {"ratio": ratio, "prefix": prefix, "clahe": clahe}
             if translator is not None:
                 expected["generator"] = translator.fingerprint
-            diff = _differences(expected, cache.manifest)
+            diff = settings_differences(expected, cache.manifest)
             if diff:
                 raise StaleCacheError(f"night cache {cache.root} does not match this source: " + "; ".join(diff))
-        self.clahe = _normalise_clahe(clahe)
+        self.clahe = normalise_clahe(clahe)
         self.stats = {"cached": 0, "online": 0}
 
     def is_night(self, name: str, label: str) -> bool:
@@ -71,7 +71,9 @@ class NightSource:
         Returns the same layout and device as ``x01``, spatial size 4*ceil(H/4) x 4*ceil(W/4).
         """
         if x01.dim() not in (3, 4) or x01.shape[-3] != 3:
-            raise TranslatorError(f"night() expects 3 x H x W or 1 x 3 x H x W, got shape {tuple(x01.shape)} for {name!r}")
+            raise TranslatorError(
+                f"night() expects 3 x H x W or 1 x 3 x H x W, got shape {tuple(x01.shape)} for {name!r}"
+            )
         batched = x01.dim() == 4
         if batched and x01.shape[0] != 1:
             raise TranslatorError(f"night() translates one image at a time, got a batch of {x01.shape[0]} for {name!r}")
@@ -95,7 +97,9 @@ class NightSource:
         if self.clahe is not None:
             from dsa_plugin.transforms import clahe as clahe_fn
 
-            y = clahe_fn(y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]), check_range=False)
+            y = clahe_fn(
+                y, clip_limit=self.clahe["clip_limit"], grid_size=tuple(self.clahe["grid_size"]), check_range=False
+            )
         y = quantise_night(y)  # exactly what the cache stores (a no-op for the CLAHE that follows)
         self.stats["online"] += 1
         y = y.to(x01.device)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dsa_plugin.batching import batches_by_size
+from dsa_plugin.core.batching import batches_by_size
 from dsa_plugin.models.generator import generator_output_size
 
 
@@ -34,7 +34,12 @@ class TranslatorError(ValueError):
 
 
 def output_size(height: int, width: int) -> tuple[int, int]:
-    """Size of the generator's output for an ``height x width`` input: ``(4*ceil(H/4), 4*ceil(W/4))``."""
+    """Size of the generator's output for an ``height x width`` input: ``(4*ceil(H/4), 4*ceil(W/4))``.
+
+    Example:
+        >>> output_size(272, 362)
+        (272, 364)
+    """
     return generator_output_size(height, width)
 
 
@@ -54,7 +59,7 @@ def translate(generator: nn.Module, x01: Tensor) -> Tensor:
 
 
 def _fingerprint(generator: nn.Module) -> str:
-    from dsa_plugin.checkpoints import state_dict_sha256
+    from dsa_plugin.models.checkpoint_files import state_dict_sha256
 
     return state_dict_sha256(generator.state_dict())
 
@@ -63,7 +68,7 @@ class NightTranslator(nn.Module):
     """A frozen generator that turns [0, 1] RGB batches into night on ``device``, optionally under AMP.
 
     Args:
-        generator: the day->night generator (e.g. ``dsa_plugin.checkpoints.load_generator(...)``).
+        generator: the day->night generator (e.g. ``dsa_plugin.models.checkpoints.load_generator(...)``).
         device: where it runs (``None``: where its parameters already are).
         amp: run under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); the output is float32.
 
@@ -105,7 +110,8 @@ class NightTranslator(nn.Module):
 
         Raises ``TranslatorError`` naming the file when it is not a day->night ResnetGenerator.
         """
-        from dsa_plugin.checkpoints import CheckpointError, load_generator
+        from dsa_plugin.models.checkpoint_files import CheckpointError
+        from dsa_plugin.models.checkpoints import load_generator
 
         try:
             generator = load_generator(path_or_url, device=device)
@@ -113,8 +119,10 @@ class NightTranslator(nn.Module):
             # Not only CheckpointError: a file of the right layout with wrong contents (network_params
             # not a dict, odd shapes) fails inside the loader with whatever Python raises there.
             detail = " ".join(str(err).split())
-            raise TranslatorError(f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: "
-                                  f"{type(err).__name__ + ': ' if not isinstance(err, CheckpointError) else ''}{detail}") from None
+            raise TranslatorError(
+                f"cannot use {os.fspath(path_or_url)!r} as the day->night generator: "
+                f"{type(err).__name__ + ': ' if not isinstance(err, CheckpointError) else ''}{detail}"
+            ) from None
         return cls(generator, device=device, amp=amp)
 
     def train(self, mode: bool = True) -> "NightTranslator":
@@ -153,7 +161,9 @@ class NightTranslator(nn.Module):
         with self._autocast():
             y = translate(self.generator, x)
         if y.shape[:2] != (x.shape[0], 3):
-            raise TranslatorError(f"generator returned shape {tuple(y.shape)} for input {tuple(x.shape)}; expected 3 channels")
+            raise TranslatorError(
+                f"generator returned shape {tuple(y.shape)} for input {tuple(x.shape)}; expected 3 channels"
+            )
         return y[0] if squeeze else y
 
     forward = translate
@@ -164,7 +174,9 @@ class NightTranslator(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for i, img in enumerate(images):
             if img.dim() != 3:
-                raise TranslatorError(f"translate_many expects 3 x H x W images, image {i} has shape {tuple(img.shape)}")
+                raise TranslatorError(
+                    f"translate_many expects 3 x H x W images, image {i} has shape {tuple(img.shape)}"
+                )
         out: list[Tensor | None] = [None] * len(images)
         for chunk, group in batches_by_size(enumerate(images), batch_size):
             y = self.translate(torch.stack(group))
@@ -176,7 +188,7 @@ class NightTranslator(nn.Module):
         """Translate one PIL image; returns a PIL RGB image of size 4ceil(W/4) x 4ceil(H/4)."""
         from PIL import Image
 
-        from dsa_plugin.images import pil_to_tensor01, tensor01_to_pil, to_rgb
+        from dsa_plugin.core.images import pil_to_tensor01, tensor01_to_pil, to_rgb
 
         if not isinstance(img, Image.Image):
             raise TranslatorError(f"translate_pil expects a PIL image, got {type(img).__name__}")
@@ -200,7 +212,9 @@ class NightTranslator(nn.Module):
 
         y = self.translate(x01)
         if clahe:
-            y = transforms.clahe(y if y.dim() == 4 else y.unsqueeze(0), clip_limit=clip_limit, grid_size=grid_size, check_range=False)
+            y = transforms.clahe(
+                y if y.dim() == 4 else y.unsqueeze(0), clip_limit=clip_limit, grid_size=grid_size, check_range=False
+            )
             y = y if x01.dim() == 4 else y[0]
         return transforms.normalize(y, transforms.IMAGENET_MEAN_STD if mean_std is None else mean_std)
 

@@ -23,8 +23,7 @@ The RGB result is within 0.2/255 of OpenCV's (mean 0.002/255 on the AMOS photos)
 :class:`CLAHETransform` wraps it for PIL images / numpy arrays inside torchvision ``Compose``
 (DataLoader workers, CPU); it returns the type it was given.
 
-Modules (every public name, and the private ones tests and benchmarks use, are re-exported here,
-so ``from dsa_plugin.transforms import X`` and ``dsa_plugin.transforms.X`` work as before):
+Modules (their public names are re-exported here):
 :mod:`~dsa_plugin.transforms.lab` (the OpenCV-exact Lab codec), :mod:`~dsa_plugin.transforms.clahe_ops`
 (the CLAHE core, the module and the PIL/numpy adapter), :mod:`~dsa_plugin.transforms.meanstd`
 (mean/std), :mod:`~dsa_plugin.transforms.compose` (finding ``Normalize`` in a ``Compose``, putting
@@ -33,20 +32,8 @@ CLAHE in front of one).
 
 from __future__ import annotations
 
-# ``X as X``: re-exported (the private ones are imported by tests and benchmarks)
-from dsa_plugin.transforms.clahe_ops import _RANGE_TOL as _RANGE_TOL
 from dsa_plugin.transforms.clahe_ops import CLAHE, CLAHETransform, clahe, tile_grid
-from dsa_plugin.transforms.clahe_ops import EXPECTED as EXPECTED
-from dsa_plugin.transforms.clahe_ops import _check_batch as _check_batch
-from dsa_plugin.transforms.clahe_ops import _chunk_pixels as _chunk_pixels
-from dsa_plugin.transforms.clahe_ops import _clahe_u8 as _clahe_u8
 from dsa_plugin.transforms.compose import compose_steps, find_normalize, with_clahe
-from dsa_plugin.transforms.lab import _LAB_BASE as _LAB_BASE
-from dsa_plugin.transforms.lab import _lab_decode as _lab_decode
-from dsa_plugin.transforms.lab import _lab_encode as _lab_encode
-from dsa_plugin.transforms.lab import _lab_grid as _lab_grid
-from dsa_plugin.transforms.lab import _lab_table as _lab_table
-from dsa_plugin.transforms.lab import _packed_lab_table as _packed_lab_table
 from dsa_plugin.transforms.meanstd import (
     HALF_MEAN_STD,
     IMAGENET_MEAN_STD,
@@ -57,7 +44,6 @@ from dsa_plugin.transforms.meanstd import (
     normalize,
     renormalize,
 )
-from dsa_plugin.transforms.meanstd import _as_mean_std as _as_mean_std
 
 __all__ = [
     "clahe",

@@ -184,7 +184,12 @@ def _chunk_pixels(device: torch.device) -> int:
 
 
 def tile_grid(grid_size: tuple[int, int] | int) -> tuple[int, int]:
-    """CLAHE tiles as ``(rows, cols)``: one int means a square grid."""
+    """CLAHE tiles as ``(rows, cols)``: one int means a square grid.
+
+    Example:
+        >>> tile_grid(8)
+        (8, 8)
+    """
     return (grid_size, grid_size) if isinstance(grid_size, int) else (int(grid_size[0]), int(grid_size[1]))
 
 
@@ -261,7 +266,7 @@ class CLAHETransform:
     float array in [0, 1] -> float32 array (the reference's exact numbers). ``as_tensor=True``
     returns a ``3 x H x W`` float tensor in [0, 1] instead (use it in place of ``ToTensor`` to keep
     the full float result, as the reference does). Other PIL modes are converted with
-    :func:`dsa_plugin.images.to_rgb`, which names the mode it cannot convert.
+    :func:`dsa_plugin.core.images.to_rgb`, which names the mode it cannot convert.
     """
 
     def __init__(self, clip_limit: float = 1.0, grid_size: tuple[int, int] | int = (8, 8), as_tensor: bool = False):
@@ -274,7 +279,7 @@ class CLAHETransform:
         from PIL import Image
 
         if isinstance(img, Image.Image):
-            from dsa_plugin.images import pil_to_tensor01, to_rgb
+            from dsa_plugin.core.images import pil_to_tensor01, to_rgb
 
             x = pil_to_tensor01(to_rgb(img))[None]
             kind = "pil"
@@ -305,5 +310,6 @@ class CLAHETransform:
         return Image.fromarray(u8, "RGB") if kind == "pil" else u8
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(clip_limit={self.clip_limit}, grid_size={self.grid_size}, as_tensor={self.as_tensor})"
+        return (f"{type(self).__name__}(clip_limit={self.clip_limit}, grid_size={self.grid_size}, "
+                f"as_tensor={self.as_tensor})")
 

@@ -12,7 +12,13 @@ from dsa_plugin.transforms.meanstd import MeanStd
 
 
 def compose_steps(transform: Any) -> list:
-    """The steps of a ``Compose`` (anything with a ``transforms`` list), else ``[transform]``."""
+    """The steps of a ``Compose`` (anything with a ``transforms`` list), else ``[transform]``.
+
+    Example:
+        >>> from torchvision import transforms as T
+        >>> [type(s).__name__ for s in compose_steps(T.Compose([T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)]))]
+        ['ToTensor', 'Normalize']
+    """
     steps = getattr(transform, "transforms", None)
     return list(steps) if isinstance(steps, (list, tuple)) else [transform]
 

@@ -38,7 +38,12 @@ def _as_mean_std(ms: MeanStd | Sequence[Sequence[float]]) -> MeanStd:
 
 
 def check_mean_std(ms: MeanStd | Sequence[Sequence[float]], where: str = "") -> MeanStd:
-    """``ms`` as a :class:`MeanStd`, or a ``ValueError`` naming ``where`` and the bad value (zero/NaN std)."""
+    """``ms`` as a :class:`MeanStd`, or a ``ValueError`` naming ``where`` and the bad value (zero/NaN std).
+
+    Example:
+        >>> check_mean_std(([0.5] * 3, [0.5] * 3), "mean/std")
+        MeanStd(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    """
     try:
         return _as_mean_std(ms)
     except ValueError as err:
@@ -56,18 +61,32 @@ def _stats(x: Tensor, ms: MeanStd | Sequence[Sequence[float]]) -> tuple[Tensor, 
 
 
 def normalize(x: Tensor, mean_std: MeanStd | Sequence[Sequence[float]] = IMAGENET_MEAN_STD) -> Tensor:
-    """``(x - mean) / std`` per channel of a ``[..., 3, H, W]`` tensor in [0, 1]."""
+    """``(x - mean) / std`` per channel of a ``[..., 3, H, W]`` tensor in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> normalize(torch.ones(1, 3, 1, 1), HALF_MEAN_STD).flatten().tolist()
+        [1.0, 1.0, 1.0]
+    """
     mean, std = _stats(x, mean_std)
     return (x - mean) / std
 
 
 def denormalize(x: Tensor, mean_std: MeanStd | Sequence[Sequence[float]] = IMAGENET_MEAN_STD) -> Tensor:
-    """Inverse of :func:`normalize`: ``x * std + mean``, back to [0, 1]."""
+    """Inverse of :func:`normalize`: ``x * std + mean``, back to [0, 1].
+
+    Example:
+        >>> import torch
+        >>> denormalize(torch.zeros(1, 3, 1, 1), HALF_MEAN_STD).flatten().tolist()
+        [0.5, 0.5, 0.5]
+    """
     mean, std = _stats(x, mean_std)
     return x * std + mean
 
 
-def renormalize(x: Tensor, src: MeanStd | Sequence[Sequence[float]], dst: MeanStd | Sequence[Sequence[float]]) -> Tensor:
+def renormalize(
+    x: Tensor, src: MeanStd | Sequence[Sequence[float]], dst: MeanStd | Sequence[Sequence[float]]
+) -> Tensor:
     """Switch normalisation conventions, e.g. generator output (0.5/0.5) -> ImageNet, in one affine map.
 
     Example:

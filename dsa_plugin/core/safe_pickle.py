@@ -17,7 +17,7 @@ import types
 from pathlib import Path
 from typing import BinaryIO
 
-from dsa_plugin.files import atomic_write
+from dsa_plugin.core.files import atomic_write
 
 # (module, name) pairs that builtin containers and numpy arrays/scalars need, across numpy 1.x
 # and 2.x and Python-2 protocol-2 pickles. None of them can run code with attacker-chosen effects.
@@ -79,6 +79,18 @@ def load_pickle(path: str | os.PathLike) -> object:
 
     Raises :class:`UnsafePickleError` for a file that names any other global and
     :class:`PickleFileError` for a missing, empty, truncated or non-pickle file.
+
+    Example:
+        >>> import os, pickle, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "db.pkl")
+        >>> _ = dump_pickle({"cids": ["a", "b"], "qidxs": [0]}, path)
+        >>> load_pickle(path)
+        {'cids': ['a', 'b'], 'qidxs': [0]}
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump(os.getcwd, f)
+        >>> load_pickle(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.core.safe_pickle.UnsafePickleError: ...
     """
     path = Path(path)
     try:
@@ -128,7 +140,7 @@ class _RestrictedPickleModule(types.ModuleType):
     everything else (``dump``, ``HIGHEST_PROTOCOL``, ...) is the real module's."""
 
     def __init__(self) -> None:
-        super().__init__("pickle", "the pickle module with load/loads through dsa_plugin.safe_pickle")
+        super().__init__("pickle", "the pickle module with load/loads through dsa_plugin.core.safe_pickle")
 
     load = staticmethod(load_from)
 
@@ -140,7 +152,7 @@ class _RestrictedPickleModule(types.ModuleType):
         return getattr(pickle, name)
 
 
-#: What :func:`dsa_plugin.integrations.how_runtime.how_runtime` binds as ``pickle`` in the
+#: What :func:`dsa_plugin.integrations.how.runtime.how_runtime` binds as ``pickle`` in the
 #: toolkit modules it runs: every ``pickle.load`` there reads plain data only.
 RESTRICTED_PICKLE = _RestrictedPickleModule()
 

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsa_plugin.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_into
 from dsa_plugin.integrations import compat
+from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint
+from dsa_plugin.models.checkpoints import extract_state_dict, load_into
 
 #: The paper's test scales (docs/reference.md §test-pipeline).
 PAPER_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
@@ -38,9 +39,13 @@ PAPER_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 def embedding_architecture(obj: Any, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
     """cirtorch architecture name of an embedding checkpoint (from its params, else its keys)."""
     if isinstance(obj, Mapping):
-        params = (obj.get("network_params") or {}).get("model") if isinstance(obj.get("network_params"), Mapping) else None
+        params = (
+            (obj.get("network_params") or {}).get("model") if isinstance(obj.get("network_params"), Mapping) else None
+        )
         if isinstance(params, Mapping):
-            arch = params.get("cir_architecture") if params.get("architecture") == "cirnet" else params.get("architecture")
+            arch = (
+                params.get("cir_architecture") if params.get("architecture") == "cirnet" else params.get("architecture")
+            )
             for key in ("pooling", "local_whitening", "regional", "whitening"):
                 wanted = "gem" if key == "pooling" else False
                 if key in params and params[key] != wanted:

@@ -11,9 +11,10 @@ import argparse
 import sys
 from urllib.error import URLError
 
-from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.integrations.how_locate import HOW_SRC_ENV, HOWIntegrationError, import_how, load_demo, locate_how
-from dsa_plugin.integrations.how_params import (
+from dsa_plugin.core.config import ConfigError, DSAConfig
+from dsa_plugin.core.safe_pickle import PickleFileError
+from dsa_plugin.integrations.how.locate import HOW_SRC_ENV, HOWIntegrationError, import_how, load_demo, locate_how
+from dsa_plugin.integrations.how.params import (
     check_data_pickles,
     check_downloads,
     check_generator,
@@ -25,9 +26,8 @@ from dsa_plugin.integrations.how_params import (
     template_fallback,
     validate_params,
 )
-from dsa_plugin.integrations.how_runtime import how_runtime
-from dsa_plugin.integrations.how_tuples import check_device
-from dsa_plugin.safe_pickle import PickleFileError
+from dsa_plugin.integrations.how.runtime import how_runtime
+from dsa_plugin.integrations.how.tuples import check_device
 
 HOW_TRAIN_OPTIONS = (
     "--experiment/-e NAME, --epochs N, --architecture ARCH, --skip-layer N, "

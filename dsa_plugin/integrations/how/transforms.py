@@ -49,7 +49,7 @@ def plain_transform(transform: Callable | None) -> Callable | None:
 
 def mean_std_of(transform) -> list[list[float]]:
     """``[mean, std]`` of the ``Normalize`` in HOW's transform (inside our wrappers)."""
-    from dsa_plugin.integrations.how_locate import HOWIntegrationError
+    from dsa_plugin.integrations.how.locate import HOWIntegrationError
     from dsa_plugin.transforms import find_normalize
 
     found = find_normalize(plain_transform(transform))

@@ -1,4 +1,4 @@
-"""The one rule for reading a network's output as descriptors (batching: :mod:`dsa_plugin.batching`).
+"""The one rule for reading a network's output as descriptors (batching: :mod:`dsa_plugin.core.batching`).
 
 Descriptor orientation (used by mining, evaluation, the demo's fine-tuning and :func:`embed`):
 cirtorch networks return one **column** per image (``D x B``), most other networks one **row**
@@ -37,7 +37,17 @@ __all__ = ["as_rows", "as_columns", "declared_dim", "net_rows"]
 
 
 def declared_dim(net: Any) -> int | None:
-    """``net.meta['outputdim']`` of a cirtorch-style network, else ``None``."""
+    """``net.meta['outputdim']`` of a cirtorch-style network, else ``None``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Identity()
+        >>> declared_dim(net) is None
+        True
+        >>> net.meta = {"outputdim": 512}
+        >>> declared_dim(net)
+        512
+    """
     meta = getattr(net, "meta", None)
     if isinstance(meta, dict) and meta.get("outputdim") is not None:
         return int(meta["outputdim"])
@@ -45,7 +55,15 @@ def declared_dim(net: Any) -> int | None:
 
 
 def as_rows(out: Tensor | tuple | list, batch: int, dim: int | None = None) -> Tensor:
-    """``B x D`` descriptors of a network output for a batch of ``batch`` images (rule: module doc)."""
+    """``B x D`` descriptors of a network output for a batch of ``batch`` images (rule: module doc).
+
+    Example:
+        >>> import torch
+        >>> as_rows(torch.zeros(128, 4), batch=4).shape   # cirtorch's D x B output
+        torch.Size([4, 128])
+        >>> as_rows(torch.zeros(4, 128), batch=4).shape   # B x D output
+        torch.Size([4, 128])
+    """
     if isinstance(out, (tuple, list)):
         out = out[0]
     shape = tuple(out.shape)
@@ -75,7 +93,13 @@ def as_rows(out: Tensor | tuple | list, batch: int, dim: int | None = None) -> T
 
 
 def as_columns(out: Tensor | tuple | list, batch: int, dim: int | None = None) -> Tensor:
-    """``D x B`` descriptors (cirtorch's layout): the transpose of :func:`as_rows`."""
+    """``D x B`` descriptors (cirtorch's layout): the transpose of :func:`as_rows`.
+
+    Example:
+        >>> import torch
+        >>> as_columns(torch.zeros(4, 128), batch=4).shape
+        torch.Size([128, 4])
+    """
     return as_rows(out, batch, dim).t()
 
 

@@ -62,22 +62,36 @@ def to_rgb(img, alpha: Literal["drop", "white"] = "drop"):
         has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
         return to_rgb(img.convert("RGBA" if has_alpha else "RGB"), alpha)
     if mode in _ALPHA_MODES:
-        if alpha == "drop":
-            return img.convert("RGB")
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        return _alpha_to_rgb(img, alpha)
     if mode in _SIXTEEN_BIT or mode == "I":
-        arr = np.asarray(img).astype(np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ValueError(f"image mode {mode!r} with values in [{arr.min()}, {arr.max()}] has no defined "
-                             "white level; allowed: 0..65535 (16-bit)")
-        u8 = np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-        return Image.fromarray(np.repeat(u8[:, :, None], 3, axis=2), "RGB")
+        return _sixteen_bit_to_rgb(img)
     if mode in _PLAIN_MODES:
         return img.convert("RGB")
     raise ValueError(f"image mode {mode!r} cannot be converted to RGB; supported: RGB, RGBX, L, 1, P, RGBA, LA, PA, "
                      "CMYK, YCbCr, I;16, I (0..65535)")
+
+
+def _alpha_to_rgb(img, alpha: str):
+    """Drop the alpha channel (cirtorch's ``convert("RGB")``) or composite onto white."""
+    from PIL import Image
+
+    if alpha == "drop":
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _sixteen_bit_to_rgb(img):
+    """16-bit grey (or 32-bit ``I`` in 0..65535) scaled by 255/65535 and rounded, as grey RGB."""
+    from PIL import Image
+
+    arr = np.asarray(img).astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(f"image mode {img.mode!r} with values in [{arr.min()}, {arr.max()}] has no defined "
+                         "white level; allowed: 0..65535 (16-bit)")
+    u8 = np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    return Image.fromarray(np.repeat(u8[:, :, None], 3, axis=2), "RGB")
 
 
 def load_rgb(path: str | os.PathLike, max_size: int | None = None, alpha: Literal["drop", "white"] = "drop"):
@@ -153,14 +167,45 @@ def load_image(path: str | os.PathLike, image_size: int | None = None, bbox: Seq
 
 
 def load_image01(path: str | os.PathLike, image_size: int | None = None, bbox: Sequence[float] | None = None,
-                 loader: Callable | None = None) -> Tensor:
-    """:func:`load_image` as a ``3 x H x W`` float32 tensor in [0, 1] (:func:`pil_to_tensor01`)."""
-    return pil_to_tensor01(load_image(path, image_size, bbox, loader))
+                 loader: Callable | None = None, *, min_side: int = 1) -> Tensor:
+    """:func:`load_image` as a ``3 x H x W`` float32 tensor in [0, 1] (:func:`pil_to_tensor01`).
+
+    ``min_side``: refuse (:class:`ImageLoadError`) an image with a side shorter than this after
+    shrinking (the generator needs a few pixels for its padding).
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "photo.png")
+        >>> Image.new("RGB", (200, 4), (255, 0, 0)).save(path)
+        >>> x = load_image01(path, 100)
+        >>> tuple(x.shape), x[0].max().item()
+        ((3, 2, 100), 1.0)
+        >>> load_image01(path, 100, min_side=8)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dsa_plugin.core.images.ImageLoadError: ...photo.png: 100x2 px after shrinking to 100; need at least 8 px ...
+    """
+    x = pil_to_tensor01(load_image(path, image_size, bbox, loader))
+    if min(x.shape[-2:]) < min_side:
+        shrunk = f" after shrinking to {image_size}" if image_size else ""
+        raise ImageLoadError(f"{os.fspath(path)}: {x.shape[-1]}x{x.shape[-2]} px{shrunk}; "
+                             f"need at least {min_side} px on each side")
+    return x
 
 
 class ImageList(torch.utils.data.Dataset):
     """``(i, load_image01(paths[i], image_size, bbxs[i], loader))`` items, for a ``DataLoader``
-    (picklable when ``loader`` is: runs in worker processes)."""
+    (picklable when ``loader`` is: runs in worker processes).
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> Image.new("RGB", (40, 20)).save(path)
+        >>> i, x = ImageList([path], image_size=10)[0]
+        >>> i, tuple(x.shape)
+        (0, (3, 5, 10))
+    """
 
     def __init__(self, paths: Sequence[str | os.PathLike], image_size: int | None = None,
                  bbxs: Sequence | None = None, loader: Callable | None = None) -> None:
@@ -178,6 +223,12 @@ def pil_to_tensor01(img) -> Tensor:
     """PIL image -> ``3 x H x W`` float32 tensor in [0, 1] (``uint8 / 255`` like the reference's ``pil2np``).
 
     Non-RGB modes go through :func:`to_rgb` first.
+
+    Example:
+        >>> from PIL import Image
+        >>> x = pil_to_tensor01(Image.new("RGB", (4, 2), (255, 0, 51)))
+        >>> tuple(x.shape), x[:, 0, 0].tolist()
+        ((3, 2, 4), [1.0, 0.0, 0.20000000298023224])
     """
     arr = np.asarray(to_rgb(img), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
@@ -188,6 +239,11 @@ def tensor01_to_pil(x: Tensor):
 
     The inverse of :func:`pil_to_tensor01` for 8-bit images: ``tensor01_to_pil(pil_to_tensor01(img))``
     gives ``img`` back pixel for pixel.
+
+    Example:
+        >>> import torch
+        >>> tensor01_to_pil(torch.full((3, 2, 4), 0.5)).getpixel((0, 0))
+        (128, 128, 128)
     """
     from PIL import Image
 

@@ -2,7 +2,7 @@
 
 HOW's ``initialize_training`` calls ``TuplesDataset(**training['dataset'], transform=...)``;
 :class:`NightTuplesFactory` takes that call and builds the night tuple loader (as cirtorch's
-``TuplesDataset`` subclass of :mod:`dsa_plugin.integrations.cirtorch_tuples`). :class:`EpochReporter`
+``TuplesDataset`` subclass of :mod:`dsa_plugin.integrations.cirtorch.tuples`). :class:`EpochReporter`
 keeps ``<exp>/dsa_stats.json`` current (tuples, night anchors, mining statistics per epoch).
 """
 
@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dsa_plugin.config import ConfigError, DSAConfig
-from dsa_plugin.files import to_plain, write_json
-from dsa_plugin.integrations.how_transforms import plain_transform
+from dsa_plugin.core.config import ConfigError, DSAConfig
+from dsa_plugin.core.files import to_plain, write_json
+from dsa_plugin.integrations.how.transforms import plain_transform
 
 #: name of the per-run DSA report written next to HOW's ``train.log``
 STATS_FILE = "dsa_stats.json"
@@ -43,7 +43,7 @@ class NightTuplesFactory:
         self.datasets: list = []
 
     def __call__(self, name, mode, imsize=None, nnum=5, qsize=2000, poolsize=20000, transform=None, **kwargs):
-        from dsa_plugin.integrations.cirtorch_tuples import NightTuplesDataset
+        from dsa_plugin.integrations.cirtorch.tuples import NightTuplesDataset
 
         dataset = NightTuplesDataset(
             name, mode, imsize=imsize, nnum=nnum, qsize=qsize, poolsize=poolsize,

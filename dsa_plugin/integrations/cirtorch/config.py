@@ -22,12 +22,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dsa_plugin.config import DSAConfig
-from dsa_plugin.integrations.cirtorch_flags import CONFIG_DESTS, RUNTIME_DESTS
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.integrations.cirtorch.flags import CONFIG_DESTS, RUNTIME_DESTS
 
 
 def pop_config_path(argv: list[str], parser: argparse.ArgumentParser) -> str | None:
-    """Remove ``--config FILE`` / ``--config=FILE`` from ``argv`` (in place) and return FILE."""
+    """Remove ``--config FILE`` / ``--config=FILE`` from ``argv`` (in place) and return FILE.
+
+    Example:
+        >>> import argparse
+        >>> argv = ["exports", "--config=presets/dsa.yaml", "--epochs", "1"]
+        >>> pop_config_path(argv, argparse.ArgumentParser()), argv
+        ('presets/dsa.yaml', ['exports', '--epochs', '1'])
+    """
     path = None
     i = 0
     while i < len(argv):

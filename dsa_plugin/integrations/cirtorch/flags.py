@@ -21,7 +21,7 @@ import argparse
 import os
 from typing import Any
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 
 #: DSAConfig field -> argparse dest of its flag.
 CONFIG_DESTS: dict[str, str] = {name: f"dsa_{name}" for name in DSAConfig.keys()}
@@ -39,7 +39,7 @@ _DEFAULTS = DSAConfig()
 
 def _device(text: str) -> str:
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        from dsa_plugin.devices import DeviceError, check_device
+        from dsa_plugin.core.devices import DeviceError, check_device
 
         try:  # at parse time: before cirtorch's main() creates the export directory
             return check_device(text, "--dsa-device")
@@ -57,6 +57,16 @@ def add_dsa_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
     Idempotent: a parser that already has them is returned unchanged (the patched cirtorch
     script and the ``dsa cirtorch-train`` wrapper may both ask).
+
+    Example:
+        >>> import argparse
+        >>> parser = add_dsa_arguments(argparse.ArgumentParser())
+        >>> has_dsa_arguments(parser)
+        True
+        >>> args = parser.parse_args(["--dsa-diverse-anchors", "--dsa-clahe"])
+        >>> config = dsa_config_from_args(args, parser)
+        >>> config.diverse_anchors, config.clahe, config.generator
+        (True, True, None)
     """
     if has_dsa_arguments(parser):
         return parser
@@ -106,6 +116,12 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def flag_of(name: str) -> str:
+    """flag_of.
+
+    Example:
+        >>> flag_of("night_ratio")
+        '--dsa-night-ratio'
+    """
     return "--" + CONFIG_DESTS[name].replace("_", "-")
 
 
@@ -154,7 +170,8 @@ def _flagify(message: str) -> str:
 
 def _check_generator(path_or_url: str, parser: argparse.ArgumentParser) -> str:
     """Fingerprint of the generator; ``parser.error`` when it is missing, unreachable or not a generator."""
-    from dsa_plugin.checkpoints import CheckpointError, is_url, load_generator
+    from dsa_plugin.models.checkpoint_files import CheckpointError, is_url
+    from dsa_plugin.models.checkpoints import load_generator
 
     if is_url(path_or_url):
         try:  # fetched into the torch.hub cache now, so that a dead URL fails before any data is read

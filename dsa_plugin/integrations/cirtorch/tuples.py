@@ -1,6 +1,6 @@
 """The night tuple loader as cirtorch's own ``TuplesDataset`` class: what both integrations build.
 
-:class:`dsa_plugin.tuples.NightTuplesDataset` is toolkit-free (a plain torch ``Dataset`` that
+:class:`dsa_plugin.training.tuples.NightTuplesDataset` is toolkit-free (a plain torch ``Dataset`` that
 honours cirtorch's ``TuplesDataset`` contract). ``NightTuplesDataset`` here adds cirtorch's
 ``TuplesDataset`` as a second base, so ``isinstance(ds, cirtorch.datasets.traindataset.TuplesDataset)``
 holds for the datasets that cirtorch's ``train.py`` and HOW's ``train`` stage get from us, and
@@ -13,7 +13,7 @@ the package) and then cached as a module attribute, so DataLoader workers unpick
 
 Example::
 
-    >>> from dsa_plugin.integrations.cirtorch_tuples import NightTuplesDataset  # doctest: +SKIP
+    >>> from dsa_plugin.integrations.cirtorch.tuples import NightTuplesDataset  # doctest: +SKIP
     >>> from cirtorch.datasets.traindataset import TuplesDataset                 # doctest: +SKIP
     >>> issubclass(NightTuplesDataset, TuplesDataset)                            # doctest: +SKIP
     True
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsa_plugin import tuples
+from dsa_plugin.training import tuples
 
 __all__ = ["NightTuplesDataset"]  # noqa: F822 -- built on first access (module __getattr__)
 
@@ -32,7 +32,7 @@ def _build() -> type:
     from cirtorch.datasets.traindataset import TuplesDataset
 
     class NightTuplesDataset(tuples.NightTuplesDataset, TuplesDataset):  # type: ignore[misc, valid-type]
-        """:class:`dsa_plugin.tuples.NightTuplesDataset` that is also a cirtorch ``TuplesDataset``.
+        """:class:`dsa_plugin.training.tuples.NightTuplesDataset` that is also a cirtorch ``TuplesDataset``.
 
         Every method is the plugin's (its class comes first in the MRO); same arguments.
         """

@@ -19,12 +19,12 @@ import functools
 import logging
 from typing import Any, Iterator
 
-from dsa_plugin.config import ConfigError, DSAConfig
+from dsa_plugin.core.config import ConfigError, DSAConfig
 from dsa_plugin.integrations import compat
-from dsa_plugin.integrations.how_checkpoints import allow_how_checkpoints, how_checkpoint_loading
-from dsa_plugin.integrations.how_params import DSA_SECTION, dsa_config_from_params
-from dsa_plugin.integrations.how_transforms import ClaheCompose, mean_std_of, plain_transform, transform_builder
-from dsa_plugin.integrations.how_tuples import NightTuplesFactory, check_device
+from dsa_plugin.integrations.how.checkpoints import allow_how_checkpoints, how_checkpoint_loading
+from dsa_plugin.integrations.how.params import DSA_SECTION, dsa_config_from_params
+from dsa_plugin.integrations.how.transforms import ClaheCompose, mean_std_of, plain_transform, transform_builder
+from dsa_plugin.integrations.how.tuples import NightTuplesFactory, check_device
 
 
 def fixed_initialize_loss(loss: dict[str, Any], device):
@@ -107,7 +107,7 @@ TOOLKIT_PACKAGES = ("how", "cirtorch")
 
 
 def route_pickles(stack: contextlib.ExitStack) -> list[str]:
-    """Bind ``pickle`` to :data:`dsa_plugin.safe_pickle.RESTRICTED_PICKLE` in every loaded HOW and
+    """Bind ``pickle`` to :data:`dsa_plugin.core.safe_pickle.RESTRICTED_PICKLE` in every loaded HOW and
     cirtorch module that uses it, until ``stack`` closes; returns the module names.
 
     HOW's ``load_dataset`` unpickles any validation dataset name containing "/" (and cirtorch its
@@ -116,7 +116,7 @@ def route_pickles(stack: contextlib.ExitStack) -> list[str]:
     import pickle
     import sys
 
-    from dsa_plugin.safe_pickle import RESTRICTED_PICKLE
+    from dsa_plugin.core.safe_pickle import RESTRICTED_PICKLE
 
     routed = []
     for name, module in list(sys.modules.items()):

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "check_output_folder", "to_plain", "write_json"]
+__all__ = ["atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_output_folder", "to_plain",
+           "write_json"]
 
 # os.open applies the umask to this, so the file gets the same permissions as one made by open()
 # (tempfile.mkstemp would make it 0600, unreadable for other users of a shared data folder).
@@ -81,19 +82,55 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]
     return path
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` written atomically (:func:`atomic_write`): a checkpoint is never half-written.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> path = atomic_save({"w": torch.ones(2)}, os.path.join(tempfile.mkdtemp(), "w.pth"))
+        >>> torch.load(path, weights_only=True)["w"].tolist()
+        [1.0, 1.0]
+    """
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
+
+    Example:
+        >>> import os, tempfile
+        >>> path = atomic_write_bytes(os.path.join(tempfile.mkdtemp(), "x.bin"), b"abc")
+        >>> path.read_bytes()
+        b'abc'
+    """
     return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`); no newline translation."""
+    r"""Write ``text`` to ``path`` atomically (see :func:`atomic_write`); no newline translation.
+
+    Example:
+        >>> import os, tempfile
+        >>> atomic_write_text(os.path.join(tempfile.mkdtemp(), "x.txt"), "night\n").read_text()
+        'night\n'
+    """
     return atomic_write_bytes(path, text.encode(encoding))
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete the ``.<name>.<random>.tmp`` files that writers killed with SIGKILL (which no
-    cleanup survives) left in ``folder``; call it before resuming into ``folder``. Returns them."""
+    cleanup survives) left in ``folder``; call it before resuming into ``folder``. Returns them.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".state.pth.1a2b3c4d.tmp").write_bytes(b"half")
+        >>> [p.name for p in remove_stale_temps(folder)]
+        ['.state.pth.1a2b3c4d.tmp']
+    """
     stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
@@ -137,13 +174,20 @@ def to_plain(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
                newline: bool = True) -> Path:
-    """Write :func:`to_plain` of ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`).
+    r"""Write :func:`to_plain` of ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`).
 
     ``indent``, ``sort_keys`` and ``newline`` (a final line break) let each file keep its layout.
 
     Example:
         >>> write_json("report.json", {"mAP": 0.5})  # doctest: +SKIP
         PosixPath('report.json')
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> path = write_json(os.path.join(tempfile.mkdtemp(), "r.json"), {"map": np.float32(0.5)}, indent=None)
+        >>> path.read_text()
+        '{"map": 0.5}\n'
     """
     text = json.dumps(to_plain(obj), indent=indent, sort_keys=sort_keys)
     return atomic_write_text(path, text + "\n" if newline else text)

@@ -9,10 +9,10 @@ The reference writes every network as a dict with exactly four keys (docs/refere
 We read that layout, ``{"state_dict": ...}`` and plain state dicts, from a path or a URL (through
 torch.hub's cache), always with ``torch.load(weights_only=True)``, and write our generators in the
 same 4-key layout, atomically, so the reference's hub can read them back. Reading and writing the
-files themselves is :mod:`dsa_plugin.checkpoint_files`; this module knows what is inside them.
+files themselves is :mod:`dsa_plugin.models.checkpoint_files`; this module knows what is inside them.
 
 Example:
-    >>> from dsa_plugin.checkpoints import load_generator, save_network
+    >>> from dsa_plugin.models.checkpoints import load_generator, save_network
     >>> from dsa_plugin.models import ResnetGenerator
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "g.pth")
@@ -31,24 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
-# The file side (sources, downloads, weights_only reading, atomic writing, hashing) lives in
-# checkpoint_files; it is re-exported here because dsa_plugin.checkpoints is the public import path.
-from dsa_plugin.checkpoint_files import (
-    PUBLISHED,
-    CheckpointError,
-    CheckpointNotFoundError,
-    atomic_save,
-    is_url,
-    load_checkpoint,
-    source_name,
-    state_dict_sha256,
-)
-from dsa_plugin.files import to_plain
+from dsa_plugin.core.files import atomic_save, to_plain
+from dsa_plugin.models.checkpoint_files import CheckpointError, load_checkpoint, source_name
+from dsa_plugin.models.gem import gem_resnet101, gem_vgg16
+from dsa_plugin.models.generator import ResnetGenerator, build_generator
+from dsa_plugin.models.hed import HED
 
-__all__ = ["CheckpointError", "CheckpointNotFoundError", "load_checkpoint", "extract_state_dict", "load_into",
-           "load_generator", "load_hed", "load_gem", "save_network", "atomic_save", "state_dict_sha256",
+__all__ = ["extract_state_dict", "load_into", "load_generator", "load_hed", "load_gem", "save_network",
            "generator_model_params", "describe_state_dict", "REFERENCE_KEYS", "GENERATOR_RUNTIME",
-           "infer_generator_params", "is_url", "PUBLISHED"]
+           "infer_generator_params"]
 
 REFERENCE_KEYS = frozenset({"type", "frozen", "network_params", "model_state"})
 
@@ -69,6 +60,14 @@ def extract_state_dict(obj: Any, subnet: str | None = None, source: str = "check
     Accepts the reference 4-key dict (``model_state``), ``{"state_dict": ...}``, a plain state dict,
     or a reference multi-network dict (``{"generator_X": {4-key}, ...}``, pick one with ``subnet``).
     A ``module.`` prefix left by DataParallel / DistributedDataParallel is stripped.
+
+    Example:
+        >>> import torch
+        >>> sd = {"w": torch.zeros(1)}
+        >>> extract_state_dict({"type": "SingleNetwork", "frozen": True, "network_params": {}, "model_state": sd}) == sd
+        True
+        >>> extract_state_dict({"state_dict": sd}) == sd
+        True
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source} holds a {type(obj).__name__}, expected a dict (state dict or the "
@@ -96,7 +95,13 @@ def extract_state_dict(obj: Any, subnet: str | None = None, source: str = "check
 
 
 def describe_state_dict(sd: Mapping[str, torch.Tensor]) -> str:
-    """Best guess of which network a state dict belongs to, for error messages."""
+    """Best guess of which network a state dict belongs to, for error messages.
+
+    Example:
+        >>> from dsa_plugin.models import ResnetGenerator
+        >>> describe_state_dict(ResnetGenerator(ngf=4, n_blocks=1).state_dict())
+        'a ResNet generator (batch norm)'
+    """
     keys = set(sd)
     if "fusion.0.weight" in keys and "vgg1.0.weight" in keys:
         return "a HED edge detector"
@@ -138,7 +143,8 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
         raise CheckpointError("\n".join(lines))
     # load_state_dict casts silently: an int64 tensor becomes integer-valued float weights.
     dtypes = [f"{k}: {state_dict[k].dtype}" for k, v in own.items()
-              if v.is_floating_point() and isinstance(state_dict[k], torch.Tensor) and not state_dict[k].is_floating_point()]
+              if v.is_floating_point() and isinstance(state_dict[k], torch.Tensor)
+              and not state_dict[k].is_floating_point()]
     if dtypes:
         raise CheckpointError(f"{source}: {len(dtypes)} weight tensor(s) are not floating point, e.g. {dtypes[0]}; "
                               "the file was saved with a wrong dtype")
@@ -162,7 +168,14 @@ def _finish(net: nn.Module, device: Any, frozen: bool) -> nn.Module:
 
 
 def infer_generator_params(sd: Mapping[str, torch.Tensor]) -> dict:
-    """Reference ``model`` params of a ResnetGenerator state dict without stored params."""
+    """Reference ``model`` params of a ResnetGenerator state dict without stored params.
+
+    Example:
+        >>> from dsa_plugin.models import ResnetGenerator
+        >>> params = infer_generator_params(ResnetGenerator(ngf=8, n_blocks=2).state_dict())
+        >>> params["ngf"], params["n_blocks"]
+        (8, 2)
+    """
     stem = sd.get("model.1.weight")
     if not isinstance(stem, torch.Tensor) or stem.dim() != 4 or tuple(stem.shape[-2:]) != (7, 7):
         raise CheckpointError("state dict has no 7x7 stem conv 'model.1.weight', so it is not a ResnetGenerator "
@@ -186,8 +199,6 @@ def load_generator(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: 
     from the residual block indices). ``frozen`` turns off ``requires_grad``.
     The returned module carries ``checkpoint_info`` = {source, model_params, runtime}.
     """
-    from dsa_plugin.models import build_generator
-
     source = source_name(path_or_url)
     obj = load_checkpoint(path_or_url)
     sd = extract_state_dict(obj, subnet=subnet, source=source)
@@ -232,8 +243,6 @@ def load_hed(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
     """A :class:`~dsa_plugin.models.HED` from a checkpoint (our/reference keys ``vgg1.0.weight`` ...,
     or the original sniklaus/pytorch-hed ``netVggOne.0.weight`` names, converted to our preprocessing).
     Feed it :func:`~dsa_plugin.models.hed_preprocess` output."""
-    from dsa_plugin.models import HED
-
     source = source_name(path_or_url)
     sd = extract_state_dict(load_checkpoint(path_or_url), subnet=subnet, source=source)
     if any(k.startswith(("netVggOne", "moduleVggOne")) for k in sd):
@@ -245,8 +254,6 @@ def load_hed(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
 def load_gem(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool = True) -> nn.Module:
     """A :class:`~dsa_plugin.models.gem.GeMNet` (VGG16 or ResNet-101) from a reference embedding
     checkpoint (``network_params.model.cir_architecture``), or inferred from the keys."""
-    from dsa_plugin.models.gem import gem_resnet101, gem_vgg16
-
     source = source_name(path_or_url)
     obj = load_checkpoint(path_or_url)
     sd = extract_state_dict(obj, source=source)
@@ -264,7 +271,13 @@ def load_gem(path_or_url: str | os.PathLike, device: Any = "cpu", frozen: bool =
 
 
 def generator_model_params(generator: nn.Module) -> dict:
-    """The reference ``network_params['model']`` dict describing one of our ResnetGenerators."""
+    """The reference ``network_params['model']`` dict describing one of our ResnetGenerators.
+
+    Example:
+        >>> from dsa_plugin.models import ResnetGenerator
+        >>> generator_model_params(ResnetGenerator(ngf=8, n_blocks=2))["architecture"]
+        'official_resnet_generator'
+    """
     return infer_generator_params(generator.state_dict())
 
 
@@ -276,8 +289,6 @@ def save_network(path: str | os.PathLike, module: nn.Module, model_params: Mappi
     ResnetGenerators they are derived automatically, and ``runtime`` defaults to the reference
     generator runtime (0.5/0.5 normalisation).
     """
-    from dsa_plugin.models import ResnetGenerator
-
     if model_params is None:
         if not isinstance(module, ResnetGenerator):
             raise ValueError(f"save_network needs model_params for a {type(module).__name__} "

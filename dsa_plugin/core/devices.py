@@ -12,7 +12,12 @@ class DeviceError(ValueError):
 
 
 def check_device(text: str, option: str = "--device") -> str:
-    """``text`` unchanged when it names a usable device (cpu, cuda, cuda:N, mps); else DeviceError."""
+    """``text`` unchanged when it names a usable device (cpu, cuda, cuda:N, mps); else DeviceError.
+
+    Example:
+        >>> check_device("cpu")
+        'cpu'
+    """
     import torch
 
     try:

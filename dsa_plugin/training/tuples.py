@@ -1,15 +1,13 @@
 """The synthetic-night tuple loader: cirtorch's ``TuplesDataset`` contract with Dark Side Augmentation.
 
-Why one module of ~560 lines: it is cirtorch's ``TuplesDataset`` contract, whose epoch state
-(``create_epoch_tuples``) and its consumer (``__getitem__``) must stay together; mining,
-descriptor orientation, batching and image loading are already in their own modules.
-
 Per epoch, :meth:`NightTuplesDataset.create_epoch_tuples` picks anchors (uniformly at random as
 cirtorch, or by diverse anchor mining), extracts their descriptors with the selected anchors
 turned into synthetic night (the md5 rule, docs/reference.md §md5-selection), mines ``nnum`` hard negatives
 per anchor from a random pool, and stores ``qidxs``/``pidxs``/``nidxs``. ``__getitem__`` returns
 cirtorch's ``([anchor, positive, n1..nN], target)`` with the anchor as night when selected and
 CLAHE on every image. Works with cirtorch's ``collate_tuples`` and with HOW's training loop.
+The per-epoch half (mining) is :class:`dsa_plugin.training.epoch.EpochMining`; this module builds
+the dataset and serves the tuples.
 
 Differences from cirtorch that do not change results: descriptors are extracted in batches of
 equal-size images (cirtorch: one at a time), on the network's device (no ``.cuda()``), and all
@@ -31,27 +29,33 @@ Example:
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
-from dsa_plugin.batching import batches_by_size
-from dsa_plugin.config import DSAConfig
+from dsa_plugin.core.batching import batches_by_size
+from dsa_plugin.core.config import DSAConfig
+from dsa_plugin.core.images import load_image01, tensor01_to_pil
 from dsa_plugin.data.sfm import db_paths, load_sfm_db
-from dsa_plugin.descriptors import as_columns, declared_dim
-from dsa_plugin.images import ImageList, load_image01, tensor01_to_pil
-from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler, hard_negatives
-from dsa_plugin.transforms import IMAGENET_MEAN_STD, check_mean_std, compose_steps, find_normalize, normalize
+from dsa_plugin.mining import AnchorSampler, DiverseAnchorSampler, RandomAnchorSampler
+from dsa_plugin.night.selection import is_night
+from dsa_plugin.night.source import night_source_from_config
+from dsa_plugin.training.epoch import EpochMining
+from dsa_plugin.training.labels import ANCHOR, NEGATIVE, POSITIVE
+from dsa_plugin.transforms import (
+    IMAGENET_MEAN_STD,
+    check_mean_std,
+    clahe,
+    compose_steps,
+    find_normalize,
+    normalize,
+)
 
-#: Labels of the reference (docs/reference.md §md5-selection): tuples, then what mining appends ("-mine").
-ANCHOR, POSITIVE, NEGATIVE = "anc", "pos", "neg"
-ANCHOR_POOL_MINE, ANCHOR_MINE, NEGATIVE_POOL_MINE = "anc-pool-mine", "anc-mine", "neg-pool-mine"
+__all__ = ["NightTuplesDataset"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,19 +80,6 @@ def _plain_normalize(transform) -> tuple[bool, Any]:
     return False, None
 
 
-def _load01(path: str, imsize: int | None, loader: Callable | None) -> Tensor:
-    """One training image in [0, 1] (:func:`dsa_plugin.images.load_image01`)."""
-    return load_image01(path, imsize, loader=loader)
-
-
-def _net_device(net: torch.nn.Module) -> torch.device:
-    for p in net.parameters():
-        return p.device
-    for b in net.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 def _check_missing(images: Sequence[str], where: str) -> None:
     missing = [p for p in images if not os.path.isfile(p)]
     if missing:
@@ -97,11 +88,11 @@ def _check_missing(images: Sequence[str], where: str) -> None:
         raise FileNotFoundError(f"{len(missing)} of {len(images)} images of {where} are missing:\n  {shown}{more}")
 
 
-class NightTuplesDataset(Dataset):
+class NightTuplesDataset(EpochMining, Dataset):
     """cirtorch's ``TuplesDataset`` contract with night anchors, CLAHE and diverse anchors.
 
     The first arguments are cirtorch's. This class is a plain ``torch.utils.data.Dataset`` and
-    imports no toolkit; ``dsa_plugin.integrations.cirtorch_tuples.NightTuplesDataset`` also
+    imports no toolkit; ``dsa_plugin.integrations.cirtorch.tuples.NightTuplesDataset`` also
     subclasses cirtorch's ``TuplesDataset`` (``isinstance`` holds) and defaults ``data_root`` to
     cirtorch's ``get_data_root()``: the cirtorch and HOW integrations build that one.
 
@@ -168,7 +159,10 @@ class NightTuplesDataset(Dataset):
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
         if nnum < 0 or qsize < 1 or poolsize < 0 or batch_size < 1:
-            raise ValueError(f"need nnum >= 0, qsize >= 1, poolsize >= 0, batch_size >= 1; got {nnum}, {qsize}, {poolsize}, {batch_size}")
+            raise ValueError(
+                f"need nnum >= 0, qsize >= 1, poolsize >= 0, batch_size >= 1; got {nnum}, {qsize}, {poolsize}, "
+                f"{batch_size}"
+            )
         if config is not None and not isinstance(config, DSAConfig):
             raise TypeError(f"config must be a DSAConfig, got {type(config).__name__}")
         self.config = config if config is not None else DSAConfig()
@@ -194,7 +188,10 @@ class NightTuplesDataset(Dataset):
         self.pkl_path, self.ims_root = Path(pkl_path), Path(ims_root) if ims_root else Path(pkl_path).parent / "ims"
         self.nnum = nnum
         if qsize > len(self.qpool):
-            warnings.warn(f"qsize={qsize} is larger than the {len(self.qpool)} pairs of {where}; using {len(self.qpool)}", stacklevel=2)
+            warnings.warn(
+                f"qsize={qsize} is larger than the {len(self.qpool)} pairs of {where}; using {len(self.qpool)}",
+                stacklevel=2,
+            )
         self.qsize = min(qsize, len(self.qpool))
         self.poolsize = min(poolsize, len(self.images))
         self.qidxs: list[int] | None = None
@@ -204,8 +201,14 @@ class NightTuplesDataset(Dataset):
         self.print_freq = 100
 
         self._plain, found = _plain_normalize(transform)
-        self.mean_std = tuple(tuple(check_mean_std(mean_std or found or IMAGENET_MEAN_STD,
-                                                   "the tuple loader's mean/std (mean_std or the transform's Normalize)")))
+        self.mean_std = tuple(
+            tuple(
+                check_mean_std(
+                    mean_std or found or IMAGENET_MEAN_STD,
+                    "the tuple loader's mean/std (mean_std or the transform's Normalize)",
+                )
+            )
+        )
         self.qpool_size = self._qpool_size()
         self.sampler = sampler if sampler is not None else self._default_sampler()
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
@@ -214,7 +217,9 @@ class NightTuplesDataset(Dataset):
         self.reuse_anchor_descriptors = reuse_anchor_descriptors
         self.progress = progress
         self._night_source = night_source
-        self.night_enabled = night_source is not None or self.config.generator is not None or self.config.night_cache is not None
+        self.night_enabled = (
+            night_source is not None or self.config.generator is not None or self.config.night_cache is not None
+        )
         self.night_anchor_indices: list[int] = []
         self.night_served = 0
         self.stats: dict[str, Any] = {}
@@ -265,18 +270,21 @@ class NightTuplesDataset(Dataset):
     def _is_night(self, index: int, label: str) -> bool:
         if not self.night_enabled:
             return False
-        from dsa_plugin.night.selection import is_night
-
         return is_night(self.names[index], label, self.config.night_ratio, self.config.night_label)
 
     def night_source(self, device: torch.device | str | None = None):
         """The ``NightSource`` (built from ``config`` on first use), or ``None`` when night is off."""
         if self._night_source is None and self.night_enabled:
-            from dsa_plugin.night.source import night_source_from_config
-
             device = device if device is not None else (self.config.device or "cpu")
-            inputs = ({n: p for i, (n, p) in enumerate(zip(self.names, self.images)) if self._is_night(i, self.config.night_label)}
-                      if self.config.night_cache is not None else None)
+            inputs = (
+                {
+                    n: p
+                    for i, (n, p) in enumerate(zip(self.names, self.images))
+                    if self._is_night(i, self.config.night_label)
+                }
+                if self.config.night_cache is not None
+                else None
+            )
             self._night_source = night_source_from_config(self.config, device, image_size=self.imsize, inputs=inputs)
         return self._night_source
 
@@ -285,8 +293,6 @@ class NightTuplesDataset(Dataset):
         return out.to(x01.device)
 
     def _clahe(self, x: Tensor) -> Tensor:
-        from dsa_plugin.transforms import clahe
-
         return clahe(x, grid_size=self.config.clahe_grid)
 
     def _finish(self, x01: Tensor) -> Tensor:
@@ -303,7 +309,7 @@ class NightTuplesDataset(Dataset):
 
     def _image01(self, index: int, label: str) -> Tensor:
         """One image of a tuple in [0, 1], 3 x H x W, night when the rule selects it (CPU)."""
-        x01 = _load01(self.images[index], self.imsize, self.loader)
+        x01 = load_image01(self.images[index], self.imsize, loader=self.loader)
         if self._is_night(index, label):
             x01 = self._night(index, x01)
             self.night_served += 1
@@ -359,9 +365,14 @@ class NightTuplesDataset(Dataset):
             f"    Number of negatives per tuple: {self.nnum}",
             f"    Number of tuples processed in an epoch: {self.qsize}",
             f"    Pool size for negative remining: {self.poolsize}",
-            f"    Anchor sampler: {self.sampler!r}" + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
-            "    Night anchors: " + (f"ratio {self.config.night_ratio:g} of {self.config.night_label!r} labels"
-                                   if self.night_enabled else "off"),
+            f"    Anchor sampler: {self.sampler!r}"
+            + (f" over {self.qpool_size} pairs" if self.sampler.needs_descriptors else ""),
+            "    Night anchors: "
+            + (
+                f"ratio {self.config.night_ratio:g} of {self.config.night_label!r} labels"
+                if self.night_enabled
+                else "off"
+            ),
             f"    CLAHE: {'on' if self.config.clahe else 'off'}; mean/std: {self.mean_std}",
             f"    Transforms (if any): {self.transform!r}",
         ]
@@ -370,192 +381,3 @@ class NightTuplesDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``create_epoch_tuples`` use ``seed + epoch`` (e.g. when resuming)."""
         self.epoch = int(epoch)
-
-    # ---------------------------------------------------------------- mining
-
-    def _device(self, net: torch.nn.Module, device) -> torch.device:
-        if device is None:
-            device = self.config.device
-        if device is None:
-            return _net_device(net)
-        device = torch.device(device)
-        if _net_device(net) != device:
-            net.to(device)  # cirtorch's create_epoch_tuples moves the net with .cuda() too
-        return device
-
-    def extract(self, indices: Sequence[int], label: str, net: torch.nn.Module, device=None,
-                batch_size: int | None = None) -> Tensor:
-        """Descriptors (D x N columns, cirtorch's layout) of ``images[indices]`` with ``net`` in eval
-        mode; images whose (name, ``label``) the night rule selects are translated first.
-
-        Equal-size images are batched (``batch_size``; sizes differ in general, so images wait in
-        per-size buckets, at most ``4 * batch_size`` in all).
-        """
-        device = self._device(net, device)
-        batch_size = batch_size or self.batch_size
-        dim = declared_dim(net)
-        indices = [int(i) for i in indices]
-        vecs: Tensor | None = None if dim is None else torch.zeros(dim, len(indices), device=device)
-        state = {"night": 0, "batches": 0}
-
-        def images():
-            for pos, x01 in tqdm(loader, total=len(indices), desc=f"extract {label}", disable=not self.progress, leave=False):
-                index = indices[pos]
-                if self._is_night(index, label):
-                    x01 = self._night(index, x01, device)
-                    state["night"] += 1
-                yield pos, (x01 if self._plain else self._custom(x01))
-
-        was_training = net.training
-        net.eval()
-        try:
-            loader = DataLoader(ImageList([self.images[i] for i in indices], self.imsize, loader=self.loader),
-                                batch_size=None, shuffle=False, num_workers=self.num_workers)
-            with torch.no_grad():
-                for positions, group in batches_by_size(images(), batch_size, max_buffered=4 * batch_size):
-                    x = torch.stack(group).to(device)
-                    # B == D would make the output orientation ambiguous: split such a batch.
-                    parts = ([(positions, x)] if dim is None or len(positions) != dim
-                             else [(positions[:-1], x[:-1]), (positions[-1:], x[-1:])])
-                    for pos, xb in parts:
-                        if self._plain:
-                            xb = self._finish(xb)
-                        cols = self._forward(net, xb, dim)
-                        if vecs is None:
-                            dim = cols.shape[0]
-                            vecs = torch.zeros(dim, len(indices), device=device)
-                        vecs[:, pos] = cols.to(device=device, dtype=vecs.dtype)
-                        state["batches"] += 1
-        finally:
-            net.train(was_training)
-        self._last_extract = state
-        if vecs is None:
-            vecs = torch.zeros(0, 0, device=device)
-        return vecs
-
-    def _forward(self, net: torch.nn.Module, x: Tensor, dim: int | None) -> Tensor:
-        """D x B descriptors of a batch; a net that is not batch-safe gets one image at a time.
-
-        Some nets only work at batch 1 (HOW's global descriptor adds a 1 x D buffer and normalises
-        attention over the whole batch), so the first batch a net sees is checked against
-        single-image forwards and batching is turned off for that net if they differ.
-        """
-        key = id(net)
-        if x.shape[0] == 1 or self._batch_safe.get(key) is False:
-            return torch.cat([as_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
-        if key in self._batch_safe:
-            return as_columns(net(x), x.shape[0], dim)
-        singles = torch.cat([as_columns(net(x[i : i + 1]), 1, dim) for i in range(x.shape[0])], dim=1)
-        try:
-            batched = as_columns(net(x), x.shape[0], dim)
-            safe = batched.shape == singles.shape and torch.allclose(batched, singles, rtol=1e-3, atol=1e-4)
-        except RuntimeError:
-            safe = False
-        self._batch_safe[key] = safe
-        if not safe:
-            warnings.warn(f"{type(net).__name__} gives different descriptors for a batch than one image at a time; "
-                          "extracting one image at a time", stacklevel=4)
-        return singles
-
-    def _negative_pool_vecs(self, idxs2images: list[int], day_vecs: dict[int, int], day_matrix: Tensor | None,
-                            net: torch.nn.Module, device) -> Tensor:
-        """Descriptors of the negative pool; images already extracted as day this epoch are not extracted again."""
-        reuse = [j for j, i in enumerate(idxs2images) if i in day_vecs] if day_matrix is not None else []
-        self._last_reused = len(reuse)
-        if not reuse:
-            return self.extract(idxs2images, NEGATIVE_POOL_MINE, net, device)
-        reused = set(reuse)
-        todo = [j for j in range(len(idxs2images)) if j not in reused]
-        poolvecs = torch.empty(day_matrix.shape[0], len(idxs2images), dtype=day_matrix.dtype, device=day_matrix.device)
-        cols = torch.tensor([day_vecs[idxs2images[j]] for j in reuse], device=day_matrix.device)
-        poolvecs[:, torch.tensor(reuse, device=day_matrix.device)] = day_matrix[:, cols]
-        if todo:
-            fresh = self.extract([idxs2images[j] for j in todo], NEGATIVE_POOL_MINE, net, device)
-            poolvecs[:, torch.tensor(todo, device=day_matrix.device)] = fresh.to(poolvecs.device, poolvecs.dtype)
-        return poolvecs
-
-    def _epoch_generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed + self.epoch)
-
-    def create_epoch_tuples(self, net: torch.nn.Module, device: torch.device | str | None = None) -> float:
-        """Pick this epoch's anchors, mine hard negatives, store ``qidxs``/``pidxs``/``nidxs``.
-
-        Returns the average anchor-negative l2 distance (what cirtorch prints and HOW logs); 0 when
-        ``nnum`` is 0.
-        """
-        t_start = time.perf_counter()
-        timings: dict[str, float] = {}
-        device = self._device(net, device)
-        gen = self._epoch_generator()
-        stats: dict[str, Any] = {"epoch": self.epoch, "seed": self.seed + self.epoch,
-                                 "diverse": self.sampler.needs_descriptors, "anchors": self.qsize,
-                                 "night_anchors_mining": 0, "images_extracted": 0}
-        npairs = len(self.qpool)
-        qvecs = None
-        day_vecs: dict[int, int] = {}  # image index -> column of day_matrix holding its day descriptor
-        day_matrix: Tensor | None = None
-        if self.sampler.needs_descriptors:
-            order = torch.randperm(npairs, generator=gen)[: self.qpool_size]
-            t0 = time.perf_counter()
-            pool_vecs = self.extract([self.qpool[i] for i in order], ANCHOR_POOL_MINE, net, device)
-            timings["extract_anchor_pool_s"] = time.perf_counter() - t0
-            stats["night_anchors_mining"] += self._last_extract["night"]
-            stats["images_extracted"] += len(order)
-            t0 = time.perf_counter()
-            picks = self.sampler(pool_vecs.t(), self.qsize, gen).cpu()
-            timings["select_anchors_s"] = time.perf_counter() - t0
-            stats.update({k: v for k, v in self.sampler.last_stats.items() if not isinstance(v, list)})
-            chosen = order[picks]
-            if self.reuse_anchor_descriptors:
-                qvecs = pool_vecs[:, picks.to(pool_vecs.device)]
-                # Pool images extracted as day are the negative pool's images too (same image,
-                # label never night there, eval mode): their columns serve the negative pool.
-                for col, i in enumerate(order.tolist()):
-                    image = self.qpool[i]
-                    if image not in day_vecs and not self._is_night(image, ANCHOR_POOL_MINE):
-                        day_vecs[image] = col
-                day_matrix = pool_vecs
-            stats["qpool_size"] = len(order)
-        else:
-            chosen = torch.randperm(npairs, generator=gen)[: self.qsize]
-        chosen = chosen.tolist()
-        self.qidxs = [self.qpool[i] for i in chosen]
-        self.pidxs = [self.ppool[i] for i in chosen]
-        self.night_anchor_indices = [q for q in self.qidxs if self._is_night(q, ANCHOR)]
-        stats["night_anchors"] = len(self.night_anchor_indices)
-
-        avg = 0.0
-        if self.nnum == 0:
-            self.nidxs = [[] for _ in self.qidxs]
-        else:
-            idxs2images = torch.randperm(len(self.images), generator=gen)[: self.poolsize].tolist()
-            stats["poolsize"] = len(idxs2images)
-            if qvecs is None:
-                t0 = time.perf_counter()
-                qvecs = self.extract(self.qidxs, ANCHOR_MINE, net, device)
-                timings["extract_anchors_s"] = time.perf_counter() - t0
-                stats["night_anchors_mining"] += self._last_extract["night"]
-                stats["images_extracted"] += len(self.qidxs)
-            t0 = time.perf_counter()
-            poolvecs = self._negative_pool_vecs(idxs2images, day_vecs, day_matrix, net, device)
-            timings["extract_pool_s"] = time.perf_counter() - t0
-            stats["images_extracted"] += len(idxs2images) - self._last_reused
-            stats["descriptors_reused"] = self._last_reused
-            t0 = time.perf_counter()
-            found = hard_negatives(
-                qvecs.t(), poolvecs.t(),
-                [self.clusters[q] for q in self.qidxs], [self.clusters[i] for i in idxs2images], self.nnum,
-            )
-            timings["hard_negatives_s"] = time.perf_counter() - t0
-            self.nidxs = [[idxs2images[j] for j in row] for row in found.indices.tolist()]
-            avg = float(found.distances.mean())
-        stats["average_negative_distance"] = avg
-        timings["total_s"] = time.perf_counter() - t_start
-        stats["timings"] = timings
-        self.stats = stats
-        self.epoch += 1
-        if self.progress:
-            print(f">>>> {type(self).__name__} {self.name}-{self.mode} epoch {stats['epoch']}: {len(self.qidxs)} tuples, "
-                  f"{stats['night_anchors']} night anchors, average negative l2-distance {avg:.2f} "
-                  f"({timings['total_s']:.1f} s)")
-        return avg
