@@ -50,7 +50,7 @@ def _setup(size: int, batch: int, device: str, impl: str | None = None):
 
     from dsa_plugin.gan.config import load_config
     from dsa_plugin.gan.networks import build_networks, build_optimizers
-    from dsa_plugin.gan.steps import make_step
+    from dsa_plugin.gan.variant_steps import make_step
 
     warnings.filterwarnings("ignore")
     cfg = load_config("hedngan", {"data.crop_size": size, "train.batch_size": batch, "device": device})

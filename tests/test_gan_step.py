@@ -16,7 +16,7 @@ import torch
 
 from dsa_plugin.gan.config import load_config
 from dsa_plugin.gan.networks import build_networks, build_optimizers
-from dsa_plugin.gan.steps import make_step
+from dsa_plugin.gan.variant_steps import make_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

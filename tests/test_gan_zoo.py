@@ -18,7 +18,7 @@ import torch
 from dsa_plugin.gan.config import load_config
 from dsa_plugin.gan.nce import cut_nce_loss, multilayer_patch_nce_loss, patch_nce_loss
 from dsa_plugin.gan.networks import build_networks, build_optimizers
-from dsa_plugin.gan.steps import make_step
+from dsa_plugin.gan.variant_steps import make_step
 from dsa_plugin.models import ResnetGenerator
 from dsa_plugin.models.patch_mlp import PatchSampleMLP, feature_channels
 from dsa_plugin.models.rcf import RCF, load_rcf, rcf_preprocess

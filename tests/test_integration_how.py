@@ -254,8 +254,6 @@ def test_payload_in_validation_datasets_never_runs(tmp_path, data_root, monkeypa
     The up-front check (check_validation_pickles) is switched off here so that HOW itself reaches
     the pickle; with it on, the run is refused before HOW starts (tests/test_bad_input.py).
     """
-    from dsa_plugin.integrations import how_cli
-
     marker = tmp_path / "PAYLOAD-RAN"
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [], "x": _Payload(marker)}))

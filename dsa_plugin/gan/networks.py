@@ -112,7 +112,8 @@ def build_networks(cfg: GanConfig) -> dict[str, nn.Module]:
     if v in ("cut", "rcfgan", "rcfngan"):
         from dsa_plugin.gan.zoo import build_zoo_networks
 
-        return build_zoo_networks(cfg)
+        generator = build_generator(cfg)  # built first, then the discriminator: the seeded order
+        return build_zoo_networks(cfg, generator, build_discriminator(cfg))
     nets: dict[str, nn.Module] = {}
     if v == "cyclegan":
         nets["generator_X"], nets["generator_Y"] = build_generator(cfg), build_generator(cfg)

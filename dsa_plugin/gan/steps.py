@@ -294,10 +294,3 @@ class CycleGanStep(GanStep):
 
 
 STEPS = {"hedngan": HedNGanStep, "hedgan": HedGanStep, "cyclegan": CycleGanStep}
-
-
-def make_step(cfg: GanConfig, nets, optimizers, **kwargs) -> GanStep:
-    """The step object of ``cfg.variant`` (networks must already be on their device)."""
-    from dsa_plugin.gan.zoo_steps import ZOO_STEPS  # CUT, RCF GAN, RCF^N GAN
-
-    return {**STEPS, **ZOO_STEPS}[cfg.variant](cfg, nets, optimizers, **kwargs)

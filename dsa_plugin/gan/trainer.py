@@ -43,8 +43,8 @@ from dsa_plugin.gan.networks import build_networks, build_optimizers, build_sche
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
 from dsa_plugin.gan.state import ResumableState, generators
-from dsa_plugin.gan.steps import make_step
 from dsa_plugin.gan.summary import RunSummary, TrainResult
+from dsa_plugin.gan.variant_steps import make_step
 from dsa_plugin.gan.warmup import identity_warmup
 
 __all__ = ["DivergedError", "Trainer", "train"]

@@ -8,13 +8,10 @@ import dataclasses
 import functools
 import math
 import typing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dsa_plugin.core.config import ConfigError
 from dsa_plugin.gan.variants import VARIANTS, validate_zoo
-
-if TYPE_CHECKING:
-    from dsa_plugin.gan.config import GanConfig
 
 __all__ = ["get_key", "validate"]
 
@@ -32,7 +29,7 @@ def get_key(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def _check_choices(cfg: "GanConfig") -> None:
+def _check_choices(cfg: Any) -> None:
     if cfg.variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {cfg.variant!r}")
     if cfg.model.norm not in ("batch", "instance"):
@@ -41,7 +38,7 @@ def _check_choices(cfg: "GanConfig") -> None:
         raise ConfigError(f"model.init_type must be 'kaiming' or 'normal', got {cfg.model.init_type!r}")
 
 
-def _check_counts(cfg: "GanConfig") -> None:
+def _check_counts(cfg: Any) -> None:
     positive = ("data.crop_size", "data.epoch_size", "train.epochs", "train.batch_size", "train.checkpoint_every",
                 "train.log_every", "model.ngf", "model.ndf", "model.n_layers")
     for key in positive:
@@ -56,7 +53,7 @@ def _check_counts(cfg: "GanConfig") -> None:
             raise ConfigError(f"{key} must be >= 1 or null, got {value}")
 
 
-def _check_numbers(cfg: "GanConfig") -> None:
+def _check_numbers(cfg: Any) -> None:
     # The smallest crop every network can take: HED's four 2x poolings need 16 px, the
     # discriminator's n_layers stride-2 convs and two 4x4 convs need 3 * 2**n_layers.
     min_crop = max(16, 3 * 2 ** min(cfg.model.n_layers, 30))
@@ -80,7 +77,7 @@ def _check_numbers(cfg: "GanConfig") -> None:
         raise ConfigError(f"train.seed must be in [0, 2**63), got {cfg.train.seed}")
 
 
-def _check_ranges(cfg: "GanConfig") -> None:
+def _check_ranges(cfg: Any) -> None:
     if not 0.0 < cfg.model.hed_width <= 1.0:
         raise ConfigError(f"model.hed_width must be in (0, 1], got {cfg.model.hed_width}")
     if cfg.model.hed_weights and cfg.model.hed_width != 1.0:
@@ -103,7 +100,7 @@ def _check_ranges(cfg: "GanConfig") -> None:
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
 
 
-def validate(cfg: "GanConfig") -> None:
+def validate(cfg: Any) -> None:
     """Raise ConfigError for values outside what the trainer supports.
 
     Example:

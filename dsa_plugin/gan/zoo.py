@@ -8,7 +8,8 @@
 
 Example:
     >>> from dsa_plugin.gan.config import load_config
-    >>> nets = build_zoo_networks(load_config("cut-tiny"))
+    >>> from dsa_plugin.gan.networks import build_networks
+    >>> nets = build_networks(load_config("cut-tiny"))
     >>> sorted(nets)
     ['discriminator_Y', 'featdown', 'generator_X']
 """
@@ -76,11 +77,10 @@ def build_featdown(cfg, generator: nn.Module) -> PatchSampleMLP:
     return init_weights(net, "kaiming", cfg.model.init_gain, generator=_seeded(cfg.train.seed))
 
 
-def build_zoo_networks(cfg) -> dict[str, nn.Module]:
-    """CPU networks of ``cut``, ``rcfgan`` or ``rcfngan``, named as in the reference."""
-    from dsa_plugin.gan.networks import build_discriminator, build_generator
-
-    nets: dict[str, nn.Module] = {"generator_X": build_generator(cfg), "discriminator_Y": build_discriminator(cfg)}
+def build_zoo_networks(cfg, generator: nn.Module, discriminator: nn.Module) -> dict[str, nn.Module]:
+    """CPU networks of ``cut``, ``rcfgan`` or ``rcfngan``, named as in the reference, around the
+    variant's ResNet ``generator`` and PatchGAN ``discriminator`` (built by :mod:`.networks`)."""
+    nets: dict[str, nn.Module] = {"generator_X": generator, "discriminator_Y": discriminator}
     if cfg.variant == "cut":
         nets["featdown"] = build_featdown(cfg, nets["generator_X"])
         return nets
