@@ -92,18 +92,10 @@ def calibrate_random_hed(hed: HED, seed: int = 0, target_std: float = 2.0, targe
     ``target_std`` / ``target_mean`` (the raw random logits are ~0.05: every sigmoid edge map would
     be a flat 0.5 and the edge loss would vanish). The detector is positively homogeneous up to the
     fusion bias, so this only sets the contrast of its maps, not what it responds to."""
+    from dsa_plugin.gan.zoo import calibrate_random_detector
     from dsa_plugin.models import hed_preprocess
 
-    g = _seeded(seed)
-    blocks = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
-    image = torch.nn.functional.interpolate(blocks, size=(64, 64), mode="nearest")
-    fusion = hed.fusion[0]
-    fusion.bias.zero_()
-    logits = hed(hed_preprocess(image), no_sigmoid=True)
-    gain = target_std / max(float(logits.std()), 1e-8)
-    fusion.weight.mul_(gain)
-    fusion.bias.fill_(target_mean - gain * float(logits.mean()))
-    return hed
+    return calibrate_random_detector(hed, hed.fusion[0], hed_preprocess, seed, target_std, target_mean)
 
 
 def build_networks(cfg: GanConfig) -> dict[str, nn.Module]:

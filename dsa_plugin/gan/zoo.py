@@ -41,8 +41,8 @@ def _seeded(seed: int) -> torch.Generator:
 def calibrate_random_detector(detector: nn.Module, fusion: nn.Conv2d, preprocess, seed: int = 0,
                               target_std: float = 2.0, target_mean: float = -1.0) -> nn.Module:
     """Rescale a random detector's fusion so its logits on a blocky synthetic image have
-    ``target_std`` / ``target_mean`` (as :func:`dsa_plugin.gan.networks.calibrate_random_hed` does for
-    HED): otherwise every sigmoid edge map is flat and the edge loss vanishes."""
+    ``target_std`` / ``target_mean`` (HED's :func:`dsa_plugin.gan.networks.calibrate_random_hed` and
+    RCF's): otherwise every sigmoid edge map is flat and the edge loss vanishes."""
     g = _seeded(seed)
     blocks = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
     image = torch.nn.functional.interpolate(blocks, size=(64, 64), mode="nearest")
