@@ -29,7 +29,15 @@ from torch import nn
 
 def ema_update_(average: nn.Module, current: nn.Module, decay: float) -> None:
     """``average ← decay · average + (1 − decay) · current`` for parameters (in place); buffers
-    (BatchNorm statistics, counters) are copied from ``current``."""
+    (BatchNorm statistics, counters) are copied from ``current``.
+
+    Example:
+        >>> a, c = torch.nn.BatchNorm1d(1), torch.nn.BatchNorm1d(1)
+        >>> _ = torch.nn.init.zeros_(a.weight), torch.nn.init.ones_(c.weight), c.running_mean.fill_(3.0)
+        >>> ema_update_(a, c, decay=0.75)
+        >>> a.weight.item(), a.running_mean.item()
+        (0.25, 3.0)
+    """
     with torch.no_grad():
         for a, c in zip(average.parameters(), current.parameters()):
             a.lerp_(c.detach(), 1.0 - decay)
@@ -38,7 +46,13 @@ def ema_update_(average: nn.Module, current: nn.Module, decay: float) -> None:
 
 
 class WeightAverage:
-    """Holds the averaged copy of ``net`` (``.module``, eval-only, no gradients)."""
+    """Holds the averaged copy of ``net`` (``.module``, eval-only, no gradients).
+
+    Example:
+        >>> avg = WeightAverage(torch.nn.Linear(2, 2), decay=0.99)
+        >>> avg.module.training, any(p.requires_grad for p in avg.module.parameters())
+        (False, False)
+    """
 
     def __init__(self, net: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:

@@ -36,6 +36,10 @@ DESCRIPTIONS = {
 def gan_preset(variant: str, tiny: bool = False) -> str:
     """The preset name training ``variant`` (``tiny``: the CPU-sized smoke preset ``<variant>-tiny``).
 
+    Example:
+        >>> gan_preset("cut"), gan_preset("hedngan", tiny=True)
+        ('cut', 'hedngan-tiny')
+
     Raises:
         ConfigError: unknown variant (the message lists the six).
     """
@@ -45,12 +49,22 @@ def gan_preset(variant: str, tiny: bool = False) -> str:
 
 
 def generator_names(variant: str) -> tuple[str, ...]:
-    """The generators a variant trains and saves (CycleGAN has two; ``generator_X`` is day->night)."""
+    """The generators a variant trains and saves (CycleGAN has two; ``generator_X`` is day->night).
+
+    Example:
+        >>> generator_names("cyclegan"), generator_names("cut")
+        (('generator_X', 'generator_Y'), ('generator_X',))
+    """
     return ("generator_X", "generator_Y") if variant == "cyclegan" else ("generator_X",)
 
 
 def detector_kind(variant: str) -> str | None:
-    """``"hed"``, ``"rcf"`` or None (no edge detector)."""
+    """``"hed"``, ``"rcf"`` or None (no edge detector).
+
+    Example:
+        >>> detector_kind("hedngan"), detector_kind("rcfngan"), detector_kind("cut")
+        ('hed', 'rcf', None)
+    """
     if variant in RCF_VARIANTS:
         return "rcf"
     return "hed" if variant in ("hedgan", "hedngan") else None
