@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--quick", action="store_true", help="reduced sizes and one seed (< 2 minutes on 2 CPU cores)")
-    p.add_argument("--out", default="dsa-demo", help="output directory; a rerun reuses finished stages (default: dsa-demo)")
+    p.add_argument("--out", default="dsa-demo",
+                   help="output directory; a rerun reuses finished stages (default: dsa-demo)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="folder with labels.csv (file, domain, place_id[, role]) instead of the built-in scenes")
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-seeds", default=None,
                    help="comma-separated GAN seeds: one GAN, night cache and nights/dsa arms per seed (default: 0)")
     p.add_argument("--arms", default=None,
-                   help=f"comma-separated arms to run (default: all of {','.join(ARMS)}; baseline and dsa are required)")
+                   help=f"comma-separated arms to run (default: all of {','.join(ARMS)}; baseline and dsa are "
+                        "required)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per run")
     p.add_argument("--jobs", type=int, default=None,
                    help="fine-tuning runs in parallel, one CPU thread each (default: 2; 1 runs them in this process)")
@@ -60,46 +62,77 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _check_machine(args)
+    settings = dataclasses.replace(_base_settings(args), **_changes(args))
+    try:
+        summary = run_demo(settings)
+    except (DemoDataError, BackendError, CheckpointError, HedTensorError, DivergedError) as err:
+        print(f"dsa demo: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+def _base_settings(args: argparse.Namespace) -> DemoSettings:
     if args.quick:
-        settings = DemoSettings.quick()
-    elif args.data:
-        settings = DemoSettings.for_folder(args.data)
-    else:
-        settings = DemoSettings()
+        return DemoSettings.quick()
+    return DemoSettings.for_folder(args.data) if args.data else DemoSettings()
+
+
+def _changes(args: argparse.Namespace) -> dict:
+    """The settings the flags change (each flag checked; a bad one ends with one usage line)."""
     changes = {"out": args.out, "device": args.device, "data": args.data, "backend": args.backend}
     for flag in ("seeds", "gan_seeds"):
         value = getattr(args, flag)
         if value is not None:
             changes[flag] = _seeds(value, "--" + flag.replace("_", "-"))
     if args.arms is not None:
-        arms = tuple(a.strip() for a in args.arms.split(","))
-        unknown = [a for a in arms if a not in ARMS]
-        if unknown or not {"baseline", "dsa"} <= set(arms) or len(set(arms)) != len(arms):
-            build_parser().error(f"--arms: give distinct arms of {','.join(ARMS)} including baseline and dsa, "
-                                 f"got {args.arms!r}")
-        changes["arms"] = tuple(a for a in ARMS if a in arms)
+        changes["arms"] = _arms(args.arms)
     if args.epochs is not None:
         if args.epochs < 1:
             build_parser().error(f"--epochs must be >= 1, got {args.epochs}")
         changes["epochs"] = args.epochs
     if args.jobs is not None:
-        cores = os.cpu_count() or 1
-        most = max(2, cores)  # 2: the default, also on one core
-        if not 1 <= args.jobs <= most:
-            build_parser().error(f"--jobs must be in [1, {most}] (one process and CPU thread each; this machine has "
-                                 f"{cores} core(s)), got {args.jobs}")
-        changes["jobs"] = args.jobs
+        changes["jobs"] = _jobs(args.jobs)
+    changes.update(_folders_and_models(args))
+    return changes
+
+
+def _arms(text: str) -> tuple[str, ...]:
+    arms = tuple(a.strip() for a in text.split(","))
+    if any(a not in ARMS for a in arms) or not {"baseline", "dsa"} <= set(arms) or len(set(arms)) != len(arms):
+        build_parser().error(f"--arms: give distinct arms of {','.join(ARMS)} including baseline and dsa, "
+                             f"got {text!r}")
+    return tuple(a for a in ARMS if a in arms)
+
+
+def _jobs(jobs: int) -> int:
+    cores = os.cpu_count() or 1
+    most = max(2, cores)  # 2: the default, also on one core
+    if not 1 <= jobs <= most:
+        build_parser().error(f"--jobs must be in [1, {most}] (one process and CPU thread each; this machine has "
+                             f"{cores} core(s)), got {jobs}")
+    return jobs
+
+
+def _check_machine(args: argparse.Namespace) -> None:
+    """--device and --out, before anything runs: the GAN stage would start, and fail, first."""
     from dsa_plugin.core.devices import DeviceError, check_device
     from dsa_plugin.core.files import check_output_folder
 
-    try:  # before anything runs: the GAN stage would start, and fail, first
+    try:
         check_device(args.device, "--device")
         check_output_folder(args.out, "--out")
     except (DeviceError, ValueError) as err:
         build_parser().error(str(err))
+
+
+def _folders_and_models(args: argparse.Namespace) -> dict:
+    changes: dict = {}
     for folder in args.eval_folder:
         if not (Path(folder) / "labels.csv").is_file():
-            build_parser().error(f"--eval-folder {folder}: no labels.csv (columns file, domain, place_id) in that folder")
+            build_parser().error(f"--eval-folder {folder}: no labels.csv (columns file, domain, place_id) "
+                                 "in that folder")
     if args.eval_folder:
         changes["eval_folders"] = tuple(str(Path(d).resolve()) for d in args.eval_folder)
     if args.hed_weights is not None:
@@ -109,14 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             changes["network"] = "small"
     if args.gan is not None:
         changes["gan_variant"] = args.gan
-    settings = dataclasses.replace(settings, **changes)
-    try:
-        summary = run_demo(settings)
-    except (DemoDataError, BackendError, CheckpointError, HedTensorError, DivergedError) as err:
-        print(f"dsa demo: error: {err}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0
+    return changes
 
 
 def _seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
@@ -132,6 +158,10 @@ def _seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         build_parser().error(f"{flag} must be distinct (a repeated seed repeats the same run), got {text!r}")
     return seeds
+
+
+def _fraction(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def format_summary(summary: dict) -> str:
@@ -150,7 +180,7 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  GAN seed {g}: dsa − {c['control']} night->day "
                          + " / ".join(f"{d:+.1f}" for d in c["paired"]["night->day"])
                          + f" (mean {c['night_gain']:+.1f}), day->day {-c['day_drop']:+.1f}, "
-                         + f"oracle fraction {per['oracle_fraction'] if per['oracle_fraction'] is None else round(per['oracle_fraction'], 2)}: "
+                         + f"oracle fraction {_fraction(per['oracle_fraction'])}: "
                          + ("holds" if c["holds"] else "does NOT hold"))
     if summary.get("oracle_fraction") is not None:
         lines.append(f"The GAN's nights recover {100 * summary['oracle_fraction']:.0f} % of the oracle's gain over "

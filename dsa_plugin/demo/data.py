@@ -118,13 +118,8 @@ def _write_labels(eval_dir: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def write_scene_data(root: str | os.PathLike, spec: SceneSpec = SceneSpec()) -> DemoData:
-    """Render the procedural default data under ``root`` (deterministic in ``spec.seed``)."""
-    root = Path(root)
-    pkl = root / "train" / DB_NAME / f"{DB_NAME}.pkl"
-    ims_root = pkl.parent / "ims"
-    n_train, n_val, n_eval = spec.train_places, spec.val_places, spec.eval_places
-    place_ids = list(range(spec.seed * 10_000, spec.seed * 10_000 + n_train + n_val + n_eval))
+def _render_scenes(spec: SceneSpec, place_ids: list[int]) -> dict[tuple[int, int, bool], np.ndarray]:
+    """Every (place, view, night) image, drawn in one fixed order from ``spec.seed``."""
     rng = np.random.default_rng(spec.seed)
     rendered: dict[tuple[int, int, bool], np.ndarray] = {}
     for pid in place_ids:
@@ -132,49 +127,67 @@ def write_scene_data(root: str | os.PathLike, spec: SceneSpec = SceneSpec()) -> 
         for v in range(spec.views):
             for night in (False, True):
                 rendered[pid, v, night] = render(place, random_view(rng), night=night, rng=rng, size=spec.size)
+    return rendered
+
+
+def _scene_db(pkl: Path, rendered, splits_pids: dict[str, list[int]], views: int) -> dict[str, tuple[int, int]]:
+    """The retrieval-SfM db of the day images; returns ``{cid: (place, view)}``."""
+    ims_root = pkl.parent / "ims"
+    cids: dict[str, tuple[int, int]] = {}
 
     def copy(cid: str, path: Path) -> None:
         pid, v = cids[cid]
         _save_png(path, rendered[pid, v, False])
 
-    cids: dict[str, tuple[int, int]] = {}
     splits = {}
-    for split, pids in (("train", place_ids[:n_train]), ("val", place_ids[n_train : n_train + n_val])):
+    for split, pids in splits_pids.items():
         items = []
         for cluster, pid in enumerate(pids):
-            for v in range(spec.views):
+            for v in range(views):
                 cid = _cid("demo", pid, v)
                 cids[cid] = (pid, v)
                 items.append((cid, cluster))
         splits[split] = _db_split(items, ims_root, copy)
     write_sfm_db(pkl, splits)
+    return cids
 
+
+def _scene_folder(folder: Path, rendered, pids: list[int], views: int, role: str) -> Path:
+    """A labels.csv folder of the day and night views of ``pids``."""
+    rows = []
+    for pid in pids:
+        for v in range(views):
+            for domain in ("day", "night"):
+                rel = f"{domain}/{pid}_{v}.png"
+                _save_png(folder / rel, rendered[pid, v, domain == "night"])
+                rows.append({"file": rel, "domain": domain, "place_id": f"street_{pid}", "role": role})
+    _write_labels(folder, rows)
+    return folder
+
+
+def write_scene_data(root: str | os.PathLike, spec: SceneSpec = SceneSpec()) -> DemoData:
+    """Render the procedural default data under ``root`` (deterministic in ``spec.seed``)."""
+    root = Path(root)
+    pkl = root / "train" / DB_NAME / f"{DB_NAME}.pkl"
+    n_train, n_val = spec.train_places, spec.val_places
+    place_ids = list(range(spec.seed * 10_000, spec.seed * 10_000 + n_train + n_val + spec.eval_places))
+    train, val, held_out = place_ids[:n_train], place_ids[n_train : n_train + n_val], place_ids[n_train + n_val :]
+    rendered = _render_scenes(spec, place_ids)
+    cids = _scene_db(pkl, rendered, {"train": train, "val": val}, spec.views)
     day, night = [], []
-    for pid in place_ids[:n_train]:
+    for pid in train:
         for v in range(spec.views):
             for is_night, bucket in ((False, day), (True, night)):
                 path = root / "gan" / ("night" if is_night else "day") / f"{pid}_{v}.png"
                 _save_png(path, rendered[pid, v, is_night])
                 bucket.append(path)
     gan_day, gan_night = _write_lists(root, day, night)
-
-    folders = {}
-    for role, pids in (("val", place_ids[n_train : n_train + n_val]), ("eval", place_ids[n_train + n_val :])):
-        folder, rows = root / role, []
-        for pid in pids:
-            for v in range(spec.views):
-                for domain in ("day", "night"):
-                    rel = f"{domain}/{pid}_{v}.png"
-                    _save_png(folder / rel, rendered[pid, v, domain == "night"])
-                    rows.append({"file": rel, "domain": domain, "place_id": f"street_{pid}", "role": role})
-        _write_labels(folder, rows)
-        folders[role] = folder
+    val_dir = _scene_folder(root / "val", rendered, val, spec.views, "val")
+    eval_dir = _scene_folder(root / "eval", rendered, held_out, spec.views, "eval")
     # The renderer's night at the same camera as each training-db image: what a perfect generator gives.
-    train_pids = set(place_ids[:n_train])
-    oracle = {cid_to_path(ims_root, cid): str((root / "gan" / "night" / f"{pid}_{v}.png").absolute())
-              for cid, (pid, v) in cids.items() if pid in train_pids}
-    oracle_path = _write_oracle(root, oracle)
-    return DemoData(root, pkl, gan_day, gan_night, folders["eval"], folders["val"], oracle_path)
+    oracle = {cid_to_path(pkl.parent / "ims", cid): str((root / "gan" / "night" / f"{pid}_{v}.png").absolute())
+              for cid, (pid, v) in cids.items() if pid in set(train)}
+    return DemoData(root, pkl, gan_day, gan_night, eval_dir, val_dir, _write_oracle(root, oracle))
 
 
 def read_labels(folder: Path) -> list[dict[str, str]]:

@@ -3,7 +3,8 @@
 It consumes any dataset with cirtorch's ``TuplesDataset`` contract (``create_epoch_tuples(net)``,
 items ``([q, p, n1..nN], target)``) — the plugin's ``NightTuplesDataset`` here — and trains with
 cirtorch's contrastive loss, per tuple and summed over a batch as cirtorch does (the images of a
-batch share forward passes by size, which leaves the gradients unchanged). When cirtorch is installed the demo uses its network and loss instead (see ``pipeline``).
+batch share forward passes by size, which leaves the gradients unchanged). When cirtorch is installed the
+demo uses its network and loss instead (see ``runs``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def contrastive_loss(descriptors: Tensor, target: Tensor, margin: float = 0.7) -
         torch.Size([])
     """
     if descriptors.dim() != 2 or descriptors.shape[1] != target.numel():
-        raise ValueError(f"descriptors must be D×N with N = len(target) = {target.numel()}, got {tuple(descriptors.shape)}")
+        raise ValueError(f"descriptors must be D×N with N = len(target) = {target.numel()}, "
+                         f"got {tuple(descriptors.shape)}")
     query = descriptors[:, target == -1]
     others = descriptors[:, target != -1]
     label = target[target != -1].to(descriptors.dtype)
@@ -73,7 +75,8 @@ def finetune(
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
     history = []
     for epoch in range(epochs):
-        neg_dist = dataset.create_epoch_tuples(net, device=device) if _takes_device(dataset) else dataset.create_epoch_tuples(net)
+        kwargs = {"device": device} if _takes_device(dataset) else {}
+        neg_dist = dataset.create_epoch_tuples(net, **kwargs)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_tuples)
         net.train()
         total, n = 0.0, 0

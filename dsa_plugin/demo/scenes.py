@@ -111,7 +111,8 @@ def make_place(seed: int) -> Place:
 
 def random_view(rng: np.random.Generator) -> View:
     # Views overlap enough that every pair of shots of a place shows mostly the same buildings.
-    return View(pan=float(rng.uniform(0.36, 0.44)), zoom=float(rng.uniform(1.0, 1.1)), tilt=float(rng.uniform(-0.02, 0.02)))
+    return View(pan=float(rng.uniform(0.36, 0.44)), zoom=float(rng.uniform(1.0, 1.1)),
+                tilt=float(rng.uniform(-0.02, 0.02)))
 
 
 def render(
@@ -198,6 +199,20 @@ def _window_mask(u: np.ndarray, v: np.ndarray, style: int) -> np.ndarray:
     return ((np.abs(u - 0.3) < 0.12) | (np.abs(u - 0.7) < 0.12)) & (dv < 0.38)  # paired
 
 
+def _roof(img, roof: int, facade, x0: int, x1: int, y0: int, ground: int) -> None:
+    """Roof shapes give each building a silhouette that survives the night (1: a step, 2: a spire)."""
+    h, w = img.shape[:2]
+    if roof == 1:
+        step = max((x1 - x0) // 4, 1)
+        img[max(y0 - (ground - y0) // 8, 0) : max(y0, 0), max(x0 + step, 0) : min(x1 - step, w)] = facade
+    elif roof == 2:
+        cx = (x0 + x1) // 2
+        for k in range(max((ground - y0) // 5, 1)):
+            yy = y0 - k
+            if 0 <= yy < h:
+                img[yy, max(cx - (x1 - x0) // 10 + k // 3, 0) : min(cx + (x1 - x0) // 10 - k // 3 + 1, w)] = facade
+
+
 def _building(img, b, place, night, rng, to_px, to_py, ground):
     h, w = img.shape[:2]
     x0, x1, y0 = to_px(b.x0), to_px(b.x1), to_py(b.top)
@@ -208,16 +223,7 @@ def _building(img, b, place, night, rng, to_px, to_py, ground):
         facade = (0.6 * facade + 0.4 * facade.mean()) * place.night_light * np.array([1.0, 0.85, 0.65], np.float32)
     xa, xb, ya = max(x0, 0), min(x1, w), max(y0, 0)
     img[ya:ground, xa:xb] = facade
-    # Roof shapes give each building a silhouette that survives the night.
-    if b.roof == 1:
-        step = max((x1 - x0) // 4, 1)
-        img[max(y0 - (ground - y0) // 8, 0) : ya, max(x0 + step, 0) : min(x1 - step, w)] = facade
-    elif b.roof == 2:
-        cx = (x0 + x1) // 2
-        for k in range(max((ground - y0) // 5, 1)):
-            yy = y0 - k
-            if 0 <= yy < h:
-                img[yy, max(cx - (x1 - x0) // 10 + k // 3, 0) : min(cx + (x1 - x0) // 10 - k // 3 + 1, w)] = facade
+    _roof(img, b.roof, facade, x0, x1, y0, ground)
     # Windows: a grid of cells over the facade, each holding one window of the building's style;
     # by night a random subset is lit. Cell coordinates move and scale with the camera.
     top = y0 + (ground - y0) * 0.06
@@ -248,7 +254,8 @@ def _building(img, b, place, night, rng, to_px, to_py, ground):
         region[mask] = glass - 0.15 * (fy[mask, None] / max(b.rows, 1))
     if not night:  # the shadow side of the facade, and the shadow it casts on the road
         shade = max((x1 - x0) // 5, 1)
-        sx = slice(max(x0, 0), max(min(x0 + shade, w), 0)) if not place.sun_left else slice(max(x1 - shade, 0), min(x1, w))
+        sx = (slice(max(x0, 0), max(min(x0 + shade, w), 0)) if not place.sun_left
+              else slice(max(x1 - shade, 0), min(x1, w)))
         img[ya:ground, sx] *= 0.62
         drop = max((ground - y0) // 4, 1)
         cast = slice(max(x1, 0), min(x1 + drop, w)) if place.sun_left else slice(max(x0 - drop, 0), max(min(x0, w), 0))

@@ -125,13 +125,15 @@ class DemoSettings:
 # e.g. new fine-tuning settings reuse the data, the GAN and the night cache.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("data", "scenes", "layout"),
-    "gan": ("gan_variant", "hed_weights", "gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr", "gan_batch_size",
+    "gan": ("gan_variant", "hed_weights", "gan_iterations", "gan_ngf", "gan_crop", "gan_resize_short", "gan_lr",
+            "gan_batch_size",
             "gan_edge_weight", "gan_identity_warmup", "gan_epochs", "gan_decay_epochs", "gan_ema", "gan_seed",
             "device"),
     "night-cache": ("image_size",),
     "choices": ("clahe_grids", "clahe_grid", "eval_image_size", "eval_scales"),
     # clahe_choice: the grid picked on the validation places (set by the choices stage)
-    "train": ("clahe_choice", "backend", "network", "trainable_convs", "image_size", "epochs", "qsize", "poolsize", "nnum",
+    "train": ("clahe_choice", "backend", "network", "trainable_convs", "image_size", "epochs", "qsize", "poolsize",
+              "nnum",
               "qpool_size", "lr", "margin", "outputdim", "batch_size", "standardize"),
     "eval": ("eval_image_size", "eval_scales", "eval_folders", "eval_layout"),
 }

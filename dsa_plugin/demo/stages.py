@@ -30,7 +30,8 @@ class Stages:
     def fingerprint(self, groups: tuple[str, ...], extra: dict[str, Any] | None = None) -> str:
         return stage_fingerprint({**self.settings, **(extra or {})}, *groups)
 
-    def cached(self, name: str, groups: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def cached(self, name: str, groups: tuple[str, ...] = (),
+               extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The saved result of stage ``name`` if it was made with the same ``groups`` settings."""
         marker = self.dir / f"{name}.json"
         if marker.is_file():

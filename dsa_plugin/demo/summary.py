@@ -5,8 +5,8 @@ setting its arm records) and under the other CLAHE setting. The claim compares `
 with the strongest control: of ``baseline`` and ``baseline+clahe``, each as tested *and* under the
 other CLAHE setting, the one with the highest mean night→day mAP (e.g. the baseline network tested
 with CLAHE), seed by seed (same seed, same tuples' randomness), so that neither test-time CLAHE
-nor a weak control can make the synthetic nights look useful. With several GAN seeds the claim is made for each GAN, and it
-holds only if it holds for every one of them.
+nor a weak control can make the synthetic nights look useful. With several GAN seeds the claim is
+made for each GAN, and it holds only if it holds for every one of them.
 """
 
 from __future__ import annotations
