@@ -139,6 +139,7 @@ def test_weight_average_is_saved_and_resumes_bit_identically(tmp_path, daynight)
     over = tiny_overrides(*daynight, **{"train.epochs": 2, "train.ema": 0.5})
     full = train("tiny", tmp_path / "full", overrides=over)
     part = train("tiny", tmp_path / "part", overrides={**over, "train.max_iterations": 3})
+    assert part.iterations == 3
     resumed = train("tiny", tmp_path / "part", overrides=over)
     assert resumed.resumed_from == 3 and resumed.iterations == full.iterations
     a = torch.load(full.generator_path, weights_only=True)["model_state"]
