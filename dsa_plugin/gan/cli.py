@@ -108,3 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None and int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
         print(format_summary(result))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

