@@ -101,7 +101,7 @@ def load_pickle(path: str | os.PathLike) -> object:
 
 
 def load_from(file: BinaryIO, name: str | os.PathLike | None = None) -> object:
-    """``pickle.load(file)`` through the restricted unpickler (reads the rest of ``file``).
+    """The restricted unpickler's load of an open binary ``file`` (reads the rest of it).
 
     For toolkit code that calls ``pickle.load`` on a handle it opened (see
     :data:`RESTRICTED_PICKLE`); ``name`` (default: ``file.name``) is what the errors say.

@@ -190,6 +190,13 @@ def write_scene_data(root: str | os.PathLike, spec: SceneSpec = SceneSpec()) -> 
     return DemoData(root, pkl, gan_day, gan_night, eval_dir, val_dir, _write_oracle(root, oracle))
 
 
+def has_images(folder: Path) -> bool:
+    """Whether ``folder/labels.csv`` lists at least one image (a demo without validation places
+    writes an empty one)."""
+    labels = folder / "labels.csv"
+    return labels.is_file() and len(labels.read_text().splitlines()) > 1
+
+
 def read_labels(folder: Path) -> list[dict[str, str]]:
     """Rows of ``folder/labels.csv``, checked for what the demo needs."""
     labels = folder / "labels.csv"

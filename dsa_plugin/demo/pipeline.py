@@ -17,7 +17,7 @@ from typing import Any, Callable
 from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.core.files import write_json
 from dsa_plugin.demo.arms import Arm, build_arms
-from dsa_plugin.demo.data import DemoData, write_folder_data, write_scene_data
+from dsa_plugin.demo.data import DemoData, has_images, write_folder_data, write_scene_data
 from dsa_plugin.demo.runs import Run, build_net, evaluate_net, fit_all, resolve_backend, test_settings, tuples_dataset
 from dsa_plugin.demo.settings import SHARED_STAGE_THREADS, DemoSettings, stage_fingerprint, torch_threads
 from dsa_plugin.demo.stages import Stages
@@ -88,7 +88,7 @@ def choices_stage(settings: DemoSettings, data: DemoData) -> dict[str, Any]:
     for the record; CLAHE itself is part of the method and of the ``baseline+clahe`` control."""
     from dsa_plugin.demo.data import read_labels
 
-    rows = read_labels(data.val_dir) if (data.val_dir / "labels.csv").is_file() and _has_rows(data.val_dir) else []
+    rows = read_labels(data.val_dir) if has_images(data.val_dir) else []
     if not rows:
         return {"clahe_grid": settings.clahe_grid, "source": "default (no validation places)", "scores": {}}
     net = build_net(settings, 0).to(settings.device)
@@ -106,17 +106,12 @@ def choices_stage(settings: DemoSettings, data: DemoData) -> dict[str, Any]:
     return {"clahe_grid": best, "source": f"validation: {places} places, {len(rows)} images", "scores": scores}
 
 
-def _has_rows(folder: Path) -> bool:
-    with open(folder / "labels.csv") as f:
-        return sum(1 for _ in f) > 1
-
-
 def realism_stage(settings: DemoSettings, data: DemoData, generator: str | None) -> dict[str, Any]:
     """Night realism on the validation places: of the generator, or (``None``) of real nights of
     the training places (the reference: what a perfect generator's nights score)."""
     from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator
 
-    if not _has_rows(data.val_dir):
+    if not has_images(data.val_dir):
         return {}
     meter = realism_meter(settings.hed_weights if settings.network == "vgg16" else None, settings.device)
     with torch_threads(SHARED_STAGE_THREADS):
@@ -137,7 +132,7 @@ def figures_stage(settings: DemoSettings, data: DemoData, generators: dict[int, 
     figures = []
     for seed, generator in generators.items():
         for role, folder in (("held-out", data.eval_dir), ("validation", data.val_dir)):
-            if not _has_rows(folder):
+            if not has_images(folder):
                 continue
             path = translation_grid(generator, folder, settings.image_size, grid, settings.device,
                                     out / f"translation_{role}_gan{seed}.png")

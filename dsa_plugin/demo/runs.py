@@ -19,7 +19,7 @@ import torch
 from dsa_plugin.core.config import DSAConfig
 from dsa_plugin.core.files import to_plain
 from dsa_plugin.demo.arms import Arm
-from dsa_plugin.demo.data import DemoData
+from dsa_plugin.demo.data import DemoData, has_images
 from dsa_plugin.demo.finetune import finetune
 from dsa_plugin.demo.settings import DemoSettings, torch_threads
 
@@ -171,16 +171,11 @@ def evaluate_run(run: Run, checkpoint: str) -> dict[str, Any]:
     other = {**test, "clahe": not test["clahe"]}
     scores = {**evaluate_net(net, run.data.eval_dir, test, device), "test": test,
               "other": {**evaluate_net(net, run.data.eval_dir, other, device), "test": other}}
-    if _has_images(run.data.val_dir):  # the validation places: where GAN settings are compared
+    if has_images(run.data.val_dir):  # the validation places: where GAN settings are compared
         scores["validation"] = evaluate_net(net, run.data.val_dir, test, device)
     if run.settings.eval_folders:
         scores["folders"] = {d: evaluate_net(net, Path(d), test, device) for d in run.settings.eval_folders}
     return scores
-
-
-def _has_images(folder: Path) -> bool:
-    labels = folder / "labels.csv"
-    return labels.is_file() and len(labels.read_text().splitlines()) > 1
 
 
 def fit(run: Run) -> tuple[dict[str, Any], float, dict[str, Any], float]:

