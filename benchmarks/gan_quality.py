@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator
     from dsa_plugin.demo.settings import SHARED_STAGE_THREADS, DemoSettings, torch_threads
     from dsa_plugin.gan import train
+    from dsa_plugin.gan.config import parse_overrides
     from dsa_plugin.gan.variants import gan_preset, variant_overrides
 
     settings = DemoSettings.for_folder(args.data, device=args.device, gan_variant=args.variant)
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     data = write_folder_data(out / "data", args.data)
     overrides = {**variant_overrides(settings.gan_variant, gan_overrides(settings, data, args.gan_seed)),
-                 "train.progress": False, **dict(kv.split("=", 1) for kv in args.set)}
+                 "train.progress": False, **parse_overrides(args.set)}
     with torch_threads(SHARED_STAGE_THREADS):
         t = time.perf_counter()
         result = train(gan_preset(settings.gan_variant, tiny=True), out_dir=out / f"gan-seed{args.gan_seed}",

@@ -258,7 +258,7 @@ def load_config(source: "str | Path | dict | GanConfig | None" = None,
         values = PRESETS[str(source)]()
     else:
         values = _yaml_values(source)
-    for key, value in _parse_overrides(overrides).items():
+    for key, value in parse_overrides(overrides).items():
         _set_dotted(values, key, value)
     return GanConfig.from_dict(values, where=str(source) if source is not None else "config")
 
@@ -324,7 +324,13 @@ def _deep_update(base: dict, new: dict) -> None:
             base[key] = value
 
 
-def _parse_overrides(overrides: "list[str] | dict[str, Any] | None") -> dict[str, Any]:
+def parse_overrides(overrides: "list[str] | dict[str, Any] | None") -> dict[str, Any]:
+    """``key=value`` strings (values read as YAML, as on the command line) or a dict -> a dict.
+
+    Example:
+        >>> parse_overrides(["train.max_iterations=2000", "train.ema=0.99", "data.day=days.txt"])
+        {'train.max_iterations': 2000, 'train.ema': 0.99, 'data.day': 'days.txt'}
+    """
     if not overrides:
         return {}
     if isinstance(overrides, dict):
