@@ -348,3 +348,28 @@ def test_non_finite_loss_stops_at_its_iteration(tmp_path, daynight, monkeypatch,
     assert "from iteration 4" in lines[0]  # the end of epoch 1 (4 iterations) was the last save
     state = torch.load(tmp_path / "run" / "checkpoints" / "state_last.pth", weights_only=False)
     assert state["iteration"] == 4
+
+
+def test_night_colours_warmup_starts_the_generator_at_the_night_photos_colours(tmp_path, daynight):
+    from dsa_plugin.models.checkpoints import load_generator
+
+    over = tiny_overrides(*daynight, **{"train.identity_warmup": 60, "optim.lr": 1e-2, "train.max_iterations": 1,
+                                        "train.ema": 0.0})
+    runs = {t: train("tiny", tmp_path / t, overrides={**over, "train.warmup_target": t})
+            for t in ("identity", "night-colours")}
+    assert runs["night-colours"].summary["identity_warmup"]["target"] == "night-colours"
+    day = torch.stack([torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1).float() / 127.5 - 1
+                       for p in sorted(daynight[0].glob("*.png"))])[:, :, :32, :32]
+    night_mean = np.mean([np.asarray(Image.open(p)).mean() / 127.5 - 1 for p in daynight[1].glob("*.png")])
+    with torch.no_grad():
+        means = {t: float(load_generator(r.generator_path).eval()(day).mean()) for t, r in runs.items()}
+    # the fixture's days are bright (~0.5 in [-1, 1]) and its nights dark (~-0.8)
+    assert abs(means["night-colours"] - night_mean) < 0.25 < abs(means["identity"] - night_mean)
+
+
+def test_an_unknown_warmup_target_names_the_allowed_ones(tmp_path, daynight):
+    from dsa_plugin.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.warmup_target must be one of \['identity', 'night-colours'\], "
+                                          r"got 'dusk'"):
+        train("tiny", tmp_path / "x", overrides=tiny_overrides(*daynight, **{"train.warmup_target": "dusk"}))

@@ -46,6 +46,8 @@ def gan_overrides(settings: DemoSettings, data: DemoData, seed: int = 0) -> dict
         "train.epochs": settings.gan_epochs,
         "optim.n_epochs_decay": settings.gan_decay_epochs,
         "train.identity_warmup": settings.gan_identity_warmup,
+        "train.warmup_target": settings.gan_warmup_target,
+        "train.warmup_lr": settings.gan_warmup_lr,
         "train.ema": settings.gan_ema,
         "train.sample_every": max(settings.gan_iterations // 2, 1),
         "train.seed": seed,

@@ -146,6 +146,11 @@ class TrainConfig:
         identity_warmup: before the first iteration, this many L1 steps fitting each generator to
             the identity on day and night crops (0: none, the reference; for CPU-sized runs, see
             ``dsa_plugin.gan.warmup``).
+        warmup_target: what the warm-up fits: ``identity`` (``G(x) = x`` on day and night crops) or
+            ``night-colours`` (day crops to themselves re-graded to the night photos' per-channel
+            colour distribution; :mod:`dsa_plugin.gan.quantile_match`).
+        warmup_lr: the warm-up's Adam lr (None: ``optim.lr``), so that the adversarial phase can
+            move slower than the fit before it.
         ema: decay of an exponential moving average of the generator's weights, saved as the
             generator (0: none, the reference; see ``dsa_plugin.gan.ema``).
     """
@@ -162,6 +167,8 @@ class TrainConfig:
     channels_last: bool = False
     progress: bool = True
     identity_warmup: int = 0
+    warmup_target: str = "identity"
+    warmup_lr: float | None = None
     ema: float = 0.0
 
 

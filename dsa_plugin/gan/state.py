@@ -38,7 +38,8 @@ RESUME_KEYS = ("variant", "model.ngf", "model.n_blocks", "model.ndf", "model.n_l
                # what the steps see and how fast they learn: a resumed run with other data or another
                # learning rate would silently continue with the old optimizer lr / mix two datasets
                "data.day", "data.night", "data.root", "data.crop_size", "data.scale", "data.resize_short",
-               "data.skip_bad_images", "optim.lr", "train.identity_warmup", "train.ema",
+               "data.skip_bad_images", "optim.lr", "train.identity_warmup", "train.warmup_target", "train.warmup_lr",
+               "train.ema",
                "model.rcf_weights", "model.mlp_nc", "loss.nce_layers")
 #: data keys that change nothing but speed: free to differ on resume
 RESUME_FREE = ("data.num_workers", "data.cache_images")

@@ -40,12 +40,13 @@ from dsa_plugin.gan.config import ConfigError, GanConfig, load_config, save_yaml
 from dsa_plugin.gan.data import EpochBatchSampler, build_dataset
 from dsa_plugin.gan.ema import WeightAverage
 from dsa_plugin.gan.networks import build_networks, build_optimizers, build_schedulers
+from dsa_plugin.gan.quantile_match import QuantileMatch
 from dsa_plugin.gan.samples import COLUMNS, sample_grid, save_png
 from dsa_plugin.gan.scalars import ScalarLog
 from dsa_plugin.gan.state import ResumableState, generators
 from dsa_plugin.gan.summary import RunSummary, TrainResult
 from dsa_plugin.gan.variant_steps import make_step
-from dsa_plugin.gan.warmup import identity_warmup
+from dsa_plugin.gan.warmup import warmup_fit
 
 __all__ = ["DivergedError", "Trainer", "train"]
 
@@ -243,9 +244,11 @@ class Trainer(ResumableState, RunSummary):
         raise DivergedError(f"iteration {self.iteration + 1}: non-finite loss ({bad}); training stopped, {saved}. "
                             "Lower optim.lr or the loss weights, or check the input images")
 
-    def _warmup_batches(self):
-        """``train.identity_warmup`` batches of day and night crops (batch_size of each), the same
-        on every process, drawn from epochs -1, -2, ... so that training's own pairs are unchanged."""
+    def _warmup_batches(self, side: str | None = None, target=None):
+        """``train.identity_warmup`` ``(x, target)`` batches, the same on every process, drawn from
+        epochs -1, -2, ... so that training's own pairs are unchanged: day and night crops
+        (batch_size of each) fitted to themselves, or only the ``side`` ("day" / "night") crops
+        fitted to ``target`` of them."""
         n, bs = self.cfg.train.identity_warmup, self.cfg.train.batch_size
         per_epoch = max(self.cfg.data.epoch_size // bs, 1)
         for k in range(n):
@@ -253,26 +256,45 @@ class Trainer(ResumableState, RunSummary):
             if first == 0:
                 self.dataset.set_epoch(epoch)
             pairs = [self.dataset[i] for i in range(first, first + bs)]
-            yield self._to_device(torch.stack([crop for pair in pairs for crop in pair]))
+            if side is None:
+                x = self._to_device(torch.stack([crop for pair in pairs for crop in pair]))
+                yield x, x
+            else:
+                x = torch.stack([pair[0 if side == "day" else 1] for pair in pairs])
+                yield self._to_device(x), self._to_device(target(x))
         self.dataset.set_epoch(self.epoch)
+
+    def _night_colours(self) -> QuantileMatch:
+        """Day→night quantile map of the GAN's own day and night photos, in the networks' [-1, 1]."""
+        scaled = lambda paths: (self.dataset._load(p).float() / 127.5 - 1 for p in paths)  # noqa: E731
+        return QuantileMatch.fit(scaled(self.dataset.day), scaled(self.dataset.night), seed=self.cfg.train.seed)
 
     def _identity_warmup(self, scalars) -> None:
         t = time.perf_counter()
+        target = self.cfg.train.warmup_target
+        maps = {}
+        if target == "night-colours":
+            colours = self._night_colours()
+            # day->night generators learn the re-grading of day crops, night->day ones the inverse
+            # of night crops: one pixel-wise function each (with the identity on the other domain's
+            # crops as well, the same pixel value would have two targets)
+            maps = {"generator_X": ("day", colours), "generator_Y": ("night", colours.inverse())}
         for name in generators(self.cfg.variant):
-            batches = self._warmup_batches()
+            batches = self._warmup_batches(*maps.get(name, ()))
             if self.ctx.is_main and self.progress:
-                batches = tqdm(batches, total=self.cfg.train.identity_warmup, desc=f"identity warm-up {name}",
+                batches = tqdm(batches, total=self.cfg.train.identity_warmup, desc=f"{target} warm-up {name}",
                                unit="it", dynamic_ncols=True)
-            losses = identity_warmup(self.nets[name], batches, lr=self.cfg.optim.lr,
-                                     betas=tuple(self.cfg.optim.betas))
+            lr = self.cfg.train.warmup_lr or self.cfg.optim.lr
+            losses = warmup_fit(self.nets[name], batches, lr=lr, betas=tuple(self.cfg.optim.betas))
             self.warmup[name] = {"iterations": len(losses), "l1_first": round(losses[0], 6),
                                  "l1_last": round(losses[-1], 6)}
+        self.warmup["target"] = target
         self.warmup["seconds"] = round(time.perf_counter() - t, 3)
         if self.ctx.is_main:
-            log.info("identity warm-up: %s", self.warmup)
+            log.info("%s warm-up: %s", target, self.warmup)
             if scalars is not None:
                 scalars.write({"iteration": 0, "epoch": -1, **{f"warmup_L1_{n}": w["l1_last"]
-                                                               for n, w in self.warmup.items() if n != "seconds"}})
+                                                               for n, w in self.warmup.items() if isinstance(w, dict)}})
 
     def close(self) -> None:
         self.ctx.close()

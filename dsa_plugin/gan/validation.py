@@ -12,6 +12,7 @@ from typing import Any
 
 from dsa_plugin.core.config import ConfigError
 from dsa_plugin.gan.variants import VARIANTS, validate_zoo
+from dsa_plugin.gan.warmup import WARMUP_TARGETS
 
 __all__ = ["get_key", "validate"]
 
@@ -36,6 +37,8 @@ def _check_choices(cfg: Any) -> None:
         raise ConfigError(f"model.norm must be 'batch' or 'instance', got {cfg.model.norm!r}")
     if cfg.model.init_type not in ("kaiming", "normal"):
         raise ConfigError(f"model.init_type must be 'kaiming' or 'normal', got {cfg.model.init_type!r}")
+    if cfg.train.warmup_target not in WARMUP_TARGETS:
+        raise ConfigError(f"train.warmup_target must be one of {list(WARMUP_TARGETS)}, got {cfg.train.warmup_target!r}")
 
 
 def _check_counts(cfg: Any) -> None:
@@ -63,7 +66,7 @@ def _check_numbers(cfg: Any) -> None:
     for key in _float_keys(type(cfg)):
         value = get_key(cfg, key)
         for v in value if isinstance(value, tuple) else (value,):
-            if not math.isfinite(v):
+            if v is not None and not math.isfinite(v):
                 raise ConfigError(f"{key} must be finite, got {value!r}")
     for key in ("loss.adversarial", "loss.edge", "loss.hed", "loss.cycle", "optim.weight_decay",
                 "optim.detector_weight_decay"):
@@ -89,6 +92,8 @@ def _check_ranges(cfg: Any) -> None:
     if cfg.data.resize_short is not None and cfg.data.resize_short < cfg.data.crop_size:
         raise ConfigError(
             f"data.resize_short ({cfg.data.resize_short}) must be >= data.crop_size ({cfg.data.crop_size})")
+    if cfg.train.warmup_lr is not None and not cfg.train.warmup_lr > 0:
+        raise ConfigError(f"train.warmup_lr must be > 0 or null (null: optim.lr), got {cfg.train.warmup_lr}")
     if not 0.0 <= cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in [0, 1) (0: no weight average), got {cfg.train.ema}")
     if not 0 <= cfg.optim.n_epochs_decay <= cfg.train.epochs:
