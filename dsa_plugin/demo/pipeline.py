@@ -84,6 +84,13 @@ def oracle_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str,
     return build_oracle_cache(out, data, settings.image_size)
 
 
+def colour_stage(settings: DemoSettings, data: DemoData, out: Path) -> dict[str, Any]:
+    """The colours arm's night cache: each selected anchor re-graded to the GAN's night photos' colours."""
+    from dsa_plugin.demo.colours import build_colour_cache
+
+    return build_colour_cache(out, data, settings.image_size)
+
+
 def choices_stage(settings: DemoSettings, data: DemoData) -> dict[str, Any]:
     """The CLAHE grid, picked on the validation places with the pretrained network: the grid with
     the best night→day mAP there (never on the evaluation places). ``off`` (no CLAHE) is scored
@@ -264,13 +271,18 @@ def _run_demo(settings: DemoSettings, log: Callable[[str], None]) -> dict[str, A
     if "oracle" in settings.arms:
         oracle = stages.run("oracle-cache", lambda: oracle_stage(settings, data, out / "oracle-cache"),
                             ("data", "night-cache"))
+    colours = None
+    if "colours" in settings.arms:
+        colours = stages.run("colour-cache", lambda: colour_stage(settings, data, out / "colour-cache"),
+                             ("data", "night-cache"))
     reference = stages.run("realism-real-nights", lambda: realism_stage(settings, data, None), ("data", "night-cache"))
     figures = stages.run("figures", lambda: figures_stage(settings, data, {s: g["generator"] for s, g in gans.items()},
                                                           grid, out / "figures"),
                          ("data", "gan", "night-cache", "train"), {"gan_seeds": settings.gan_seeds})
     arms = build_arms(settings.arms, grid, settings.qpool_size, settings.device,
                       {s: (g["generator"], g["cache"]) for s, g in gans.items()},
-                      oracle["cache"] if oracle and oracle.get("complete") else None)
+                      oracle["cache"] if oracle and oracle.get("complete") else None,
+                      colours["cache"] if colours else None)
     trunk = None
     if settings.network == "vgg16":
         version = stages.fingerprint(("data", "gan", "night-cache", "train", "eval"), {"gan_seeds": settings.gan_seeds})
@@ -284,7 +296,7 @@ def _run_demo(settings: DemoSettings, log: Callable[[str], None]) -> dict[str, A
         arms={arm.label: {"arm": arm.name, "gan_seed": arm.gan_seed, "config": dataclasses.asdict(arm.config)}
               for arm in arms},
         test_settings={arm.label: test_settings(settings, arm.clahe, grid) for arm in arms},
-        choices=choices, gans=gans, oracle=oracle, realism={"real_nights": reference,
+        choices=choices, gans=gans, oracle=oracle, colours=colours, realism={"real_nights": reference,
                                                              **{f"gan{s}": g["realism"] for s, g in gans.items()}},
         figures=figures["figures"], timings=stages.timings,
         settings={**settings.to_dict(), "backend": f"{settings.backend} -> {backend}"},

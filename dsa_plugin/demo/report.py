@@ -222,6 +222,10 @@ def _per_seed_rows(summary: dict[str, Any]) -> tuple[list[str], list[tuple]]:
         rows.append((f"dsa-gan{g} − {c['control']}", *(f"{d:+.1f} / {e:+.1f}" for d, e in
                                                        zip(c["paired"]["night->day"], c["paired"]["day->day"])),
                      *([f"oracle fraction {frac:.2f}"] if frac is not None else [])))
+        if per.get("vs_colours"):
+            v = per["vs_colours"]
+            rows.append((f"dsa-gan{g} − colours", *(f"{d:+.1f} / {e:+.1f}" for d, e in
+                                                    zip(v["paired"]["night->day"], v["paired"]["day->day"]))))
     return header, rows
 
 

@@ -13,10 +13,9 @@ from typing import Any
 import torch
 
 from dsa_plugin.core.files import to_plain
+from dsa_plugin.demo.arms import ARMS
 from dsa_plugin.demo.data import SceneSpec
 
-#: The arms every demo trains and tests (see :mod:`dsa_plugin.demo.arms`).
-ARMS = ("baseline", "baseline+clahe", "nights", "dsa", "oracle")
 #: CLAHE grids (tiles per side) the demo chooses from on the validation places.
 CLAHE_GRIDS = (1, 2, 4, 8)
 

@@ -136,7 +136,10 @@ def summarise(runs: dict[str, dict[int, dict[str, Any]]], gan_seeds: tuple[int, 
             continue
         gan_table = {**{c: table[c] for c in (*CONTROLS, "oracle") if c in table},
                      **{name: by_label[f"{name}-gan{g}"] for name in ("nights", "dsa") if f"{name}-gan{g}" in by_label}}
-        per_gan[g] = {"claim": claim({**runs, "dsa": runs[label]}, "dsa", control),
+        with_gan = {**runs, "dsa": runs[label]}
+        per_gan[g] = {"claim": claim(with_gan, "dsa", control),
+                      # what the generator adds over the same anchors re-graded to night colours
+                      "vs_colours": claim(with_gan, "dsa", "colours") if "colours" in runs else None,
                       "oracle_fraction": oracle_fraction(gan_table, "dsa"),
                       "table": {k: v for k, v in gan_table.items() if k in ("nights", "dsa")}}
     main = per_gan[first]["claim"] if first in per_gan else None
