@@ -61,5 +61,6 @@ def build_colour_cache(out: Path, data: DemoData, image_size: int) -> dict[str, 
 
     images = anchor_images_from_db(data.db_pkl)
     cache = build_night_cache(out, images, colour_nights(data, image_size), ratio=DSAConfig().night_ratio,
-                              image_size=image_size, source=f"night colours of {data.gan_night}", progress=False)
+                              image_size=image_size, source=f"night colours of {data.gan_night}", progress=False,
+                              overwrite=True)  # the demo's own folder: redone when the image size changes
     return {"cache": str(out), "translated": len(cache) if cache is not None else 0, "candidates": len(images)}

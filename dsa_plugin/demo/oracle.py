@@ -75,5 +75,5 @@ def build_oracle_cache(out: Path, data: DemoData, image_size: int) -> dict[str, 
     used = {path: pairs[path] for _, path in selected}
     cache = build_night_cache(out, list(used), RealNights(used, image_size), names=[n for n, _ in selected],
                               ratio=ratio, image_size=image_size, source=f"real nights of {data.oracle}",
-                              progress=False)
+                              progress=False, overwrite=True)  # the demo's own folder: redone when its inputs change
     return {"cache": str(out), "complete": cache is not None, "translated": len(used), "selected": len(selected)}
