@@ -201,7 +201,8 @@ class UnpairedDayNight(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.epoch_size
 
-    def _load(self, path: str) -> torch.Tensor:
+    def load(self, path: str) -> torch.Tensor:
+        """One image as ``[3, H, W]`` uint8, shrunk as ``resize_short`` asks (kept when ``cache_images``)."""
         if self.cache is not None and path in self.cache:
             return self.cache[path]
         img = load_image(path, self.resize_short)
@@ -217,7 +218,7 @@ class UnpairedDayNight(torch.utils.data.Dataset):
             try:
                 if paths[0] in self.bad or paths[1] in self.bad:
                     raise BadImageError(paths[0] if paths[0] in self.bad else paths[1], "skipped before")
-                imgs = [self._load(p).float().div_(255.0) for p in paths]
+                imgs = [self.load(p).float().div_(255.0) for p in paths]
                 day, night = random_scale_crop(imgs, self.crop_size, self.scale, rng, paths)
                 return day.sub_(0.5).div_(0.5), night.sub_(0.5).div_(0.5)
             except BadImageError as err:

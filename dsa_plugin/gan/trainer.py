@@ -266,7 +266,7 @@ class Trainer(ResumableState, RunSummary):
 
     def _night_colours(self) -> QuantileMatch:
         """Day→night quantile map of the GAN's own day and night photos, in the networks' [-1, 1]."""
-        scaled = lambda paths: (self.dataset._load(p).float() / 127.5 - 1 for p in paths)  # noqa: E731
+        scaled = lambda paths: (self.dataset.load(p).float() / 127.5 - 1 for p in paths)  # noqa: E731
         return QuantileMatch.fit(scaled(self.dataset.day), scaled(self.dataset.night), seed=self.cfg.train.seed)
 
     def _identity_warmup(self, scalars) -> None:
@@ -279,12 +279,12 @@ class Trainer(ResumableState, RunSummary):
             # of night crops: one pixel-wise function each (with the identity on the other domain's
             # crops as well, the same pixel value would have two targets)
             maps = {"generator_X": ("day", colours), "generator_Y": ("night", colours.inverse())}
+        lr = self.cfg.train.warmup_lr or self.cfg.optim.lr
         for name in generators(self.cfg.variant):
             batches = self._warmup_batches(*maps.get(name, ()))
             if self.ctx.is_main and self.progress:
                 batches = tqdm(batches, total=self.cfg.train.identity_warmup, desc=f"{target} warm-up {name}",
                                unit="it", dynamic_ncols=True)
-            lr = self.cfg.train.warmup_lr or self.cfg.optim.lr
             losses = warmup_fit(self.nets[name], batches, lr=lr, betas=tuple(self.cfg.optim.betas))
             self.warmup[name] = {"iterations": len(losses), "l1_first": round(losses[0], 6),
                                  "l1_last": round(losses[-1], 6)}
