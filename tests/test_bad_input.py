@@ -402,6 +402,10 @@ CASES = [
     *[Case(f"demo seeds {value!r}", lambda t, v=value: _demo(t, "--seeds", v), "--seeds")
       for value in ("", "-1", "0,0")],
     Case("demo jobs 1000", lambda t: _demo(t, "--jobs", "1000"), "--jobs"),
+    Case("demo set unknown key", lambda t: _demo(t, "--set", "gan_rate=1"), "gan_rate"),
+    Case("demo set bad value", lambda t: _demo(t, "--set", "gan_iterations=1.5"), "gan_iterations takes int"),
+    Case("demo set without =", lambda t: _demo(t, "--set", "gan_lr"), "KEY=VALUE"),
+    Case("demo set a flagged key", lambda t: _demo(t, "--set", "seeds=0,1"), "use --seeds"),
     Case("how yaml syntax error", lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))], "how.yml",
          pre=_how_root),
     Case("how bad template", lambda t: ["how-train", str(_how_params(t, f"__template__: {t / 'nope.yml'}\n"))],

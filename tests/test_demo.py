@@ -512,6 +512,30 @@ def test_folder_settings_give_the_gan_its_warmup_and_decaying_schedule(tmp_path)
     assert (scenes.train.warmup_target, scenes.train.warmup_lr) == ("identity", None)
 
 
+def test_set_changes_settings_typed_and_reaches_the_gan(tmp_path):
+    """``dsa demo --set``: every value typed as its setting, applied after the --data defaults, and
+    what the GAN trainer is handed; a changed GAN setting changes only the GAN's fingerprint chain."""
+    from dsa_plugin.demo.cli import _base_settings, _changes, build_parser
+    from dsa_plugin.demo.data import DemoData
+    from dsa_plugin.demo.pipeline import gan_overrides
+    from dsa_plugin.demo.settings import stage_fingerprint
+    from dsa_plugin.gan import load_config
+
+    args = build_parser().parse_args(["--data", str(tmp_path), "--set", "gan_lr=1e-5", "gan_warmup_lr=none",
+                                      "--set", "clahe_grids=1,4", "standardize=false"])
+    settings = dataclasses.replace(_base_settings(args), **_changes(args))
+    assert (settings.gan_lr, settings.gan_warmup_lr, settings.clahe_grids, settings.standardize) == (1e-5, None,
+                                                                                                      (1, 4), False)
+    assert settings.image_size == 256  # the --data defaults stay where --set says nothing
+    data = DemoData(root=tmp_path, db_pkl=tmp_path / "db.pkl", gan_day=tmp_path / "day.txt",
+                    gan_night=tmp_path / "night.txt", eval_dir=tmp_path / "eval", val_dir=tmp_path / "val",
+                    oracle=tmp_path / "oracle.json")
+    assert load_config("tiny", gan_overrides(settings, data)).optim.lr == 1e-5
+    before = dataclasses.replace(settings, gan_lr=5e-5).to_dict()
+    assert stage_fingerprint(before, "gan") != stage_fingerprint(settings.to_dict(), "gan")
+    assert stage_fingerprint(before, "data") == stage_fingerprint(settings.to_dict(), "data")
+
+
 def _runs(per_arm: dict[str, list[tuple[float, float]]]) -> dict:
     """Fake runs: arm label -> per seed (night->day, day->day) mAP in [0, 1]."""
     return {arm: {seed: {"eval": {"night->day": {"map": n}, "day->day": {"map": d},

@@ -12,7 +12,7 @@ from dsa_plugin.demo.data import DemoDataError
 from dsa_plugin.demo.pipeline import run_demo
 from dsa_plugin.demo.report import result_rows, verdict_text
 from dsa_plugin.demo.runs import BackendError
-from dsa_plugin.demo.settings import ARMS, DemoSettings
+from dsa_plugin.demo.settings import ARMS, DemoSettings, parse_setting
 from dsa_plugin.gan.trainer import DivergedError
 from dsa_plugin.gan.variants import DESCRIPTIONS, VARIANTS
 from dsa_plugin.models.checkpoint_files import CheckpointError
@@ -57,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan", choices=VARIANTS, default=None,
                    help="day->night translator to train (default: the demo's, HEDN GAN): "
                         + "; ".join(f"{v} = {d}" for v, d in DESCRIPTIONS.items()))
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="change any other demo setting (dsa_plugin.demo.settings.DemoSettings), e.g. --set gan_lr=1e-5 "
+                        "gan_identity_warmup=1000; a changed setting redoes the stages that depend on it")
     return p
+
+
+#: Settings with a flag of their own: --set leaves them to it (the flag checks its value).
+FLAGGED = {"out": "--out", "device": "--device", "data": "--data", "seeds": "--seeds", "gan_seeds": "--gan-seeds",
+           "arms": "--arms", "epochs": "--epochs", "jobs": "--jobs", "backend": "--backend",
+           "eval_folders": "--eval-folder", "hed_weights": "--hed-weights", "gan_variant": "--gan"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +104,24 @@ def _changes(args: argparse.Namespace) -> dict:
     if args.jobs is not None:
         changes["jobs"] = _jobs(args.jobs)
     changes.update(_folders_and_models(args))
+    changes.update(_overrides(args.set))
+    return changes
+
+
+def _overrides(items: list[str]) -> dict:
+    """``--set KEY=VALUE ...``: each value typed as its setting is (a bad one ends with one usage line)."""
+    changes = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            build_parser().error(f"--set {item}: write KEY=VALUE, e.g. gan_lr=1e-5")
+        if key in FLAGGED:
+            build_parser().error(f"--set {key}: use {FLAGGED[key]}")
+        try:
+            changes[key] = parse_setting(key, text.strip())
+        except ValueError as err:
+            build_parser().error(str(err))
     return changes
 
 
