@@ -9,7 +9,12 @@ settings its checkpoint records (and with the other CLAHE setting, for the contr
 per folder: each arm's mean night→day mAP, the strongest control and ``dsa`` − that control per
 fine-tuning seed. The frozen VGG16 trunk is shared by all networks (computed once per image).
 
+For ``--data`` runs, whose 2 validation webcams every arm retrieves perfectly, ``--distractors``
+evaluates instead on those webcams with the day photos of the other training-role webcams added
+to the db (the evaluation webcams stay unread).
+
     python benchmarks/demo_validation.py dsa-demo-a dsa-demo-b --places 40
+    python benchmarks/demo_validation.py amos-a amos-b --distractors --gan-seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -24,25 +29,25 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="dsa demo output folders (the scenes, vgg16 network)")
+    p.add_argument("runs", nargs="+", help="dsa demo output folders (vgg16 network)")
     p.add_argument("--places", type=int, default=40)
     p.add_argument("--scene-seed", type=int, default=7, help="scene seed of the extra places (the demo uses 0)")
-    p.add_argument("--gan-seed", type=int, default=0, help="the GAN seed whose nights/dsa networks are compared")
+    p.add_argument("--distractors", action="store_true",
+                   help="--data runs: instead of rendered scenes, the run's validation webcams with the day photos "
+                        "of the folder's other gan_train webcams added to the db (night->day only)")
+    p.add_argument("--gan-seeds", default="0", help="comma-separated GAN seeds whose nights/dsa networks are compared")
     p.add_argument("--out", default="runs/demo_validation")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     import torch
 
-    from dsa_plugin.demo.data import SceneSpec, write_scene_data
     from dsa_plugin.demo.runs import build_net, evaluate_net
     from dsa_plugin.demo.settings import DemoSettings, torch_threads
     from dsa_plugin.models.checkpoint_files import load_checkpoint
     from dsa_plugin.models.checkpoints import extract_state_dict
 
-    folder = Path(args.out) / f"scenes-seed{args.scene_seed}-{args.places}"
-    if not (folder / "eval" / "labels.csv").is_file():
-        write_scene_data(folder, SceneSpec(train_places=2, val_places=0, eval_places=args.places, seed=args.scene_seed))
-    folder = folder / "eval"
+    gan_seeds = [int(g) for g in args.gan_seeds.split(",")]
+    folder = distractor_folder(args.runs, Path(args.out)) if args.distractors else scene_folder(args)
     net = build_net(DemoSettings(), 0)  # one memoised frozen trunk for every network below
     report = {}
     with torch_threads(2):
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
             arms: dict[str, dict[str, list[float]]] = {}
             for ckpt_path in sorted((run / "models").glob("*_seed*.pth")):
                 label = ckpt_path.stem.rsplit("_seed", 1)[0]
-                if "-gan" in label and not label.endswith(f"-gan{args.gan_seed}"):
+                if "-gan" in label and int(label.rsplit("-gan", 1)[1]) not in gan_seeds:
                     continue
                 ckpt = load_checkpoint(ckpt_path)
                 net.load_state_dict(extract_state_dict(ckpt))
@@ -63,17 +68,67 @@ def main(argv=None) -> int:
                     arms.setdefault(name, {"night->day": [], "day->day": []})
                     for key in ("night->day", "day->day"):
                         arms[name][key].append(100 * scores[key]["map"])
-            means = {name: statistics.fmean(v["night->day"]) for name, v in arms.items()}
-            control = max((n for n in means if n.startswith("baseline")), key=means.get)
-            dsa = next(n for n in arms if n.startswith("dsa"))
-            gains = [d - c for d, c in zip(arms[dsa]["night->day"], arms[control]["night->day"])]
-            report[str(run)] = {"means": means, "control": control, "dsa_minus_control": gains}
-            print(f"{run}: " + ", ".join(f"{n} {m:.1f}" for n, m in means.items()))
-            print(f"  strongest control: {control}; {dsa} − control per seed "
-                  + " / ".join(f"{g:+.1f}" for g in gains) + f" (mean {statistics.fmean(gains):+.1f})")
-    print(json.dumps({"benchmark": "demo_validation", "places": args.places, "scene_seed": args.scene_seed,
+            report[str(run)] = compare(arms, gan_seeds)
+            print(f"{run}: " + ", ".join(f"{n} {m:.1f}" for n, m in report[str(run)]["means"].items()))
+            control = report[str(run)]["control"]
+            for dsa, gains in report[str(run)]["dsa_minus_control"].items():
+                print(f"  {dsa} − {control} per seed " + " / ".join(f"{g:+.1f}" for g in gains)
+                      + f" (mean {statistics.fmean(gains):+.1f})")
+    print(json.dumps({"benchmark": "demo_validation", "folder": str(folder), "places": args.places,
+                      "scene_seed": None if args.distractors else args.scene_seed,
                       "threads": torch.get_num_threads(), "runs": report}))
     return 0
+
+
+def compare(arms: dict[str, dict[str, list[float]]], gan_seeds: list[int]) -> dict:
+    """Each arm's mean night→day, the strongest control, and every ``dsa`` arm − it per fine-tuning seed."""
+    means = {name: statistics.fmean(v["night->day"]) for name, v in arms.items()}
+    control = max((n for n in means if n.startswith("baseline")), key=means.get)
+    gains = {name: [d - c for d, c in zip(arms[name]["night->day"], arms[control]["night->day"])]
+             for name in arms if name.startswith("dsa")}
+    return {"means": means, "control": control, "dsa_minus_control": gains}
+
+
+def scene_folder(args) -> Path:
+    """``--places`` street scenes of ``--scene-seed``, rendered once under ``--out``."""
+    from dsa_plugin.demo.data import SceneSpec, write_scene_data
+
+    folder = Path(args.out) / f"scenes-seed{args.scene_seed}-{args.places}"
+    if not (folder / "eval" / "labels.csv").is_file():
+        write_scene_data(folder, SceneSpec(train_places=2, val_places=0, eval_places=args.places, seed=args.scene_seed))
+    return folder / "eval"
+
+
+def distractor_folder(runs: list[str], out: Path) -> Path:
+    """The runs' validation webcams, plus every other ``gan_train`` webcam's day photos as db distractors.
+
+    Two validation webcams make night→day retrieval trivial (every arm scores ~100); with the training
+    webcams' day photos in the db a night query has to find its own webcam among ~10. No evaluation
+    webcam (role ``eval``) is read. The training webcams' photos also query day→day (they were
+    trained on), so only the night→day column means anything here.
+    """
+    from dsa_plugin.data.labels import read_labels
+
+    datas = {json.loads((Path(r) / "summary.json").read_text())["settings"]["data"] for r in runs}
+    if len(datas) != 1 or None in datas:
+        raise SystemExit(f"--distractors: the runs must be --data runs of one folder, got {sorted(map(str, datas))}")
+    source = Path(datas.pop())
+    if not (source / "labels.csv").is_file():
+        raise SystemExit(f"--distractors: {source / 'labels.csv'} not found (the runs' --data, as given to "
+                         "dsa demo: run this from the folder the demo ran in)")
+    val_dir = Path(runs[0]) / "data" / "val"
+    _, val_rows = read_labels(val_dir / "labels.csv", ("file", "domain", "place_id"))
+    val_places = {r["place_id"] for _, r in val_rows}
+    _, rows = read_labels(source / "labels.csv", ("file", "domain", "place_id"))
+    distractors = [r for _, r in rows if r.get("role") == "gan_train" and r["domain"] == "day"
+                   and r["place_id"] not in val_places]
+    folder = out / f"distractors-{source.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file,domain,place_id"]
+    lines += [f"{(val_dir / r['file']).resolve()},{r['domain']},{r['place_id']}" for _, r in val_rows]
+    lines += [f"{(source / r['file']).resolve()},day,{r['place_id']}" for r in distractors]
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
 
 
 if __name__ == "__main__":
