@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import warnings
@@ -123,10 +124,14 @@ def distractor_folder(runs: list[str], out: Path) -> Path:
     distractors = [r for _, r in rows if r.get("role") == "gan_train" and r["domain"] == "day"
                    and r["place_id"] not in val_places]
     folder = out / f"distractors-{source.name}"
-    folder.mkdir(parents=True, exist_ok=True)
     lines = ["file,domain,place_id"]
-    lines += [f"{(val_dir / r['file']).resolve()},{r['domain']},{r['place_id']}" for _, r in val_rows]
-    lines += [f"{(source / r['file']).resolve()},day,{r['place_id']}" for r in distractors]
+    picked = [(val_dir / r["file"], r) for _, r in val_rows] + [(source / r["file"], r) for r in distractors]
+    for i, (path, row) in enumerate(picked):
+        # copies: a labels.csv may only name files inside its folder
+        name = Path("images") / f"{i:04d}_{row['domain']}_{Path(row['file']).name}"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / name)
+        lines.append(f"{name.as_posix()},{row['domain']},{row['place_id']}")
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
     return folder
 
