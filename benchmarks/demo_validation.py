@@ -11,7 +11,10 @@ fine-tuning seed. The frozen VGG16 trunk is shared by all networks (computed onc
 
 For ``--data`` runs, whose 2 validation webcams every arm retrieves perfectly, ``--distractors``
 evaluates instead on those webcams with the day photos of the other training-role webcams added
-to the db (the evaluation webcams stay unread).
+to the db (the evaluation webcams stay unread). It is a diagnostic, not a way to choose: on AMOS it
+ranks the arms trained with night anchors of those webcams — the oracle's real nights included —
+far below the controls (a dark query lands on the webcams they were trained on), the opposite of
+the evaluation webcams (docs/demo.md).
 
     python benchmarks/demo_validation.py dsa-demo-a dsa-demo-b --places 40
     python benchmarks/demo_validation.py amos-a amos-b --distractors --gan-seeds 0,1,2
@@ -35,7 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--scene-seed", type=int, default=7, help="scene seed of the extra places (the demo uses 0)")
     p.add_argument("--distractors", action="store_true",
                    help="--data runs: instead of rendered scenes, the run's validation webcams with the day photos "
-                        "of the folder's other gan_train webcams added to the db (night->day only)")
+                        "of the folder's other gan_train webcams added to the db (night->day only; a diagnostic: "
+                        "networks trained on those webcams favour them, see docs/demo.md)")
     p.add_argument("--gan-seeds", default="0", help="comma-separated GAN seeds whose nights/dsa networks are compared")
     p.add_argument("--out", default="runs/demo_validation")
     args = p.parse_args(argv)
