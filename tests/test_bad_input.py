@@ -405,6 +405,7 @@ CASES = [
     Case("demo set unknown key", lambda t: _demo(t, "--set", "gan_rate=1"), "gan_rate"),
     Case("demo set bad value", lambda t: _demo(t, "--set", "gan_iterations=1.5"), "gan_iterations takes int"),
     Case("demo set without =", lambda t: _demo(t, "--set", "gan_lr"), "KEY=VALUE"),
+    Case("demo set nan in a tuple", lambda t: _demo(t, "--set", "eval_scales=1,nan"), "eval_scales takes tuple[float"),
     Case("demo set a flagged key", lambda t: _demo(t, "--set", "seeds=0,1"), "use --seeds"),
     Case("how yaml syntax error", lambda t: ["how-train", str(_how_params(t, "demo_train: [unclosed\n"))], "how.yml",
          pre=_how_root),

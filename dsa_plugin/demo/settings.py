@@ -171,21 +171,29 @@ def _reader(kind: str):
                 raise ValueError(text)
             return text.lower() in ("true", "1")
     elif base in _SCALARS:
-        def read(text: str):
-            value = _SCALARS[base](text)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(text)
-            return value
+        read = _scalar(base)
     elif base.startswith("tuple[") and base.endswith(", ...]") and base[6:-6] in _SCALARS:
-        item = _SCALARS[base[6:-6]]
+        item = _scalar(base[6:-6])
 
         def read(text: str):
-            return tuple(item(part.strip()) for part in text.split(",") if part.strip())
+            values = tuple(item(part.strip()) for part in text.split(","))
+            if not values or "" in values:
+                raise ValueError(text)
+            return values
     else:
         return None
     if not optional:
         return read
     return lambda text: None if text.lower() in ("none", "null") else read(text)
+
+
+def _scalar(name: str):
+    def read(text: str):
+        value = _SCALARS[name](text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    return read
 
 
 # Which settings each stage depends on: a stage is redone only when one of these changed, so
