@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                     arms.setdefault(name, {"night->day": [], "day->day": []})
                     for key in ("night->day", "day->day"):
                         arms[name][key].append(100 * scores[key]["map"])
-            report[str(run)] = compare(arms, gan_seeds)
+            report[str(run)] = compare(arms)
             print(f"{run}: " + ", ".join(f"{n} {m:.1f}" for n, m in report[str(run)]["means"].items()))
             control = report[str(run)]["control"]
             for dsa, gains in report[str(run)]["dsa_minus_control"].items():
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def compare(arms: dict[str, dict[str, list[float]]], gan_seeds: list[int]) -> dict:
+def compare(arms: dict[str, dict[str, list[float]]]) -> dict:
     """Each arm's mean night→day, the strongest control, and every ``dsa`` arm − it per fine-tuning seed."""
     means = {name: statistics.fmean(v["night->day"]) for name, v in arms.items()}
     control = max((n for n in means if n.startswith("baseline")), key=means.get)

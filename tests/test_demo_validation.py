@@ -62,6 +62,6 @@ def test_distractors_need_runs_of_one_folder(bench, tmp_path):
 def test_compare_takes_the_stronger_control_and_pairs_by_seed(bench):
     arms = {"baseline": {"night->day": [50.0, 52.0]}, "baseline (other test setting)": {"night->day": [60.0, 58.0]},
             "dsa-gan0": {"night->day": [61.0, 57.0]}, "dsa-gan1": {"night->day": [59.0, 63.0]}}
-    out = bench.compare(arms, [0, 1])
+    out = bench.compare(arms)
     assert out["control"] == "baseline (other test setting)"
     assert out["dsa_minus_control"] == {"dsa-gan0": [1.0, -1.0], "dsa-gan1": [-1.0, 5.0]}
